@@ -1,0 +1,237 @@
+"""The feature sets, declared once.
+
+Each :class:`Feature` says *what* is computed (``op``), over *whose* history (``key``: the
+origin user, the destination user, the (origin, destination) pair, or none), over *which*
+window (``window_ms``; ``None`` = everything so far), and how the value is transformed before
+scaling (``transform``). The batch engine (:mod:`txanomaly.features.batch`) and the online
+engine (:mod:`txanomaly.features.online`) both evaluate these declarations; neither has
+feature logic of its own. docs/features.md gives every definition in words.
+
+Ordering and windows (DESIGN section 3): transactions are ordered by timestamp, ties in input
+order. The window of length W of a transaction at time t covers the same user's transactions in
+(t - W, t] that come at or before it in that order, itself included. A transaction whose user
+id is missing has no history: its aggregates cover itself alone. Missing ids are never pooled.
+
+>>> [f.name for f in SEED.features][:3]
+['destination_amount', 'hour_sin', 'day_sin']
+>>> FeatureSet.from_dict(STANDARD.to_dict()) == STANDARD
+True
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from txanomaly.errors import TxAnomalyError
+
+HOUR_MS = 3_600_000
+DAY_MS = 86_400_000
+
+#: ``log_seconds_since_prev`` caps gaps at 30 days, and a user's first transaction counts as
+#: a 30-day gap: "long ago or never" look the same to a distance-based model.
+GAP_CAP_SECONDS = 30 * 86_400.0
+#: Regulariser of ``log_amount_zscore`` (log units, ~10 % of an amount): a user whose previous
+#: amounts were all equal would otherwise give an infinite z-score for any change.
+ZSCORE_MIN_STD = 0.1
+
+#: What a feature computes. ``key`` and ``window_ms`` say over whose history.
+OPS: dict[str, str] = {
+    "amount": "the transaction amount (destination amount, else origin amount)",
+    "log_amount": "log(1 + amount)",
+    "hour_sin": "sin(2 pi hour / 24), hour of day in UTC",
+    "hour_cos": "cos(2 pi hour / 24)",
+    "day_sin": "sin(2 pi weekday / 7), Monday = 0, UTC",
+    "day_cos": "cos(2 pi weekday / 7)",
+    "mean_diff": "amount - mean(amount over the user's window)",
+    "count": "number of the user's transactions in the window",
+    "log_amount_zscore": "(log(1+amount) - mean) / sqrt(var + 0.1^2) over the user's previous "
+                         "transactions' log(1+amount); 0 when there is no previous one",
+    "log_seconds_since_prev": "log(1 + seconds since the user's previous transaction), gaps "
+                              "capped at 30 days; the first transaction counts as 30 days",
+    "log_amount_to_mean": "log(1 + amount) - log(1 + mean(amount over the user's window))",
+    "is_first_pair": "1 if this origin never paid this destination before, else 0",
+    "cross_border": "1 if origin and destination countries are both known and differ, else 0",
+    "currency_mismatch": "1 if origin and destination currencies are both known and differ",
+}
+KEYS = ("origin", "destination", "pair")
+#: Ops evaluated over a user's history (need ``key``).
+USER_OPS = frozenset({"mean_diff", "count", "log_amount_zscore", "log_seconds_since_prev",
+                      "log_amount_to_mean", "is_first_pair"})
+TRANSFORMS = ("none", "log1p", "signed_log1p")
+
+
+@dataclass(frozen=True)
+class Feature:
+    """One feature: a name, what it computes, over whose history and window, and a transform."""
+
+    name: str
+    op: str
+    key: str | None = None
+    window_ms: int | None = None
+    transform: str = "none"
+    clip: tuple[float, float] | None = None
+
+    def __post_init__(self) -> None:
+        if self.op not in OPS:
+            raise TxAnomalyError(f"feature {self.name!r}: unknown op {self.op!r}; "
+                                 f"expected one of {sorted(OPS)}")
+        if (self.op in USER_OPS) != (self.key is not None):
+            raise TxAnomalyError(f"feature {self.name!r}: op {self.op!r} "
+                                 + ("needs a key" if self.op in USER_OPS else "takes no key"))
+        if self.key is not None and self.key not in KEYS:
+            raise TxAnomalyError(f"feature {self.name!r}: key must be one of {KEYS}")
+        if self.transform not in TRANSFORMS:
+            raise TxAnomalyError(f"feature {self.name!r}: transform must be one of {TRANSFORMS}")
+        if self.window_ms is not None and self.window_ms <= 0:
+            raise TxAnomalyError(f"feature {self.name!r}: window_ms must be > 0")
+
+    def describe(self) -> str:
+        """The feature's definition in words (used by docs and reports)."""
+        text = OPS[self.op]
+        if self.key is not None:
+            whose = {"origin": "origin user", "destination": "destination user",
+                     "pair": "(origin, destination) pair"}[self.key]
+            text = text.replace("the user", f"the {whose}")
+            if self.op in ("mean_diff", "count", "log_amount_to_mean"):
+                span = "all transactions so far" if self.window_ms is None else (
+                    f"window (t - {_span(self.window_ms)}, t]")
+                text += f"; window = {span}"
+        return text
+
+
+def _span(ms: int) -> str:
+    if ms % DAY_MS == 0:
+        return f"{ms // DAY_MS} d"
+    if ms % HOUR_MS == 0:
+        return f"{ms // HOUR_MS} h"
+    return f"{ms} ms"
+
+
+@dataclass(frozen=True)
+class FeatureSet:
+    """An ordered, named list of features; serialisable into the model file."""
+
+    name: str
+    features: tuple[Feature, ...]
+    description: str = ""
+    version: int = 1
+    extra: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    @property
+    def names(self) -> list[str]:
+        return [f.name for f in self.features]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "version": self.version, "description": self.description,
+                "features": [_feature_dict(f) for f in self.features]}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> FeatureSet:
+        try:
+            feats = tuple(
+                Feature(**{**f, "clip": tuple(f["clip"]) if f.get("clip") else None})
+                for f in data["features"])
+            return cls(name=data["name"], features=feats, description=data.get("description", ""),
+                       version=int(data.get("version", 1)))
+        except (KeyError, TypeError) as exc:
+            raise TxAnomalyError(f"invalid feature set definition: {exc}") from None
+
+    def transform(self, X: np.ndarray) -> np.ndarray:
+        """Apply each feature's transform (and clip) column-wise: raw values -> model inputs."""
+        X = np.array(X, dtype=np.float64, copy=True)
+        for j, feat in enumerate(self.features):
+            col = X[:, j]
+            if feat.transform == "log1p":
+                np.log1p(np.maximum(col, 0.0), out=col)
+            elif feat.transform == "signed_log1p":
+                X[:, j] = np.sign(col) * np.log1p(np.abs(col))
+            if feat.clip is not None:
+                np.clip(X[:, j], feat.clip[0], feat.clip[1], out=X[:, j])
+        return X
+
+    def inverse_transform(self, Z: np.ndarray) -> np.ndarray:
+        """Map model inputs back to original units (clipping cannot be undone)."""
+        Z = np.array(Z, dtype=np.float64, copy=True)
+        for j, feat in enumerate(self.features):
+            if feat.transform == "log1p":
+                Z[:, j] = np.expm1(Z[:, j])
+            elif feat.transform == "signed_log1p":
+                Z[:, j] = np.sign(Z[:, j]) * np.expm1(np.abs(Z[:, j]))
+        return Z
+
+
+def _feature_dict(f: Feature) -> dict[str, Any]:
+    d = asdict(f)
+    d["clip"] = list(f.clip) if f.clip else None
+    return d
+
+
+SEED = FeatureSet(
+    name="seed",
+    description="Exactly the 9 features of the reference notebook, in its order.",
+    features=(
+        Feature("destination_amount", "amount"),
+        Feature("hour_sin", "hour_sin"),
+        Feature("day_sin", "day_sin"),
+        Feature("hour_cos", "hour_cos"),
+        Feature("day_cos", "day_cos"),
+        Feature("destination_sliding_mean_diff", "mean_diff", "destination", DAY_MS),
+        Feature("destination_prefix_mean_diff", "mean_diff", "destination", None),
+        Feature("origin_sliding_mean_diff", "mean_diff", "origin", DAY_MS),
+        Feature("origin_prefix_mean_diff", "mean_diff", "origin", None),
+    ),
+)
+
+
+def _per_user(side: str) -> tuple[Feature, ...]:
+    return (
+        Feature(f"{side}_count_1h", "count", side, HOUR_MS, transform="log1p"),
+        Feature(f"{side}_count_24h", "count", side, DAY_MS, transform="log1p"),
+        Feature(f"{side}_log_amount_zscore", "log_amount_zscore", side, clip=(-10.0, 10.0)),
+        Feature(f"{side}_log_seconds_since_prev", "log_seconds_since_prev", side),
+        Feature(f"{side}_log_amount_to_mean_24h", "log_amount_to_mean", side, DAY_MS),
+    )
+
+
+def _seed_with_transforms() -> tuple[Feature, ...]:
+    out = []
+    for f in SEED.features:
+        if f.op == "amount":
+            f = Feature(f.name, f.op, transform="log1p")
+        elif f.op == "mean_diff":
+            f = Feature(f.name, f.op, f.key, f.window_ms, transform="signed_log1p")
+        out.append(f)
+    return tuple(out)
+
+
+STANDARD = FeatureSet(
+    name="standard",
+    description="The seed's 9 features plus velocity, per-user amount statistics, recency, "
+                "new counterparty, cross-border and currency mismatch; heavy-tailed values "
+                "are log-transformed so no single feature dominates the distance.",
+    features=(
+        *_seed_with_transforms(),
+        Feature("log_amount", "log_amount"),
+        *_per_user("origin"),
+        *_per_user("destination"),
+        Feature("is_first_pair", "is_first_pair", "pair"),
+        Feature("cross_border", "cross_border"),
+        Feature("currency_mismatch", "currency_mismatch"),
+    ),
+)
+
+FEATURE_SETS: dict[str, FeatureSet] = {"seed": SEED, "standard": STANDARD}
+
+
+def get_feature_set(name: str | FeatureSet) -> FeatureSet:
+    """Look a feature set up by name (``seed`` or ``standard``)."""
+    if isinstance(name, FeatureSet):
+        return name
+    try:
+        return FEATURE_SETS[name]
+    except KeyError:
+        raise TxAnomalyError(f"unknown feature set {name!r}; expected one of "
+                             f"{sorted(FEATURE_SETS)}") from None

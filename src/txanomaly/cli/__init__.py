@@ -1,6 +1,6 @@
 """The ``txanomaly`` command. Thin: parse options, call the core, map errors to exit codes.
 
-Each concept registers its commands from its own module (``data``: synth/features, ``model``:
+Each concept registers its commands from its own module (``synth``: synthetic data, ``data``: features, ``model``:
 train/score, ``analysis``: report/evaluate/tune/demo, ``serve``: the API server).
 """
 
@@ -20,7 +20,7 @@ app = typer.Typer(
 )
 
 # Modules that add commands to ``app``; each defines ``register(app)``.
-_COMMAND_MODULES = ("data", "model", "analysis", "serve")
+_COMMAND_MODULES = ("synth", "data", "model", "analysis", "serve")
 
 
 def _register_all() -> None:

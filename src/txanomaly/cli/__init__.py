@@ -19,6 +19,25 @@ app = typer.Typer(
     rich_markup_mode="rich",
 )
 
+def _version(value: bool) -> None:
+    if value:
+        from txanomaly import __version__
+
+        typer.echo(f"txanomaly {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                 help="Print the version and exit."),
+) -> None:
+    """Find anomalous financial transactions with a Self-Organizing Map.
+
+    Start with [bold]txanomaly demo[/]; every command's --help shows an example.
+    """
+
+
 # Modules that add commands to ``app``; each defines ``register(app)``.
 _COMMAND_MODULES = ("synth", "data", "model", "analysis", "serve")
 

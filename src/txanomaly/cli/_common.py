@@ -49,7 +49,7 @@ class Output:
     def __init__(self, quiet: bool = False, as_json: bool = False):
         self.quiet = quiet
         self.as_json = as_json
-        self.console = Console(stderr=as_json, quiet=quiet)
+        self.console = Console(stderr=as_json, quiet=quiet, soft_wrap=True)
 
     def print(self, *objects: Any, **kwargs: Any) -> None:
         self.console.print(*objects, **kwargs)

@@ -1,0 +1,67 @@
+"""``txanomaly features``: raw transactions in, per-transaction features out."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from txanomaly.cli._common import JsonOut, Output, Quiet, default_rejects_path, handle_errors
+from txanomaly.features import FEATURE_SETS, get_feature_set
+from txanomaly.features.batch import compute_features
+from txanomaly.io import ReadResult, load_transactions, write_rejects, write_table
+
+FeatureSetOpt = Annotated[str, typer.Option(
+    "--feature-set", "-f", help=f"Feature set: {', '.join(FEATURE_SETS)}.",
+    envvar="TXANOMALY_FEATURE_SET")]
+RejectsOpt = Annotated[Path | None, typer.Option(
+    "--rejects", help="Where rejected records go (JSON lines with reasons). "
+                      "Default: next to the output, OUT.rejects.jsonl.")]
+
+
+def read_input(path: Path, output: Path, rejects: Path | None, out: Output) -> ReadResult:
+    """Read INPUT, write its rejects file, and say how many records were rejected."""
+    result = load_transactions(path)
+    rejects_path = rejects or default_rejects_path(output)
+    write_rejects(rejects_path, result.rejects)
+    note = f", {result.exact_duplicates:,} exact repeat(s) counted once" if (
+        result.exact_duplicates) else ""
+    out.print(f"read {result.n_records:,} records from {path}: {result.frame.height:,} valid, "
+              f"{len(result.rejects):,} rejected -> {rejects_path}{note}")
+    return result
+
+
+@handle_errors
+def features(
+    input: Annotated[Path, typer.Argument(help="Transactions: .json, .jsonl, .csv or .parquet.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Output .parquet or .csv.")],
+    feature_set: FeatureSetOpt = "standard",
+    rejects: RejectsOpt = None,
+    quiet: Quiet = False,
+    json_out: JsonOut = False,
+) -> None:
+    """Compute per-transaction features (unscaled), in input order.
+
+    Example: [bold]txanomaly features tx.json -o features.parquet --feature-set seed[/]
+    """
+    out = Output(quiet, json_out)
+    if output.suffix.lower() not in (".parquet", ".csv"):
+        raise typer.BadParameter("output must end in .parquet or .csv", param_hint="--output")
+    fs = get_feature_set(feature_set)
+    start = time.perf_counter()
+    result = read_input(input, output, rejects, out)
+    table = compute_features(result.frame, fs)
+    write_table(table, output)
+    seconds = time.perf_counter() - start
+    out.print(f"wrote {table.height:,} rows x {table.width - 1} features ({feature_set}) "
+              f"to {output} in {seconds:.2f} s")
+    out.summary({"input": str(input), "output": str(output), "rows": table.height,
+                 "rejected": len(result.rejects), "exact_duplicates": result.exact_duplicates,
+                 "feature_set": feature_set, "features": table.columns[1:],
+                 "seconds": round(seconds, 3)})
+
+
+def register(app: typer.Typer) -> None:
+    app.command("features")(features)

@@ -1,0 +1,72 @@
+"""``txanomaly features`` through a CLI runner."""
+
+from __future__ import annotations
+
+import json
+
+import polars as pl
+from typer.testing import CliRunner
+
+from txanomaly.cli import app
+
+runner = CliRunner()
+TS = 1662358419786
+
+
+def records() -> list[dict]:
+    good = [{"transactionId": f"t{i}", "timestamp": TS + i * 60_000, "originUserId": "u",
+             "destinationAmountDetails": {"transactionAmount": 10.0 * (i + 1)}}
+            for i in range(4)]
+    bad = {"transactionId": "bad", "timestamp": "soon",
+           "destinationAmountDetails": {"transactionAmount": 1}}
+    return [*good[:2], bad, *good[2:]]
+
+
+def test_features_writes_rows_in_input_order_and_a_rejects_file(tmp_path):
+    src = tmp_path / "tx.json"
+    src.write_text(json.dumps(records()))
+    out = tmp_path / "feat.parquet"
+    result = runner.invoke(app, ["features", str(src), "-o", str(out), "--feature-set", "seed"])
+    assert result.exit_code == 0, result.output
+    assert "1 rejected" in result.output
+    frame = pl.read_parquet(out)
+    assert frame.get_column("transaction_id").to_list() == ["t0", "t1", "t2", "t3"]
+    assert frame.get_column("origin_prefix_mean_diff").to_list() == [0.0, 5.0, 10.0, 15.0]
+    rejects = (tmp_path / "feat.rejects.jsonl").read_text().splitlines()
+    assert json.loads(rejects[0])["transactionId"] == "bad"
+
+
+def test_features_json_summary_and_csv_output(tmp_path):
+    src = tmp_path / "tx.jsonl"
+    src.write_text("\n".join(json.dumps(r) for r in records()))
+    out = tmp_path / "feat.csv"
+    rej = tmp_path / "elsewhere" / "rej.jsonl"
+    result = runner.invoke(app, ["features", str(src), "-o", str(out), "--rejects", str(rej),
+                                 "--json", "--quiet"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["rows"] == 4 and summary["rejected"] == 1
+    assert pl.read_csv(out).height == 4 and rej.exists()
+
+
+def test_features_errors_exit_1_with_a_message(tmp_path):
+    result = runner.invoke(app, ["features", str(tmp_path / "missing.json"), "-o",
+                                 str(tmp_path / "f.parquet")])
+    assert result.exit_code == 1 and "no such file" in result.output
+    src = tmp_path / "tx.json"
+    src.write_text(json.dumps(records()))
+    result = runner.invoke(app, ["features", str(src), "-o", str(tmp_path / "f.parquet"),
+                                 "-f", "nope"])
+    assert result.exit_code == 1 and "unknown feature set" in result.output
+
+
+def test_features_bad_output_extension_is_a_usage_error(tmp_path):
+    src = tmp_path / "tx.json"
+    src.write_text(json.dumps(records()))
+    result = runner.invoke(app, ["features", str(src), "-o", str(tmp_path / "f.xlsx")])
+    assert result.exit_code == 2
+
+
+def test_help_shows_an_example_and_version():
+    assert "Example" in runner.invoke(app, ["features", "--help"]).output
+    assert runner.invoke(app, ["--version"]).output.startswith("txanomaly ")

@@ -1,0 +1,194 @@
+"""Reading transactions: every format, every kind of bad input, nothing valid lost."""
+
+from __future__ import annotations
+
+import json
+import tracemalloc
+from pathlib import Path
+
+import orjson
+import polars as pl
+import pytest
+
+from txanomaly.errors import InputFormatError, RecordError
+from txanomaly.io import load_transactions, read_transactions, write_rejects
+from txanomaly.schema import FLAT_COLUMNS, parse_record, parse_timestamp, to_raw
+
+TS = 1662358419786
+
+
+def rec(tid: str = "t1", **kw) -> dict:
+    base = {"transactionId": tid, "timestamp": TS, "originUserId": "u1",
+            "destinationUserId": "u2", "type": "TRANSFER", "transactionState": "SUCCESSFUL",
+            "originAmountDetails": {"transactionAmount": 12.5, "transactionCurrency": "EUR",
+                                    "country": "DE"},
+            "destinationAmountDetails": {"transactionAmount": 12.5,
+                                         "transactionCurrency": "EUR", "country": "FR"},
+            "originPaymentDetails": {"method": "CARD", "cardFingerprint": "abc"},
+            "destinationPaymentDetails": {"method": "IBAN"}}
+    base.update(kw)
+    return {k: v for k, v in base.items() if v is not ...}
+
+
+def write_json(tmp_path: Path, records: list, name: str = "tx.json") -> Path:
+    path = tmp_path / name
+    if name.endswith(".json"):
+        path.write_text(json.dumps(records))
+    else:
+        path.write_text("\n".join(json.dumps(r) for r in records) + "\n")
+    return path
+
+
+@pytest.mark.parametrize("value", [TS, {"$numberLong": str(TS)}, str(TS),
+                                   "2022-09-05T06:13:39.786Z", "2022-09-05T08:13:39.786+02:00",
+                                   "2022-09-05T06:13:39.786", float(TS)])
+def test_every_timestamp_form_parses_to_the_same_ms(value):
+    assert parse_timestamp(value) == TS
+
+
+def test_flatten_keeps_unknown_fields_and_round_trips():
+    raw = rec(foo={"bar": [1, 2]})
+    flat = parse_record(raw)
+    assert flat["origin_method"] == "CARD" and flat["destination_country"] == "FR"
+    assert orjson.loads(flat["extra"]) == {"originPaymentDetails": {"cardFingerprint": "abc"},
+                                           "foo": {"bar": [1, 2]}}
+    assert to_raw(flat) == raw
+
+
+BAD = [
+    ("missing id", rec(transactionId=...), "transactionId", "required"),
+    ("id not a string", rec(transactionId=5), "transactionId", "expected a string"),
+    ("bad timestamp", rec(timestamp="next tuesday"), "timestamp", "cannot parse"),
+    ("timestamp bool", rec(timestamp=True), "timestamp", "expected"),
+    ("bad numberLong", rec(timestamp={"$numberLong": "x1"}), "timestamp", "cannot parse"),
+    ("negative amount", rec(destinationAmountDetails={"transactionAmount": -3}),
+     "destinationAmountDetails.transactionAmount", ">= 0"),
+    ("string amount", rec(originAmountDetails={"transactionAmount": "12"}),
+     "originAmountDetails.transactionAmount", "expected a number"),
+    ("huge amount", rec(originAmountDetails={"transactionAmount": 1e300}),
+     "originAmountDetails.transactionAmount", "larger than"),
+    ("no amount", rec(originAmountDetails=..., destinationAmountDetails=...),
+     "originAmountDetails.transactionAmount", "at least one"),
+    ("details not an object", rec(originPaymentDetails="CARD"), "originPaymentDetails",
+     "expected an object"),
+    ("user id number", rec(originUserId=7), "originUserId", "expected a string"),
+]
+
+
+@pytest.mark.parametrize(("case", "raw", "field", "message"), BAD, ids=[b[0] for b in BAD])
+def test_each_kind_of_bad_record_is_named_by_index_id_and_field(tmp_path, case, raw, field,
+                                                                message):
+    path = write_json(tmp_path, [rec("ok1"), raw, rec("ok2")])
+    result = load_transactions(path)
+    assert result.frame.get_column("transaction_id").to_list() == ["ok1", "ok2"]
+    (rej,) = result.rejects
+    assert rej.index == 1
+    assert any(e.field == field and message in e.message for e in rej.errors), rej.errors
+    with pytest.raises(RecordError, match=r"record 1\b"):
+        read_transactions(path)
+
+
+def test_non_finite_amount_in_json_lines_is_rejected(tmp_path):
+    path = tmp_path / "tx.jsonl"
+    good = json.dumps(rec("a"))
+    bad = good.replace('"b"', '"b"').replace("12.5", "NaN", 1).replace('"a"', '"b"')
+    path.write_text(good + "\n" + bad + "\n{not json\n")
+    result = load_transactions(path)
+    assert result.frame.height == 1
+    assert [r.index for r in result.rejects] == [1, 2]
+    assert "invalid JSON" in result.rejects[1].errors[0].message
+
+
+def test_all_errors_of_one_record_are_listed():
+    with pytest.raises(RecordError) as info:
+        parse_record(rec(timestamp="x", originUserId=1), index=3)
+    assert {e.field for e in info.value.errors} == {"timestamp", "originUserId"}
+    assert "record 3 (transactionId='t1')" in str(info.value)
+
+
+def test_duplicates_first_wins_exact_repeat_counted_once(tmp_path):
+    records = [rec("a"), rec("b"), rec("a"), rec("a", timestamp=TS + 1)]
+    result = load_transactions(write_json(tmp_path, records))
+    assert result.frame.get_column("transaction_id").to_list() == ["a", "b"]
+    assert result.exact_duplicates == 1
+    (rej,) = result.rejects
+    assert rej.index == 3 and "record 0 was kept" in rej.errors[0].message
+
+
+@pytest.mark.parametrize("name", ["tx.json", "tx.jsonl"])
+def test_json_array_and_lines_give_the_same_frame(tmp_path, name):
+    records = [rec(f"t{i}", timestamp={"$numberLong": str(TS + i)}) for i in range(5)]
+    frame = read_transactions(write_json(tmp_path, records, name))
+    assert frame.columns == [*FLAT_COLUMNS, "extra"]
+    assert frame.get_column("timestamp").to_list() == [TS + i for i in range(5)]
+
+
+def test_csv_and_parquet_flat_tables(tmp_path):
+    frame = read_transactions(write_json(tmp_path, [rec("a"), rec("b", foo=1)]))
+    frame.write_parquet(tmp_path / "tx.parquet")
+    assert read_transactions(tmp_path / "tx.parquet").equals(frame)
+    frame.write_csv(tmp_path / "tx.csv")
+    assert read_transactions(tmp_path / "tx.csv").equals(frame)
+
+
+def test_csv_with_iso_timestamps_extra_columns_and_bad_rows(tmp_path):
+    path = tmp_path / "tx.csv"
+    path.write_text(
+        "transaction_id,timestamp,origin_user_id,destination_amount,channel\n"
+        "a,2022-09-05T06:13:39.786Z,u1,10.5,web\n"
+        "b,1662358419786,u1,abc,app\n"
+        "c,,u1,3,app\n"
+        "d,1662358419786,,inf,app\n"
+        "e,1662358419787,u2,4,\n")
+    result = load_transactions(path)
+    assert result.frame.get_column("transaction_id").to_list() == ["a", "e"]
+    assert result.frame.get_column("timestamp").to_list() == [TS, TS + 1]
+    assert orjson.loads(result.frame.get_column("extra")[0]) == {"channel": "web"}
+    errors = {r.transaction_id: r.errors[0] for r in result.rejects}
+    assert errors["b"].field == "destination_amount" and "number" in errors["b"].message
+    assert errors["c"].field == "timestamp" and errors["c"].message == "required"
+    assert errors["d"].field == "destination_amount" and "finite" in errors["d"].message
+
+
+def test_missing_required_column_is_a_clear_file_error(tmp_path):
+    path = tmp_path / "tx.csv"
+    path.write_text("id,amount\n1,2\n")
+    with pytest.raises(InputFormatError, match="missing column.*transaction_id"):
+        load_transactions(path)
+
+
+def test_unsupported_extension_and_non_json(tmp_path):
+    (tmp_path / "tx.xml").write_text("<a/>")
+    with pytest.raises(InputFormatError, match="unsupported extension"):
+        load_transactions(tmp_path / "tx.xml")
+    (tmp_path / "tx.json").write_text("hello")
+    with pytest.raises(InputFormatError, match="not JSON"):
+        load_transactions(tmp_path / "tx.json")
+    (tmp_path / "broken.json").write_text('[{"transactionId": "a", ')
+    with pytest.raises(InputFormatError, match="invalid JSON"):
+        load_transactions(tmp_path / "broken.json")
+
+
+def test_rejects_file_holds_reasons_and_the_record(tmp_path):
+    result = load_transactions(write_json(tmp_path, [rec("a"), rec("b", timestamp="x")]))
+    path = write_rejects(tmp_path / "rejects.jsonl", result.rejects)
+    (line,) = path.read_text().splitlines()
+    entry = json.loads(line)
+    assert entry["index"] == 1 and entry["transactionId"] == "b"
+    assert entry["errors"][0]["field"] == "timestamp"
+    assert entry["record"]["timestamp"] == "x"
+
+
+def test_json_array_is_streamed(tmp_path):
+    # 20k records: peak Python allocations stay well below a fully materialised list of dicts.
+    records = [rec(f"t{i}") for i in range(20_000)]
+    path = tmp_path / "big.json"
+    path.write_bytes(orjson.dumps(records))
+    del records
+    tracemalloc.start()
+    frame = read_transactions(path)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert frame.height == 20_000
+    assert isinstance(frame, pl.DataFrame)
+    assert peak < 3 * path.stat().st_size, (peak, path.stat().st_size)

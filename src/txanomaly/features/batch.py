@@ -19,6 +19,10 @@ two agree to the last bit on in-order streams.
 
 from __future__ import annotations
 
+import os
+import threading
+from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -60,10 +64,26 @@ def feature_matrix(frame: pl.DataFrame, feature_set: str | FeatureSet = "standar
     """The features of every row as a float64 array (rows in input order, columns in spec order)."""
     fs = get_feature_set(feature_set)
     ctx = _Table(frame)
-    out = np.empty((frame.height, len(fs.features)), dtype=np.float64)
+    # Column-major: each feature is written as one contiguous column.
+    out = np.empty((len(fs.features), frame.height), dtype=np.float64)
+    by_key: dict[str | None, list[int]] = defaultdict(list)
     for j, feat in enumerate(fs.features):
-        out[:, j] = _evaluate(feat, ctx)
-    return out
+        by_key[feat.key].append(j)
+
+    def run(key: str | None) -> None:
+        for j in by_key[key]:
+            out[j] = _evaluate(fs.features[j], ctx)
+
+    ctx.time_rank  # computed once, before the threads share it  # noqa: B018
+    # Each key's sort / running sums / searchsorted release the GIL: one thread per key.
+    workers = min(len(by_key), os.cpu_count() or 1)
+    if workers > 1 and frame.height > 50_000:
+        with ThreadPoolExecutor(workers) as pool:
+            list(pool.map(run, by_key))
+    else:
+        for key in by_key:
+            run(key)
+    return out.T
 
 
 def _evaluate(feat: Feature, ctx: _Table) -> np.ndarray:
@@ -73,7 +93,8 @@ def _evaluate(feat: Feature, ctx: _Table) -> np.ndarray:
     if op == "log_amount":
         return np.log1p(ctx.amount)
     if op in ("hour_sin", "hour_cos", "day_sin", "day_cos"):
-        return _cyclical(op, ctx.ts)
+        angle = ctx.hour_angle if op.startswith("hour") else ctx.day_angle
+        return np.sin(angle) if op.endswith("sin") else np.cos(angle)
     if op == "cross_border":
         return ctx.differs("origin_country", "destination_country")
     if op == "currency_mismatch":
@@ -81,14 +102,6 @@ def _evaluate(feat: Feature, ctx: _Table) -> np.ndarray:
     assert feat.key is not None  # the spec guarantees user ops have a key
     hist = ctx.history(feat.key)
     return hist.scatter(_user_op(feat, hist), _singleton(feat, ctx.amount))
-
-
-def _cyclical(op: str, ts: np.ndarray) -> np.ndarray:
-    if op.startswith("hour"):
-        angle = 2 * np.pi * ((ts // HOUR_MS) % 24) / 24
-    else:  # 1970-01-01 was a Thursday: weekday (Monday = 0) = (days + 3) mod 7
-        angle = 2 * np.pi * ((ts // DAY_MS + 3) % 7) / 7
-    return np.sin(angle) if op.endswith("sin") else np.cos(angle)
 
 
 def _user_op(feat: Feature, h: _KeyHistory) -> np.ndarray:
@@ -136,6 +149,18 @@ class _Table:
             raise InputFormatError(f"record {bad}: no amount (validate input with "
                                    "txanomaly.io.load_transactions first)")
         self._histories: dict[str, _KeyHistory] = {}
+        self._codes: dict[str, np.ndarray] = {}
+        self._locks = {key: threading.Lock() for key in ("origin", "destination", "pair")}
+
+    @cached_property
+    def hour_angle(self) -> np.ndarray:
+        """2 pi hour / 24, hour of day in UTC."""
+        return (2 * np.pi / 24) * ((self.ts // HOUR_MS) % 24)
+
+    @cached_property
+    def day_angle(self) -> np.ndarray:
+        """2 pi weekday / 7; 1970-01-01 was a Thursday, so weekday = (days + 3) mod 7."""
+        return (2 * np.pi / 7) * ((self.ts // DAY_MS + 3) % 7)
 
     @cached_property
     def time_order(self) -> np.ndarray:
@@ -161,12 +186,25 @@ class _Table:
         ).astype(np.float64)
 
     def key_codes(self, key: str) -> np.ndarray:
-        """An int64 code per row for ``key`` (equal ids -> equal codes), -1 where missing."""
-        if key == "pair":
+        """An int64 code per row for ``key`` (equal ids -> equal codes), -1 where missing.
+
+        Computed once per key even when several threads ask (the pair key needs both users').
+        """
+        with self._locks[key]:
+            if key not in self._codes:
+                self._codes[key] = self._compute_codes(key)
+        return self._codes[key]
+
+    def _compute_codes(self, key: str) -> np.ndarray:
+        if key == "pair":  # codes need not be dense: the history makes its own group ids
             o, d = self.key_codes("origin"), self.key_codes("destination")
-            pair = o * (int(d.max(initial=0)) + 1) + d
-            codes = pl.Series(pair).rank("dense").cast(pl.Int64).to_numpy() - 1
-            return np.where((o < 0) | (d < 0), -1, codes)
+            width = int(d.max(initial=0)) + 1
+            if (int(o.max(initial=0)) + 1) * width < _INT63:
+                pair = o * width + d
+            else:
+                pair = pl.DataFrame({"o": o, "d": d}).select(
+                    pl.struct("o", "d").rank("dense").cast(pl.Int64)).to_series().to_numpy()
+            return np.where((o < 0) | (d < 0), -1, pair)
         ids = self.column(f"{key}_user_id")
         codes = ids.cast(pl.Categorical).to_physical().cast(pl.Int64)
         return codes.fill_null(-1).to_numpy()
@@ -191,14 +229,17 @@ class _KeyHistory:
     @classmethod
     def build(cls, table: _Table, key: str) -> _KeyHistory:
         codes = table.key_codes(key)
-        rows = _sort_by_code_then_rank(codes, table.time_rank, table.time_order)
-        sorted_codes = codes[rows]
+        rows, sorted_codes = _sort_by_code_then_rank(codes, table.time_rank, table.time_order)
         new_group = np.empty(rows.size, dtype=bool)
         new_group[:1] = True
         np.not_equal(sorted_codes[1:], sorted_codes[:-1], out=new_group[1:])
         group = np.cumsum(new_group) - 1
         starts = np.flatnonzero(new_group)
         return cls(table.n, rows, group, starts[group], table.ts[rows], table.amount[rows])
+
+    @cached_property
+    def first_of_group(self) -> np.ndarray:
+        return np.flatnonzero(self.start == np.arange(self.rows.size))
 
     @cached_property
     def position(self) -> np.ndarray:
@@ -209,41 +250,54 @@ class _KeyHistory:
     def n_prev(self) -> np.ndarray:
         return self.position
 
-    @cached_property
-    def _running(self) -> pl.DataFrame:
-        """Per-group inclusive running sums (sequential, as the online engine adds them)."""
-        la = np.log1p(self.amount)
-        shifted = la - la[self.start]  # shifted data: stable variance (Chan et al.)
-        frame = pl.DataFrame({"g": self.group, "a": self.amount, "d": shifted,
-                              "d2": shifted * shifted})
-        return frame.select(pl.col("a", "d", "d2").cum_sum().over("g"))
+    def _running_sum(self, values: np.ndarray) -> np.ndarray:
+        """Per-group inclusive running sums, added one by one as the online engine adds them."""
+        frame = pl.DataFrame({"g": self.group, "v": values})
+        return frame.select(pl.col("v").cum_sum().over("g")).to_series().to_numpy()
 
+    @cached_property
     def prefix_sum(self) -> np.ndarray:
-        return self._running.get_column("a").to_numpy()
+        return self._running_sum(self.amount)
+
+    @cached_property
+    def _log_moments(self) -> tuple[np.ndarray, np.ndarray]:
+        """Running sums of d and d^2, d = log(1+amount) - the group's first log(1+amount).
+
+        Shifted data keep the variance formula stable (Chan, Golub & LeVeque, 1983).
+        """
+        la = np.log1p(self.amount)
+        d = la - la[self.start]
+        frame = pl.DataFrame({"g": self.group, "d": d, "d2": d * d})
+        run = frame.select(pl.col("d", "d2").cum_sum().over("g"))
+        return run.get_column("d").to_numpy(), run.get_column("d2").to_numpy()
 
     def window(self, window_ms: int | None) -> tuple[np.ndarray, np.ndarray]:
         """(sum of amounts, count) over each row's window (all history when ``None``)."""
-        cum = self.prefix_sum()
+        cum = self.prefix_sum
         if window_ms is None:
             return cum, self.position + 1
         first = _window_start(self.group, self.ts, window_ms)
         idx = np.arange(self.rows.size, dtype=np.int64)
-        before = np.where(first > self.start, cum[np.maximum(first - 1, 0)], 0.0)
-        return cum - before, idx - first + 1
+        return cum - self._previous(cum)[first], idx - first + 1
 
     def _previous(self, values: np.ndarray) -> np.ndarray:
-        """Each row's value at the previous position of its group (0 for a first row)."""
-        prev = np.zeros_like(values)
+        """Each row's value at the previous position of its group (0 for a first row).
+
+        For running sums this is the exclusive sum: exactly the state the online engine holds
+        before it adds the row.
+        """
+        prev = np.empty_like(values)
+        prev[:1] = 0
         prev[1:] = values[:-1]
-        prev[self.position == 0] = 0
+        prev[self.first_of_group] = 0
         return prev
 
     @property
     def log_zscore(self) -> np.ndarray:
-        run = self._running
+        d, d2 = self._log_moments
         n = self.position.astype(np.float64)
-        s1 = self._previous(run.get_column("d").to_numpy())
-        s2 = self._previous(run.get_column("d2").to_numpy())
+        s1 = self._previous(d)
+        s2 = self._previous(d2)
         la = np.log1p(self.amount)
         with np.errstate(divide="ignore", invalid="ignore"):
             mean = s1 / n
@@ -266,18 +320,20 @@ class _KeyHistory:
 
 
 def _sort_by_code_then_rank(codes: np.ndarray, rank: np.ndarray, time_order: np.ndarray
-                            ) -> np.ndarray:
-    """Rows with a code (>= 0), sorted by (code, time rank)."""
-    has = np.flatnonzero(codes >= 0)
-    if has.size == 0:
-        return has
+                            ) -> tuple[np.ndarray, np.ndarray]:
+    """Rows with a code (>= 0) sorted by (code, time rank), and their codes in that order."""
+    has = codes >= 0
     c, r = codes[has], rank[has]
-    rank_bits = max(int(r.max()).bit_length(), 1)
+    if c.size == 0:
+        return c, c
+    rank_bits = max(int(rank.size - 1).bit_length(), 1)
     if int(c.max()).bit_length() + rank_bits <= 62:
+        # One sort of (code << bits | rank) keys; both halves are read back from the keys.
         packed = pl.Series((c << rank_bits) | r).sort().to_numpy()
-        return time_order[packed & ((1 << rank_bits) - 1)]
+        return time_order[packed & ((1 << rank_bits) - 1)], packed >> rank_bits
     order = pl.DataFrame({"c": c, "r": r}).select(pl.arg_sort_by("c", "r")).to_series()
-    return has[order.to_numpy()]
+    rows = np.flatnonzero(has)[order.to_numpy()]
+    return rows, codes[rows]
 
 
 def _window_start(group: np.ndarray, ts: np.ndarray, window_ms: int) -> np.ndarray:

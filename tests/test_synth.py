@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 from txanomaly import synth
 from txanomaly.cli import app
 from txanomaly.errors import TxAnomalyError
+from txanomaly.io import load_transactions
 from txanomaly.schema import FLAT_COLUMNS, parse_record, to_raw
 
 N, USERS, DAYS, RATE, SEED = 30_000, 300, 20, 0.03, 11
@@ -319,3 +320,12 @@ def test_the_period_starts_at_midnight_utc_of_the_start_date() -> None:
     assert frame["timestamp"].min() >= START_MS
     assert frame["timestamp"].max() < START_MS + synth.DAY_MS
     assert np.all(np.diff(frame["timestamp"].to_numpy()) >= 0)
+
+
+@pytest.mark.parametrize("suffix", [".json", ".jsonl", ".parquet"])
+def test_written_files_read_back_unchanged_through_io(tmp_path: Path, suffix: str) -> None:
+    frame = synth.generate(2_000, users=30, days=5, anomaly_rate=0.05, seed=9).transactions
+    path = synth.write_transactions(frame, tmp_path / f"tx{suffix}", number_long_share=0.5)
+    loaded = load_transactions(path)
+    assert not loaded.rejects
+    assert_frame_equal(loaded.frame.select(FLAT_COLUMNS), frame.select(FLAT_COLUMNS))

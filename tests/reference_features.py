@@ -38,7 +38,7 @@ def _history(rows: list[dict[str, Any]], i: int, key: str) -> list[int]:
 
 def reference_features(rows: list[dict[str, Any]], fs: FeatureSet) -> list[list[float]]:
     out = []
-    for i, r in enumerate(rows):
+    for i in range(len(rows)):
         out.append([_one(rows, i, f) for f in fs.features])
     return out
 

@@ -9,8 +9,8 @@ import polars as pl
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from reference_features import close, reference_features
 
+from reference_features import close, reference_features
 from txanomaly.features import SEED, STANDARD
 from txanomaly.features.batch import compute_features, feature_matrix
 from txanomaly.features.spec import GAP_CAP_SECONDS
@@ -172,3 +172,11 @@ def test_large_id_space_and_long_time_range_still_exact():
     got = feature_matrix(table(rows), SEED)
     want = reference_features(rows, SEED)
     assert np.allclose(got, np.array(want), rtol=1e-9, atol=1e-6)
+
+
+def test_every_feature_is_documented_in_docs_features_md():
+    from pathlib import Path
+
+    doc = (Path(__file__).parents[1] / "docs" / "features.md").read_text()
+    for name in {*SEED.names, *STANDARD.names}:
+        assert f"`{name}`" in doc, name

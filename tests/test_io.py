@@ -153,7 +153,7 @@ def test_csv_with_iso_timestamps_extra_columns_and_bad_rows(tmp_path):
 def test_missing_required_column_is_a_clear_file_error(tmp_path):
     path = tmp_path / "tx.csv"
     path.write_text("id,amount\n1,2\n")
-    with pytest.raises(InputFormatError, match="missing column.*transaction_id"):
+    with pytest.raises(InputFormatError, match=r"missing column.*transaction_id"):
         load_transactions(path)
 
 

@@ -199,10 +199,7 @@ class _Unparseable:
 
 def _read_table(path: Path, suffix: str) -> tuple[pl.DataFrame, list[Rejected]]:
     try:
-        if suffix == ".csv":
-            raw = pl.read_csv(path, infer_schema=False)
-        else:
-            raw = pl.read_parquet(path)
+        raw = pl.read_csv(path, infer_schema=False) if suffix == ".csv" else pl.read_parquet(path)
     except (pl.exceptions.PolarsError, OSError) as exc:
         raise InputFormatError(f"{path}: cannot read {suffix[1:]}: {exc}") from None
     return validate_flat(raw, str(path))

@@ -138,7 +138,8 @@ def parse_timestamp(value: Any) -> int:
             delta = dt - datetime(1970, 1, 1, tzinfo=UTC)
             ms = (delta.days * 86_400 + delta.seconds) * 1000 + delta.microseconds // 1000
     else:
-        raise ValueError(f"expected ms since epoch or an ISO-8601 string, got {type(value).__name__}")
+        raise ValueError("expected ms since epoch or an ISO-8601 string, "
+                         f"got {type(value).__name__}")
     if not MIN_TIMESTAMP_MS <= ms < MAX_TIMESTAMP_MS:
         raise ValueError(f"{ms} ms is outside 1970..9999")
     return ms

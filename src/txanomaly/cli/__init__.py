@@ -1,7 +1,8 @@
 """The ``txanomaly`` command. Thin: parse options, call the core, map errors to exit codes.
 
-Each concept registers its commands from its own module (``synth``: synthetic data, ``data``: features, ``model``:
-train/score, ``analysis``: report/evaluate/tune/demo, ``serve``: the API server).
+Each concept registers its commands from its own module (``synth``: synthetic data,
+``data``: features, ``model``: train/score, ``analysis``: report/evaluate/tune/demo,
+``serve``: the API server).
 """
 
 from __future__ import annotations

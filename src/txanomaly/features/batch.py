@@ -30,15 +30,8 @@ import numpy as np
 import polars as pl
 
 from txanomaly.errors import InputFormatError
-from txanomaly.features.spec import (
-    DAY_MS,
-    GAP_CAP_SECONDS,
-    HOUR_MS,
-    ZSCORE_MIN_STD,
-    Feature,
-    FeatureSet,
-    get_feature_set,
-)
+from txanomaly.features import formulas as fx
+from txanomaly.features.spec import Feature, FeatureSet, get_feature_set
 
 _INT63 = 2**62  # headroom below int64's limit for composite keys
 
@@ -53,10 +46,10 @@ def compute_features(frame: pl.DataFrame, feature_set: str | FeatureSet = "stand
     """
     fs = get_feature_set(feature_set)
     values = feature_matrix(frame, fs)
-    data = {"transaction_id": frame.get_column("transaction_id")} if (
-        "transaction_id" in frame.columns) else {}
-    data.update({name: values[:, j] for j, name in enumerate(fs.names)})
-    return pl.DataFrame(data)
+    columns = [pl.Series(name, values[:, j]) for j, name in enumerate(fs.names)]
+    if "transaction_id" in frame.columns:
+        columns.insert(0, frame.get_column("transaction_id"))
+    return pl.DataFrame(columns)
 
 
 def feature_matrix(frame: pl.DataFrame, feature_set: str | FeatureSet = "standard"
@@ -101,34 +94,27 @@ def _evaluate(feat: Feature, ctx: _Table) -> np.ndarray:
         return ctx.differs("origin_currency", "destination_currency")
     assert feat.key is not None  # the spec guarantees user ops have a key
     hist = ctx.history(feat.key)
-    return hist.scatter(_user_op(feat, hist), _singleton(feat, ctx.amount))
+    return hist.scatter(_user_op(feat, hist), fx.SINGLETON[feat.op])
 
 
 def _user_op(feat: Feature, h: _KeyHistory) -> np.ndarray:
     """The feature over the rows that have the key, in (key, time) order."""
     a = h.amount
     if feat.op == "mean_diff":
-        total, count = h.window(feat.window_ms)
-        return a - total / count
+        return fx.mean_diff(a, *h.window(feat.window_ms))
     if feat.op == "count":
         return h.window(feat.window_ms)[1].astype(np.float64)
     if feat.op == "log_amount_to_mean":
-        total, count = h.window(feat.window_ms)
-        return np.log1p(a) - np.log1p(total / count)
+        return fx.log_amount_to_mean(a, *h.window(feat.window_ms))
     if feat.op == "log_amount_zscore":
-        return h.log_zscore
+        d, d2 = h.log_moments
+        la = np.log1p(a)
+        return fx.log_zscore(la, la[h.start], h.previous(d), h.previous(d2), h.n_prev)
     if feat.op == "log_seconds_since_prev":
-        return h.log_gap
+        return fx.log_gap(h.ts, h.previous(h.ts), h.n_prev > 0)
     if feat.op == "is_first_pair":
         return (h.n_prev == 0).astype(np.float64)
     raise AssertionError(f"unhandled op {feat.op}")
-
-
-def _singleton(feat: Feature, amount: np.ndarray) -> np.ndarray | float:
-    """The feature of a transaction with no history (its key is missing): itself alone."""
-    return {"mean_diff": 0.0, "count": 1.0, "log_amount_to_mean": 0.0,
-            "log_amount_zscore": 0.0, "log_seconds_since_prev": float(np.log1p(GAP_CAP_SECONDS)),
-            "is_first_pair": 1.0}[feat.op]
 
 
 class _Table:
@@ -154,13 +140,11 @@ class _Table:
 
     @cached_property
     def hour_angle(self) -> np.ndarray:
-        """2 pi hour / 24, hour of day in UTC."""
-        return (2 * np.pi / 24) * ((self.ts // HOUR_MS) % 24)
+        return fx.hour_angle(self.ts)
 
     @cached_property
     def day_angle(self) -> np.ndarray:
-        """2 pi weekday / 7; 1970-01-01 was a Thursday, so weekday = (days + 3) mod 7."""
-        return (2 * np.pi / 7) * ((self.ts // DAY_MS + 3) % 7)
+        return fx.day_angle(self.ts)
 
     @cached_property
     def time_order(self) -> np.ndarray:
@@ -260,7 +244,7 @@ class _KeyHistory:
         return self._running_sum(self.amount)
 
     @cached_property
-    def _log_moments(self) -> tuple[np.ndarray, np.ndarray]:
+    def log_moments(self) -> tuple[np.ndarray, np.ndarray]:
         """Running sums of d and d^2, d = log(1+amount) - the group's first log(1+amount).
 
         Shifted data keep the variance formula stable (Chan, Golub & LeVeque, 1983).
@@ -278,9 +262,9 @@ class _KeyHistory:
             return cum, self.position + 1
         first = _window_start(self.group, self.ts, window_ms)
         idx = np.arange(self.rows.size, dtype=np.int64)
-        return cum - self._previous(cum)[first], idx - first + 1
+        return cum - self.previous(cum)[first], idx - first + 1
 
-    def _previous(self, values: np.ndarray) -> np.ndarray:
+    def previous(self, values: np.ndarray) -> np.ndarray:
         """Each row's value at the previous position of its group (0 for a first row).
 
         For running sums this is the exclusive sum: exactly the state the online engine holds
@@ -291,25 +275,6 @@ class _KeyHistory:
         prev[1:] = values[:-1]
         prev[self.first_of_group] = 0
         return prev
-
-    @property
-    def log_zscore(self) -> np.ndarray:
-        d, d2 = self._log_moments
-        n = self.position.astype(np.float64)
-        s1 = self._previous(d)
-        s2 = self._previous(d2)
-        la = np.log1p(self.amount)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            mean = s1 / n
-            var = np.maximum(s2 / n - mean * mean, 0.0)
-            z = (la - la[self.start] - mean) / np.sqrt(var + ZSCORE_MIN_STD**2)
-        return np.where(n > 0, z, 0.0)
-
-    @property
-    def log_gap(self) -> np.ndarray:
-        gap = (self.ts - self._previous(self.ts)) / 1000.0
-        gap = np.where(self.position > 0, np.minimum(gap, GAP_CAP_SECONDS), GAP_CAP_SECONDS)
-        return np.log1p(gap)
 
     def scatter(self, values: np.ndarray, default: np.ndarray | float) -> np.ndarray:
         """Put sorted-order values back in table order; rows without the key get ``default``."""

@@ -1,0 +1,480 @@
+"""The anomaly detector: scaler + Self-Organizing Map + threshold + explanations.
+
+Score directions, stated once:
+
+* :meth:`AnomalyDetector.anomaly_score` -- **higher = more anomalous**: the quantization error,
+  the Euclidean distance of the scaled row to its best-matching unit (BMU).
+* :meth:`AnomalyDetector.score_samples` -- scikit-learn's convention, **lower = more abnormal**:
+  ``-anomaly_score``.
+* :meth:`AnomalyDetector.decision_function` -- ``score_samples - offset_``: **negative =
+  outlier**; :meth:`AnomalyDetector.predict` gives -1 for outliers and +1 for inliers.
+* PyOD's attributes after ``fit``: ``decision_scores_`` (training anomaly scores),
+  ``threshold_`` and ``labels_`` (**1 = anomaly**).
+
+A row is an anomaly when its anomaly score is strictly greater than ``threshold_``.
+
+>>> import numpy as np
+>>> rng = np.random.default_rng(0)
+>>> X = rng.normal(size=(500, 3))
+>>> det = AnomalyDetector(map_size="4x4", epochs=5).fit(X)
+>>> det.predict([[0.0, 0.0, 0.0], [9.0, 9.0, 9.0]]).tolist()
+[1, -1]
+>>> det.is_anomaly([[9.0, 9.0, 9.0]]).tolist()
+[True]
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator, OutlierMixin
+from sklearn.exceptions import NotFittedError as SklearnNotFittedError
+from sklearn.metrics import silhouette_score
+from sklearn.utils import check_random_state
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from txanomaly.errors import NotFittedError, TxAnomalyError
+from txanomaly.som import ALGORITHMS, INITIALIZATIONS, SelfOrganizingMap
+
+logger = logging.getLogger(__name__)
+
+SCALINGS = ("standard", "robust", "none")
+#: Rows sampled for the silhouette score: sklearn's silhouette is O(n^2) in time and memory.
+SILHOUETTE_SAMPLE = 5_000
+#: ``partial_fit`` decays the radius and learning rate per sample with this time constant.
+STREAM_DECAY_SAMPLES = 10_000
+
+
+class DetectorNotFittedError(NotFittedError, SklearnNotFittedError):
+    """Raised by a scoring method before ``fit``; both txanomaly's and scikit-learn's kind."""
+
+
+# --------------------------------------------------------------------------- threshold
+@dataclass(frozen=True)
+class QuantileThreshold:
+    """Turns anomaly scores into flags: a score strictly above ``value`` is an anomaly.
+
+    ``value`` is the ``1 - contamination`` quantile of the scores it was fitted on, unless a
+    fixed value was given.
+
+    >>> t = QuantileThreshold.fit(np.arange(101.0), contamination=0.05)
+    >>> t.value, t.flags(np.array([95.0, 95.5])).tolist()
+    (95.0, [False, True])
+    """
+
+    value: float
+    contamination: float | None = None
+
+    @classmethod
+    def fit(cls, scores: np.ndarray, contamination: float) -> QuantileThreshold:
+        return cls(float(np.quantile(scores, 1.0 - contamination)), contamination)
+
+    def flags(self, scores: np.ndarray) -> np.ndarray:
+        return np.asarray(scores) > self.value
+
+
+# --------------------------------------------------------------------------- explanations
+@dataclass(frozen=True)
+class Explanation:
+    """Why rows scored as they did: each feature's share of the squared distance to the BMU.
+
+    Attributes
+    ----------
+    feature_names : list of str
+    anomaly_score : (n,) array, the distance to the BMU in scaled space.
+    bmu : (n,) int array, flat index of the best-matching unit.
+    share : (n, d) array, each feature's share of the squared scaled distance (rows sum to 1,
+        or to 0 for a row that sits exactly on its prototype).
+    value : (n, d) array, the row's values in input (unscaled) units.
+    prototype : (n, d) array, the BMU prototype in the same units.
+    top : int, how many features :meth:`top_features` and :meth:`records` report.
+    """
+
+    feature_names: list[str]
+    anomaly_score: np.ndarray
+    bmu: np.ndarray
+    share: np.ndarray
+    value: np.ndarray
+    prototype: np.ndarray
+    top: int = 3
+
+    def top_features(self) -> np.ndarray:
+        """``(n, top)`` feature indices by decreasing share (stable for ties)."""
+        return np.argsort(-self.share, axis=1, kind="stable")[:, : self.top]
+
+    def with_units(self, value: np.ndarray, prototype: np.ndarray) -> Explanation:
+        """The same explanation with ``value`` and ``prototype`` in other units."""
+        return replace(self, value=np.asarray(value, dtype=np.float64),
+                       prototype=np.asarray(prototype, dtype=np.float64))
+
+    def records(self) -> list[dict[str, Any]]:
+        """One dict per row: ``anomaly_score``, ``bmu`` and ``reasons`` (top features)."""
+        out = []
+        for i, idx in enumerate(self.top_features()):
+            reasons = [{"feature": self.feature_names[j], "share": float(self.share[i, j]),
+                        "value": float(self.value[i, j]),
+                        "prototype": float(self.prototype[i, j])} for j in idx]
+            out.append({"anomaly_score": float(self.anomaly_score[i]),
+                        "bmu": int(self.bmu[i]), "reasons": reasons})
+        return out
+
+
+# --------------------------------------------------------------------------- the detector
+class AnomalyDetector(OutlierMixin, BaseEstimator):
+    """Self-Organizing Map anomaly detector with a scikit-learn / PyOD interface.
+
+    Parameters
+    ----------
+    map_size : (int, int) or str, default (10, 10)
+        Grid rows and columns, or a string such as ``"10x10"``.
+    epochs : int, default 20
+        Passes over the training data.
+    algorithm : {"batch", "online", "seed"}, default "batch"
+        See :mod:`txanomaly.som`. ``seed`` reproduces the prototype (randn init, winner-only
+        updates, learning rate 0.1) and ignores ``init``, ``sigma`` and ``learning_rate``.
+    contamination : float in (0, 0.5], default 0.05
+        Share of training rows above the threshold; ``threshold_`` is the ``1 -
+        contamination`` quantile of the training anomaly scores.
+    threshold : float, optional
+        A fixed anomaly-score threshold; overrides ``contamination``.
+    scaling : {"standard", "robust", "none"}, default "standard"
+        Per-feature scaling fitted on the training data (mean/std or median/IQR).
+    init : {"pca", "sample"}, default "pca"
+    sigma : float, optional
+        Starting neighbourhood radius in grid units; default ``max(rows, cols) / 2``.
+    sigma_end : float, default 1.0
+        Final radius.
+    learning_rate : float, default 0.5
+        Starting learning rate of ``online`` (decays to 1 % of it); ``batch`` needs none.
+    random_state : int, RandomState or None, default 0
+    device : {"cpu", "cuda"}, default "cpu"
+    batch_size : int, optional
+        Rows per chunk of the batch kernel; default: sized to the cache for the map.
+
+    Attributes
+    ----------
+    som_ : SelfOrganizingMap
+    center_, scale_ : (d,) arrays of the scaler.
+    threshold_, offset_ : float; ``offset_ = -threshold_``.
+    decision_scores_ : (n,) training anomaly scores; ``labels_``: 1 = anomaly.
+    training_summary_ : dict with rows, quantization_error, topographic_error, seconds...
+    """
+
+    def __init__(self, map_size: tuple[int, int] | str = (10, 10), epochs: int = 20,
+                 algorithm: str = "batch", contamination: float = 0.05,
+                 threshold: float | None = None, scaling: str = "standard", init: str = "pca",
+                 sigma: float | None = None, sigma_end: float = 1.0, learning_rate: float = 0.5,
+                 random_state: Any = 0, device: str = "cpu", batch_size: int | None = None):
+        self.map_size = map_size
+        self.epochs = epochs
+        self.algorithm = algorithm
+        self.contamination = contamination
+        self.threshold = threshold
+        self.scaling = scaling
+        self.init = init
+        self.sigma = sigma
+        self.sigma_end = sigma_end
+        self.learning_rate = learning_rate
+        self.random_state = random_state
+        self.device = device
+        self.batch_size = batch_size
+
+    # ------------------------------------------------------------------ fitting
+    def fit(self, X: Any, y: Any = None, callback: Any = None) -> AnomalyDetector:
+        """Fit the scaler, train the map and set the threshold. ``y`` is ignored.
+
+        ``callback(epoch, epochs)`` is called after each epoch (progress bars).
+        """
+        rows, cols = self._check_params()
+        X = validate_data(self, X, dtype=[np.float64, np.float32], ensure_min_samples=2)
+        started = time.perf_counter()
+        self.center_, self.scale_ = _fit_scaler(X, self.scaling)
+        Xs = self._to_tensor(X)
+        self.som_ = self._new_som(rows, cols, X.shape[1])
+        self.som_.initialize(Xs, "randn" if self.algorithm == "seed" else self.init)
+        self.som_.fit(Xs, algorithm=self.algorithm, epochs=self.epochs,
+                      sigma=self._sigma(rows, cols), sigma_end=self.sigma_end,
+                      learning_rate=self.learning_rate,
+                      learning_rate_end=self.learning_rate / 100,
+                      chunk_size=self.batch_size, callback=callback)
+        self._set_threshold(self.som_.bmu_distances(Xs)[0].double().cpu().numpy())
+        # A later partial_fit fine-tunes: its radius and learning rate start decayed.
+        self.samples_seen_ = len(Xs) * self.epochs
+        self.training_summary_ = self._summary(Xs, time.perf_counter() - started)
+        logger.info("trained %s", self.training_summary_)
+        return self
+
+    def partial_fit(self, X: Any, y: Any = None) -> AnomalyDetector:
+        """Online update on one chunk of a stream (``algorithm`` is treated as ``online``).
+
+        The first chunk fits the scaler (kept fixed afterwards) and initialises the map. The
+        radius and learning rate decay with the number of samples seen. Without a fixed
+        ``threshold`` the threshold is re-estimated on each chunk's scores.
+        """
+        rows, cols = self._check_params()
+        first = not hasattr(self, "som_")
+        X = validate_data(self, X, dtype=[np.float64, np.float32], reset=first,
+                          ensure_min_samples=2 if first else 1)
+        if first:
+            self.center_, self.scale_ = _fit_scaler(X, self.scaling)
+            self.som_ = self._new_som(rows, cols, X.shape[1])
+            self.som_.initialize(self._to_tensor(X), self.init)
+            self.samples_seen_ = 0
+        Xs = self._to_tensor(X)
+        seen = self.samples_seen_ + np.arange(len(Xs), dtype=np.float64)
+        decay = 1.0 / (1.0 + seen / STREAM_DECAY_SAMPLES)
+        sigmas = np.maximum(self._sigma(rows, cols) * decay, self.sigma_end)
+        self.som_.online_pass(Xs, sigmas, self.learning_rate * decay)
+        self.samples_seen_ += len(Xs)
+        self._set_threshold(self.som_.bmu_distances(Xs)[0].double().cpu().numpy())
+        return self
+
+    def _check_params(self) -> tuple[int, int]:
+        rows, cols = parse_map_size(self.map_size)
+        _check_int("epochs", self.epochs, 1)
+        _check_choice("algorithm", self.algorithm, ALGORITHMS)
+        _check_choice("scaling", self.scaling, SCALINGS)
+        _check_choice("init", self.init, tuple(i for i in INITIALIZATIONS if i != "randn"))
+        if not (isinstance(self.contamination, float | int) and 0 < self.contamination <= 0.5):
+            raise ValueError(f"contamination must be in (0, 0.5], got {self.contamination!r}")
+        if self.threshold is not None and not np.isfinite(self.threshold):
+            raise ValueError(f"threshold must be a finite number or None, got {self.threshold!r}")
+        for name in ("sigma_end", "learning_rate"):
+            _check_positive(name, getattr(self, name))
+        if self.sigma is not None:
+            _check_positive("sigma", self.sigma)
+        if self.batch_size is not None:
+            _check_int("batch_size", self.batch_size, 1)
+        _check_device(self.device)
+        return rows, cols
+
+    def _sigma(self, rows: int, cols: int) -> float:
+        sigma = self.sigma if self.sigma is not None else max(rows, cols) / 2.0
+        return float(max(sigma, self.sigma_end))
+
+    def _new_som(self, rows: int, cols: int, n_features: int) -> SelfOrganizingMap:
+        seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
+        return SelfOrganizingMap(rows, cols, n_features, seed=seed, device=self.device)
+
+    def _set_threshold(self, scores: np.ndarray) -> None:
+        self.decision_scores_ = scores
+        if self.threshold is not None:
+            rule = QuantileThreshold(float(self.threshold))
+        else:
+            rule = QuantileThreshold.fit(scores, float(self.contamination))
+        self.threshold_ = rule.value
+        self.offset_ = -rule.value
+        self.labels_ = rule.flags(scores).astype(np.int64)
+
+    def _summary(self, Xs: torch.Tensor, seconds: float) -> dict[str, Any]:
+        return {"rows": len(Xs), "quantization_error": float(self.decision_scores_.mean()),
+                "topographic_error": self.som_.topographic_error(Xs),
+                "seconds": round(seconds, 3), "algorithm": self.algorithm,
+                "epochs": self.epochs, "threshold": self.threshold_,
+                "score_quantiles": _quantiles(self.decision_scores_)}
+
+    # ------------------------------------------------------------------ scoring
+    def anomaly_score(self, X: Any) -> np.ndarray:
+        """Distance of each scaled row to its BMU. Higher = more anomalous."""
+        return self._distances(X)[0]
+
+    def score_samples(self, X: Any) -> np.ndarray:
+        """``-anomaly_score(X)``: lower = more abnormal (scikit-learn convention)."""
+        return -self.anomaly_score(X)
+
+    def decision_function(self, X: Any) -> np.ndarray:
+        """``score_samples(X) - offset_``: negative = outlier."""
+        return self.score_samples(X) - self.offset_
+
+    def predict(self, X: Any) -> np.ndarray:
+        """+1 for inliers, -1 for outliers."""
+        return np.where(self.decision_function(X) < 0, -1, 1)
+
+    def is_anomaly(self, X: Any) -> np.ndarray:
+        """Boolean flags: anomaly score strictly above ``threshold_``."""
+        return QuantileThreshold(self.threshold_).flags(self.anomaly_score(X))
+
+    def bmu(self, X: Any) -> np.ndarray:
+        """Flat index of each row's best-matching unit (``divmod(bmu, cols)`` = grid cell)."""
+        return self._distances(X)[1]
+
+    def _distances(self, X: Any) -> tuple[np.ndarray, np.ndarray]:
+        Xs = self._transform(X)  # checks fitted before self.som_ is touched
+        dist, bmu = self.som_.bmu_distances(Xs)
+        return dist.double().cpu().numpy(), bmu.cpu().numpy()
+
+    def _transform(self, X: Any) -> torch.Tensor:
+        _check_fitted(self)
+        X = validate_data(self, X, dtype=[np.float64, np.float32], reset=False)
+        return self._to_tensor(X)
+
+    def _to_tensor(self, X: np.ndarray) -> torch.Tensor:
+        out = np.empty(X.shape, dtype=np.float32)
+        for start in range(0, len(X), 262_144):  # bounded float64 temporaries
+            part = slice(start, start + 262_144)
+            out[part] = (X[part] - self.center_) / self.scale_
+        return torch.from_numpy(out).to(self.device)
+
+    # ------------------------------------------------------------------ explanations
+    def explain(self, X: Any, top: int = 3) -> Explanation:
+        """Each feature's share of the squared scaled distance to the BMU, per row.
+
+        ``value`` and ``prototype`` are in the detector's input (unscaled) units.
+        """
+        _check_int("top", top, 1)
+        Xs = self._transform(X)
+        dist, bmu = self.som_.bmu_distances(Xs)
+        proto_scaled = self.som_.weights[bmu].double().cpu().numpy()
+        diff_sq = (Xs.double().cpu().numpy() - proto_scaled) ** 2
+        total = diff_sq.sum(1, keepdims=True)
+        share = np.divide(diff_sq, total, out=np.zeros_like(diff_sq), where=total > 0)
+        names = [str(n) for n in getattr(self, "feature_names_in_",
+                                         [f"x{i}" for i in range(self.n_features_in_)])]
+        return Explanation(
+            feature_names=names, anomaly_score=dist.double().cpu().numpy(),
+            bmu=bmu.cpu().numpy(), share=share,
+            value=Xs.double().cpu().numpy() * self.scale_ + self.center_,
+            prototype=proto_scaled * self.scale_ + self.center_, top=min(top, len(names)))
+
+    # ------------------------------------------------------------------ map quality
+    def quantization_error(self, X: Any) -> float:
+        """Mean anomaly score of ``X``."""
+        return float(self.anomaly_score(X).mean())
+
+    def topographic_error(self, X: Any) -> float:
+        """Share of rows whose two nearest units are not grid neighbours."""
+        Xs = self._transform(X)
+        return self.som_.topographic_error(Xs)
+
+    def u_matrix(self) -> np.ndarray:
+        """``(rows, cols)`` mean distance of each prototype to its grid neighbours."""
+        _check_fitted(self)
+        return self.som_.u_matrix().cpu().numpy()
+
+    def hit_counts(self, X: Any) -> np.ndarray:
+        """``(rows, cols)`` number of rows of ``X`` mapped to each unit."""
+        Xs = self._transform(X)
+        return self.som_.hit_counts(Xs).cpu().numpy()
+
+    def silhouette(self, X: Any, sample_size: int = SILHOUETTE_SAMPLE) -> float:
+        """Silhouette of the BMU clusters in scaled space (on a seeded sample of rows).
+
+        NaN when fewer than two units are hit.
+        """
+        Xs = self._transform(X)
+        bmu = self.som_.bmu_distances(Xs)[1].cpu().numpy()
+        if len(np.unique(bmu)) < 2 or len(np.unique(bmu)) >= len(bmu):
+            return float("nan")
+        size = min(sample_size, len(bmu))
+        return float(silhouette_score(Xs.cpu().numpy(), bmu, sample_size=size,
+                                      random_state=check_random_state(self.random_state)))
+
+    def __sklearn_tags__(self) -> Any:
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = False
+        return tags
+
+    # ------------------------------------------------------------------ persistence support
+    def restore(self, weights: np.ndarray, center: np.ndarray, scale: np.ndarray,
+                threshold: float, feature_names: Sequence[str] | None = None,
+                training_summary: dict[str, Any] | None = None) -> AnomalyDetector:
+        """Rebuild a fitted detector from saved arrays (used by :mod:`txanomaly.artifact`)."""
+        rows, cols = self._check_params()
+        weights = np.asarray(weights, dtype=np.float32)
+        if weights.shape != (rows * cols, len(center)) or len(center) != len(scale):
+            raise TxAnomalyError(
+                f"saved weights have shape {weights.shape}, expected ({rows * cols}, "
+                f"{len(center)}) for a {rows}x{cols} map")
+        self.center_ = np.asarray(center, dtype=np.float64)
+        self.scale_ = np.asarray(scale, dtype=np.float64)
+        self.n_features_in_ = len(self.center_)
+        if feature_names is not None:
+            self.feature_names_in_ = np.asarray(list(feature_names), dtype=object)
+        self.som_ = self._new_som(rows, cols, len(center))
+        self.som_.weights.copy_(torch.from_numpy(weights))
+        self.threshold_ = float(threshold)
+        self.offset_ = -self.threshold_
+        self.training_summary_ = dict(training_summary or {})
+        return self
+
+
+# --------------------------------------------------------------------------- helpers
+def parse_map_size(map_size: Any) -> tuple[int, int]:
+    """``(rows, cols)`` from ``(10, 10)``, ``[10, 10]`` or ``"10x10"``.
+
+    >>> parse_map_size("12x8"), parse_map_size((3, 4))
+    ((12, 8), (3, 4))
+    """
+    value = map_size
+    if isinstance(value, str):
+        parts = value.lower().replace(" ", "").split("x")
+        try:
+            value = tuple(int(p) for p in parts)
+        except ValueError:
+            value = ()
+    if (isinstance(value, tuple | list) and len(value) == 2
+            and all(isinstance(v, int | np.integer) and v >= 1 for v in value)):
+        return int(value[0]), int(value[1])
+    raise ValueError(f"map_size must be two positive integers such as (10, 10) or '10x10', "
+                     f"got {map_size!r}")
+
+
+def _fit_scaler(X: np.ndarray, scaling: str) -> tuple[np.ndarray, np.ndarray]:
+    """``(center, scale)`` per column; a zero spread becomes 1 so constants stay finite."""
+    d = X.shape[1]
+    if scaling == "none":
+        return np.zeros(d), np.ones(d)
+    if scaling == "robust":
+        q25, center, q75 = np.quantile(X, [0.25, 0.5, 0.75], axis=0)
+        scale = q75 - q25
+        fallback = X.std(axis=0)
+        scale = np.where(scale > 0, scale, fallback)
+    else:
+        center, scale = X.mean(axis=0, dtype=np.float64), X.std(axis=0, dtype=np.float64)
+    return np.asarray(center, dtype=np.float64), np.where(scale > 0, scale, 1.0)
+
+
+def _quantiles(scores: np.ndarray) -> dict[str, float]:
+    qs = np.quantile(scores, [0.5, 0.95, 0.99, 1.0])
+    return {"p50": float(qs[0]), "p95": float(qs[1]), "p99": float(qs[2]), "max": float(qs[3])}
+
+
+def _check_fitted(det: AnomalyDetector) -> None:
+    try:
+        check_is_fitted(det, ["som_", "threshold_"])
+    except Exception:
+        raise DetectorNotFittedError(f"this {type(det).__name__} is not fitted yet; call fit first"
+                             ) from None
+
+
+def _check_int(name: str, value: Any, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+
+
+def _check_positive(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, float | int) or not value > 0:
+        raise ValueError(f"{name} must be a positive number, got {value!r}")
+
+
+def _check_choice(name: str, value: Any, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, allowed))}, got {value!r}")
+
+
+def _check_device(device: Any) -> None:
+    if device not in ("cpu", "cuda") and not (isinstance(device, str)
+                                             and device.startswith("cuda:")):
+        raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r}")
+    if str(device).startswith("cuda") and not torch.cuda.is_available():
+        raise TxAnomalyError(f"device={device!r} was asked for but CUDA is not available here")
+
+
+__all__ = ["AnomalyDetector", "Explanation", "QuantileThreshold",
+           "parse_map_size"]

@@ -1,0 +1,115 @@
+"""``TransactionModel``: a feature set's transforms + an :class:`AnomalyDetector`, savable.
+
+Data flows one way: raw feature values (as :mod:`txanomaly.features.batch` computes them)
+-> :meth:`FeatureSet.transform` (log1p, clipping: the model inputs) -> the detector (scaling,
+map, threshold). Explanations come back in raw units: the row's own raw values, and the
+prototype mapped back with :meth:`FeatureSet.inverse_transform`.
+
+>>> import numpy as np
+>>> from txanomaly.features.spec import Feature, FeatureSet
+>>> fs = FeatureSet("demo", (Feature("amount", "amount", transform="log1p"),
+...                          Feature("hour_sin", "hour_sin")))
+>>> rng = np.random.default_rng(0)
+>>> X = np.column_stack([rng.lognormal(3, 0.5, 400), rng.uniform(-1, 1, 400)])
+>>> model = TransactionModel(fs, AnomalyDetector(map_size="4x4", epochs=5)).fit(X)
+>>> model.is_anomaly([[20.0, 0.0], [50_000.0, 0.0]]).tolist()
+[False, True]
+>>> model.explain([[50_000.0, 0.0]])[0]["reasons"][0]["feature"]
+'amount'
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from txanomaly import artifact
+from txanomaly.detector import AnomalyDetector, Explanation
+from txanomaly.errors import TxAnomalyError
+from txanomaly.features.spec import FeatureSet, get_feature_set
+
+
+class TransactionModel:
+    """A feature set and the detector trained on its (transformed) values.
+
+    Parameters
+    ----------
+    feature_set : FeatureSet or str
+        The features the rows hold, in order (``"standard"``, ``"seed"`` or a FeatureSet).
+    detector : AnomalyDetector, optional
+        Unfitted (for :meth:`fit`) or fitted; default ``AnomalyDetector()``.
+
+    Inputs ``X`` are raw feature values: an ``(n, d)`` array in feature-set order, or a
+    Polars/pandas DataFrame holding (at least) the feature columns.
+    """
+
+    def __init__(self, feature_set: FeatureSet | str = "standard",
+                 detector: AnomalyDetector | None = None):
+        self.feature_set = get_feature_set(feature_set)
+        self.detector = detector if detector is not None else AnomalyDetector()
+
+    @property
+    def feature_names(self) -> list[str]:
+        return self.feature_set.names
+
+    @property
+    def threshold(self) -> float:
+        return float(self.detector.threshold_)
+
+    def fit(self, X: Any, callback: Any = None) -> TransactionModel:
+        """Train the detector on raw feature values; returns ``self``."""
+        self.detector.fit(self._inputs(X), callback=callback)
+        return self
+
+    def anomaly_score(self, X: Any) -> np.ndarray:
+        """Distance to the best-matching unit in scaled space; higher = more anomalous."""
+        return self.detector.anomaly_score(self._inputs(X))
+
+    def is_anomaly(self, X: Any) -> np.ndarray:
+        """Anomaly score strictly above the model's threshold."""
+        return self.detector.is_anomaly(self._inputs(X))
+
+    def explain(self, X: Any, top: int = 3) -> list[dict[str, Any]]:
+        """Per row: score, BMU and the ``top`` reasons, values in raw feature units."""
+        return self.explanation(X, top).records()
+
+    def explanation(self, X: Any, top: int = 3) -> Explanation:
+        """The full :class:`Explanation` (all features' shares), in raw feature units."""
+        raw = self._raw(X)
+        found = self.detector.explain(self.feature_set.transform(raw), top=top)
+        found = found.with_units(raw, self.feature_set.inverse_transform(found.prototype))
+        return replace(found, feature_names=self.feature_names)
+
+    def save(self, path: str | Path) -> Path:
+        """Write the model directory (see :mod:`txanomaly.artifact`)."""
+        return artifact.save(path, self.detector, self.feature_set)
+
+    @classmethod
+    def load(cls, path: str | Path, device: str = "cpu") -> TransactionModel:
+        """Read a model directory saved by :meth:`save` (checked on the way)."""
+        loaded = artifact.load(path, device=device)
+        if loaded.feature_set is None:
+            raise TxAnomalyError(f"{path}: the model has no feature set; load it with "
+                                 "txanomaly.artifact.load")
+        return cls(loaded.feature_set, loaded.detector)
+
+    def _raw(self, X: Any) -> np.ndarray:
+        names = self.feature_names
+        if isinstance(X, pl.DataFrame) or hasattr(X, "columns"):
+            missing = [n for n in names if n not in list(X.columns)]
+            if missing:
+                raise TxAnomalyError(f"input lacks feature column(s) {missing}")
+            X = X[names].to_numpy() if not isinstance(X, pl.DataFrame) else X.select(
+                names).to_numpy()
+        raw = np.asarray(X, dtype=np.float64)
+        if raw.ndim != 2 or raw.shape[1] != len(names):
+            raise TxAnomalyError(f"expected rows of {len(names)} features "
+                                 f"({self.feature_set.name!r}), got shape {raw.shape}")
+        return raw
+
+    def _inputs(self, X: Any) -> np.ndarray:
+        return self.feature_set.transform(self._raw(X))

@@ -1,0 +1,397 @@
+"""A Kohonen Self-Organizing Map in PyTorch: tensors and update rules, nothing else.
+
+:class:`SelfOrganizingMap` holds the prototype vectors of a ``rows x cols`` rectangular grid and
+the rules that move them. It knows nothing about scaling, thresholds or files; that is
+:class:`txanomaly.detector.AnomalyDetector`'s job. The maths lives in small pure functions
+(:func:`exponential_decay`, :func:`grid_coordinates`, :func:`gaussian_neighbourhood`) that are
+tested on their own.
+
+Three training algorithms:
+
+``batch`` (the default)
+    Kohonen's batch map: each epoch assigns every row to its best-matching unit (BMU) and sets
+    each prototype to the neighbourhood-weighted mean of the rows, with a Gaussian radius that
+    decays from ``sigma`` to ``sigma_end``. Rows are processed in chunks that stay in cache.
+``online``
+    Per-sample Kohonen updates ``w += lr * h * (x - w)`` with both the radius and the learning
+    rate decaying exponentially; :meth:`SelfOrganizingMap.online_pass` serves ``partial_fit``.
+``seed``
+    The prototype this project replaces: ``randn`` initialisation, winner-only updates with a
+    fixed learning rate of 0.1, one sample at a time, rows in input order. Kept for comparison.
+
+>>> import torch
+>>> som = SelfOrganizingMap(2, 3, n_features=2, seed=0)
+>>> X = torch.tensor([[0.0, 0.0], [0.1, 0.0], [5.0, 5.0], [5.1, 5.0]])
+>>> _ = som.initialize(X, "sample")
+>>> som = som.fit(X, epochs=5, sigma=1.0, sigma_end=0.3)
+>>> bool(som.quantization_error(X) < 0.2)
+True
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+logger = logging.getLogger(__name__)
+
+ALGORITHMS = ("batch", "online", "seed")
+INITIALIZATIONS = ("pca", "sample", "randn")
+#: The prototype's fixed learning rate (winner-only updates).
+SEED_LEARNING_RATE = 0.1
+#: The batch kernel's chunk holds ``chunk x units`` float32 distances; ~1.6 MB keeps them in
+#: the L2/L3 cache of the machines we measured (benchmarks/bench_som.py picks 4096 rows for a
+#: 10x10 map).
+_CHUNK_BYTES = 1_600_000
+#: Rows used to estimate the principal components for PCA initialisation.
+_PCA_MAX_ROWS = 100_000
+
+Callback = Callable[[int, int], None]
+
+
+# --------------------------------------------------------------------------- pure maths
+def exponential_decay(start: float, end: float, step: int, total: int) -> float:
+    """Value at ``step`` of ``total`` on a geometric path from ``start`` to ``end``.
+
+    >>> exponential_decay(4.0, 1.0, 0, 3), exponential_decay(4.0, 1.0, 1, 3)
+    (4.0, 2.0)
+    >>> exponential_decay(4.0, 1.0, 2, 3)
+    1.0
+    """
+    if total <= 1:
+        return float(end)
+    return float(start * (end / start) ** (step / (total - 1)))
+
+
+def grid_coordinates(rows: int, cols: int) -> torch.Tensor:
+    """``(rows * cols, 2)`` float32 (row, col) positions of the units, row-major.
+
+    >>> grid_coordinates(2, 2).tolist()
+    [[0.0, 0.0], [0.0, 1.0], [1.0, 0.0], [1.0, 1.0]]
+    """
+    r, c = torch.meshgrid(torch.arange(rows), torch.arange(cols), indexing="ij")
+    return torch.stack([r.reshape(-1), c.reshape(-1)], dim=1).to(torch.float32)
+
+
+def grid_sq_distances(coords: torch.Tensor) -> torch.Tensor:
+    """Squared Euclidean distances between all pairs of grid positions."""
+    diff = coords[:, None, :] - coords[None, :, :]
+    return (diff * diff).sum(-1)
+
+
+def gaussian_neighbourhood(grid_sq: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Gaussian neighbourhood weights ``exp(-d^2 / (2 sigma^2))`` from squared grid distances.
+
+    >>> gaussian_neighbourhood(torch.tensor([0.0, 1.0]), 1.0).tolist()
+    [1.0, 0.6065306663513184]
+    """
+    return torch.exp(-grid_sq / (2.0 * sigma * sigma))
+
+
+def chunk_rows(n_units: int) -> int:
+    """Rows per chunk so that a ``chunk x n_units`` float32 block stays in cache.
+
+    >>> chunk_rows(100), chunk_rows(900)
+    (4096, 512)
+    """
+    rows = max(256, _CHUNK_BYTES // (4 * n_units))
+    return int(2 ** round(math.log2(rows)))
+
+
+# --------------------------------------------------------------------------- the module
+class SelfOrganizingMap(torch.nn.Module):
+    """A rectangular Kohonen map: ``rows * cols`` prototypes of ``n_features`` float32 values.
+
+    Parameters
+    ----------
+    rows, cols : int
+        Grid shape. Units are numbered row-major: unit ``i`` sits at ``divmod(i, cols)``.
+    n_features : int
+        Length of each prototype vector.
+    seed : int
+        Seeds this map's own :class:`torch.Generator` (initialisation, shuffling); no global
+        random state is touched.
+    device : str or torch.device
+        Where the prototypes live (``"cpu"`` or ``"cuda"``).
+    """
+
+    weights: torch.Tensor
+    coords: torch.Tensor
+    grid_sq: torch.Tensor
+
+    def __init__(self, rows: int, cols: int, n_features: int, *, seed: int = 0,
+                 device: str | torch.device = "cpu"):
+        super().__init__()
+        for name, value in (("rows", rows), ("cols", cols), ("n_features", n_features)):
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        self.rows, self.cols, self.n_features = rows, cols, n_features
+        self.generator = torch.Generator().manual_seed(int(seed))
+        coords = grid_coordinates(rows, cols)
+        self.register_buffer("weights", torch.zeros(rows * cols, n_features, device=device))
+        self.register_buffer("coords", coords.to(device))
+        self.register_buffer("grid_sq", grid_sq_distances(coords).to(device))
+
+    @property
+    def n_units(self) -> int:
+        return self.rows * self.cols
+
+    @property
+    def device(self) -> torch.device:
+        return self.weights.device
+
+    def extra_repr(self) -> str:
+        return f"rows={self.rows}, cols={self.cols}, n_features={self.n_features}"
+
+    # ------------------------------------------------------------------ initialisation
+    def initialize(self, X: torch.Tensor, method: str = "pca") -> SelfOrganizingMap:
+        """Set the prototypes from data: ``pca``, ``sample`` or ``randn``; returns ``self``.
+
+        ``pca`` spreads the grid over the plane of the two leading principal components
+        (+-1 standard deviation around the mean), ``sample`` copies random rows, ``randn``
+        draws standard normal values (the prototype's initialisation).
+        """
+        if method not in INITIALIZATIONS:
+            raise ValueError(f"init must be one of {INITIALIZATIONS}, got {method!r}")
+        X = self._check(X)
+        if method == "randn":
+            w = torch.randn(self.n_units, self.n_features, generator=self.generator)
+        elif method == "sample":
+            w = X[self._draw_rows(len(X), self.n_units)].cpu()
+        else:
+            w = self._pca_weights(X[self._draw_rows(len(X), min(len(X), _PCA_MAX_ROWS))])
+        self.weights.copy_(w.to(self.device, torch.float32))
+        return self
+
+    def _draw_rows(self, n: int, k: int) -> torch.Tensor:
+        if k <= n:
+            return torch.randperm(n, generator=self.generator)[:k]
+        return torch.randint(n, (k,), generator=self.generator)
+
+    def _pca_weights(self, X: torch.Tensor) -> torch.Tensor:
+        Xd = X.cpu().to(torch.float64)
+        mean = Xd.mean(0)
+        centred = Xd - mean
+        cov = centred.T @ centred / max(len(Xd) - 1, 1)
+        eigval, eigvec = torch.linalg.eigh(cov)  # ascending order
+        axes = [eigvec[:, -i] * eigval[-i].clamp(min=0).sqrt() if i <= self.n_features
+                else torch.zeros(self.n_features, dtype=torch.float64) for i in (1, 2)]
+        a = torch.linspace(-1, 1, self.rows, dtype=torch.float64) if self.rows > 1 else \
+            torch.zeros(1, dtype=torch.float64)
+        b = torch.linspace(-1, 1, self.cols, dtype=torch.float64) if self.cols > 1 else \
+            torch.zeros(1, dtype=torch.float64)
+        w = mean + a[:, None, None] * axes[0] + b[None, :, None] * axes[1]
+        return w.reshape(self.n_units, self.n_features).to(torch.float32)
+
+    # ------------------------------------------------------------------ training
+    def fit(self, X: torch.Tensor, *, algorithm: str = "batch", epochs: int = 20,
+            sigma: float = 1.0, sigma_end: float = 0.5, learning_rate: float = 0.5,
+            learning_rate_end: float = 0.01, chunk_size: int | None = None,
+            callback: Callback | None = None) -> SelfOrganizingMap:
+        """Train on ``X`` for ``epochs`` passes with the chosen algorithm; returns ``self``.
+
+        ``sigma`` decays to ``sigma_end`` (``batch``, ``online``) and ``learning_rate`` to
+        ``learning_rate_end`` (``online``) exponentially. ``seed`` ignores all four.
+        ``callback(epoch, epochs)`` is called after each epoch (progress bars).
+        """
+        if algorithm not in ALGORITHMS:
+            raise ValueError(f"algorithm must be one of {ALGORITHMS}, got {algorithm!r}")
+        X = self._check(X)
+        if algorithm == "batch":
+            data = augment_rows(X)
+        for epoch in range(epochs):
+            if algorithm == "batch":
+                self.batch_epoch(data, exponential_decay(sigma, sigma_end, epoch, epochs),
+                                 chunk_size)
+            elif algorithm == "online":
+                order = torch.randperm(len(X), generator=self.generator)
+                start, stop = epoch * len(X), (epoch + 1) * len(X)
+                total = epochs * len(X)
+                sigmas = _decay_path(sigma, sigma_end, start, stop, total)
+                rates = _decay_path(learning_rate, learning_rate_end, start, stop, total)
+                self.online_pass(X[order], sigmas, rates)
+            else:
+                self.seed_pass(X)
+            if callback is not None:
+                callback(epoch + 1, epochs)
+        return self
+
+    def batch_epoch(self, data: torch.Tensor, sigma: float, chunk_size: int | None = None) -> None:
+        """One batch-map epoch over ``data`` from :func:`augment_rows`.
+
+        Each prototype becomes the mean of all rows weighted by the Gaussian neighbourhood
+        (radius ``sigma``) of their BMU; a unit with zero total weight keeps its prototype.
+        """
+        sums = accumulate_bmu_sums(data, self.weights, chunk_size or chunk_rows(self.n_units))
+        d = self.n_features
+        h = gaussian_neighbourhood(self.grid_sq, sigma)
+        numer = h @ sums[:d].T                     # (units, d)
+        denom = h @ sums[d + 1]                    # (units,): the row of ones counts hits
+        ok = denom > 0
+        self.weights[ok] = (numer[ok] / denom[ok, None]).to(torch.float32)
+
+    def online_pass(self, X: torch.Tensor, sigmas: np.ndarray, rates: np.ndarray) -> None:
+        """Per-sample Kohonen updates over the rows of ``X`` in order.
+
+        Row ``i`` moves every prototype by ``rates[i] * h_i * (x_i - w)`` where ``h_i`` is the
+        Gaussian neighbourhood of its BMU with radius ``sigmas[i]``. Runs in NumPy on a CPU
+        copy: per-sample work is tiny and dispatch overhead, not arithmetic, dominates.
+        """
+        X = self._check(X)
+        w = self.weights.detach().cpu().numpy().astype(np.float64)
+        grid_sq = self.grid_sq.cpu().numpy().astype(np.float64)
+        inv_two_sigma_sq = 1.0 / (2.0 * np.asarray(sigmas, dtype=np.float64) ** 2)
+        rates = np.asarray(rates, dtype=np.float64)
+        for i, x in enumerate(X.cpu().numpy().astype(np.float64)):
+            diff = x - w
+            bmu = int(np.einsum("ij,ij->i", diff, diff).argmin())
+            h = np.exp(-grid_sq[bmu] * inv_two_sigma_sq[i]) * rates[i]
+            w += h[:, None] * diff
+        self.weights.copy_(torch.from_numpy(w).to(self.device, torch.float32))
+
+    def seed_pass(self, X: torch.Tensor, learning_rate: float = SEED_LEARNING_RATE) -> None:
+        """The prototype's epoch: winner-only updates, one sample at a time, in input order."""
+        X = self._check(X)
+        w = self.weights.detach().cpu().numpy()
+        for x in X.cpu().numpy():
+            diff = x - w
+            bmu = int(np.einsum("ij,ij->i", diff, diff).argmin())
+            w[bmu] += np.float32(learning_rate) * diff[bmu]
+        self.weights.copy_(torch.from_numpy(w).to(self.device))
+
+    # ------------------------------------------------------------------ queries (read-only)
+    @torch.no_grad()
+    def bmu_distances(self, X: torch.Tensor, chunk_size: int = 65_536
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(distance, bmu)`` for every row: Euclidean distance to the best-matching unit.
+
+        The BMU comes from the ``|x|^2 - 2 x.w + |w|^2`` expansion (see :func:`argmin_rows`);
+        the distance is then recomputed directly from ``x - w_bmu`` so that it carries no
+        cancellation error and does not depend on how the rows were chunked.
+        """
+        X = self._check(X)
+        dist = torch.empty(len(X), dtype=torch.float32, device=self.device)
+        bmu = torch.empty(len(X), dtype=torch.int64, device=self.device)
+        w = self.weights
+        w_sq = (w * w).sum(1)
+        for start in range(0, len(X), chunk_size):
+            x = X[start:start + chunk_size]
+            sq = torch.addmm(w_sq, x, w.T, alpha=-2.0).add_((x * x).sum(1, keepdim=True))
+            b = argmin_rows(sq)
+            diff = x - w[b]
+            dist[start:start + len(x)] = (diff * diff).sum(1).sqrt()
+            bmu[start:start + len(x)] = b
+        return dist, bmu
+
+    def quantization_error(self, X: torch.Tensor) -> float:
+        """Mean distance of the rows to their BMU."""
+        return float(self.bmu_distances(X)[0].mean())
+
+    @torch.no_grad()
+    def topographic_error(self, X: torch.Tensor, chunk_size: int = 65_536) -> float:
+        """Share of rows whose first and second BMUs are not neighbours (8-neighbourhood)."""
+        X = self._check(X)
+        if self.n_units < 2:
+            return 0.0
+        w = self.weights
+        w_sq = (w * w).sum(1)
+        far = 0
+        for start in range(0, len(X), chunk_size):
+            d = torch.addmm(w_sq, X[start:start + chunk_size], w.T, alpha=-2.0)
+            best2 = d.topk(2, dim=1, largest=False).indices
+            step = (self.coords[best2[:, 0]] - self.coords[best2[:, 1]]).abs().amax(1)
+            far += int((step > 1).sum())
+        return far / len(X)
+
+    @torch.no_grad()
+    def u_matrix(self) -> torch.Tensor:
+        """``(rows, cols)`` mean distance of each prototype to its 8 grid neighbours."""
+        step = (self.coords[:, None, :] - self.coords[None, :, :]).abs().amax(-1)
+        adjacent = (step == 1).to(torch.float32)
+        dist = torch.cdist(self.weights, self.weights)
+        return ((dist * adjacent).sum(1) / adjacent.sum(1).clamp(min=1)).reshape(
+            self.rows, self.cols)
+
+    def hit_counts(self, X: torch.Tensor) -> torch.Tensor:
+        """``(rows, cols)`` number of rows whose BMU is each unit."""
+        bmu = self.bmu_distances(X)[1]
+        return torch.bincount(bmu, minlength=self.n_units).reshape(self.rows, self.cols)
+
+    def unit_position(self, bmu: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Grid ``(row, col)`` of flat unit indices."""
+        return bmu // self.cols, bmu % self.cols
+
+    def _check(self, X: torch.Tensor) -> torch.Tensor:
+        if X.ndim != 2 or X.shape[1] != self.n_features:
+            raise ValueError(f"X must have shape (n, {self.n_features}), got {tuple(X.shape)}")
+        if len(X) == 0:
+            raise ValueError("X has no rows")
+        return X.to(self.device, torch.float32)
+
+
+# --------------------------------------------------------------------------- batch kernel
+def augment_rows(X: torch.Tensor, chunk_size: int = 65_536) -> torch.Tensor:
+    """``(d + 2, n)`` float32 matrix ``[X.T; |x|^2; 1]`` built chunk by chunk.
+
+    With prototypes augmented as ``[-2 w, 1, |w|^2]`` one matrix product gives
+    ``|x - w|^2`` (non-negative up to rounding), and summing the columns per BMU gives the
+    row sums, the sums of ``|x|^2`` and the hit counts in one :meth:`torch.Tensor.index_add_`.
+    """
+    n, d = X.shape
+    out = torch.empty(d + 2, n, dtype=torch.float32, device=X.device)
+    for start in range(0, n, chunk_size):
+        x = X[start:start + chunk_size].to(torch.float32)
+        out[:d, start:start + len(x)] = x.T
+        out[d, start:start + len(x)] = (x * x).sum(1)
+    out[d + 1] = 1.0
+    return out
+
+
+def accumulate_bmu_sums(data: torch.Tensor, weights: torch.Tensor, chunk_size: int
+                        ) -> torch.Tensor:
+    """``(d + 2, units)`` per-BMU sums of the columns of ``data`` (see :func:`augment_rows`).
+
+    The fused kernel: squared distances by one ``mm`` per chunk into a reused buffer, the
+    winners by :func:`argmin_rows`, the sums by one ``index_add_``.
+    """
+    n_units = len(weights)
+    aug = torch.cat([-2.0 * weights, torch.ones_like(weights[:, :1]),
+                     (weights * weights).sum(1, keepdim=True)], dim=1).T.contiguous()
+    sums = torch.zeros(data.shape[0], n_units, dtype=torch.float32, device=weights.device)
+    buf = torch.empty(chunk_size, n_units, dtype=torch.float32, device=weights.device)
+    for start in range(0, data.shape[1], chunk_size):
+        cols = data[:, start:start + chunk_size]
+        sq = torch.mm(cols.T, aug, out=buf[:cols.shape[1]])
+        sums.index_add_(1, argmin_rows(sq), cols)
+    return sums
+
+
+def argmin_rows(sq: torch.Tensor) -> torch.Tensor:
+    """Column of the minimum of each row of a ``(n, units)`` float32 matrix of squared distances.
+
+    Overwrites ``sq``. Non-negative float32 values order like their int32 bit patterns, so the
+    column index is written into the low mantissa bits and one integer ``amin`` finds value
+    and index together; PyTorch's CPU ``argmin`` over short rows is about three times slower.
+    A winner is exact up to ``2**-(23 - log2(units))`` relative (about 1.5e-5 for 100
+    units); closer ties go to the lower index. Tiny negative rounding residues count as 0.
+
+    >>> argmin_rows(torch.tensor([[3.0, 1.0, 2.0], [0.5, 4.0, 0.25]])).tolist()
+    [1, 2]
+    """
+    n_units = sq.shape[1]
+    low = (1 << max(1, (n_units - 1).bit_length())) - 1
+    index = torch.arange(n_units, dtype=torch.int32, device=sq.device)
+    keys = sq.view(torch.int32).bitwise_and_(~low).bitwise_or_(index)
+    return keys.amin(1).bitwise_and_(low).long()
+
+
+def _decay_path(start: float, end: float, first: int, stop: int, total: int) -> np.ndarray:
+    """Exponential decay values for steps ``first..stop-1`` of ``total`` (vectorised)."""
+    steps = np.arange(first, stop, dtype=np.float64)
+    if total <= 1:
+        return np.full(len(steps), float(end))
+    return start * (end / start) ** (steps / (total - 1))

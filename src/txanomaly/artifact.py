@@ -101,7 +101,6 @@ def _feature_names(detector: AnomalyDetector, feature_set: FeatureSet | None) ->
 def _metadata(detector: AnomalyDetector, feature_set: FeatureSet | None, names: list[str],
               sha256: str) -> dict[str, Any]:
     params = detector.get_params()
-    params["map_size"] = [detector.som_.rows, detector.som_.cols]
     return {
         "format_version": FORMAT_VERSION,
         "package_version": txanomaly.__version__,
@@ -159,7 +158,8 @@ def load(path: str | Path, feature_names: list[str] | None = None,
     tensors = _read_tensors(directory, meta)
     feature_set = _feature_set(directory, meta)
     params = dict(meta["params"])
-    params["map_size"] = (meta["map"]["rows"], meta["map"]["cols"])
+    if isinstance(params.get("map_size"), list):
+        params["map_size"] = tuple(params["map_size"])
     if not isinstance(params.get("random_state"), int | None):
         params["random_state"] = 0
     params["device"] = device

@@ -310,9 +310,11 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
         return dist.double().cpu().numpy(), bmu.cpu().numpy()
 
     def _transform(self, X: Any) -> torch.Tensor:
+        return self._to_tensor(self._validated(X))
+
+    def _validated(self, X: Any) -> np.ndarray:
         _check_fitted(self)
-        X = validate_data(self, X, dtype=[np.float64, np.float32], reset=False)
-        return self._to_tensor(X)
+        return np.asarray(validate_data(self, X, dtype=[np.float64, np.float32], reset=False))
 
     def _to_tensor(self, X: np.ndarray) -> torch.Tensor:
         out = np.empty(X.shape, dtype=np.float32)
@@ -328,7 +330,8 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
         ``value`` and ``prototype`` are in the detector's input (unscaled) units.
         """
         _check_int("top", top, 1)
-        Xs = self._transform(X)
+        X = self._validated(X)
+        Xs = self._to_tensor(X)
         dist, bmu = self.som_.bmu_distances(Xs)
         proto_scaled = self.som_.weights[bmu].double().cpu().numpy()
         diff_sq = (Xs.double().cpu().numpy() - proto_scaled) ** 2
@@ -339,7 +342,7 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
         return Explanation(
             feature_names=names, anomaly_score=dist.double().cpu().numpy(),
             bmu=bmu.cpu().numpy(), share=share,
-            value=Xs.double().cpu().numpy() * self.scale_ + self.center_,
+            value=X.astype(np.float64),
             prototype=proto_scaled * self.scale_ + self.center_, top=min(top, len(names)))
 
     # ------------------------------------------------------------------ map quality

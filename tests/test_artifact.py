@@ -1,0 +1,170 @@
+"""The model directory: round trips, and refusing tampered, truncated or mismatched models."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from txanomaly import artifact
+from txanomaly.detector import AnomalyDetector
+from txanomaly.errors import ModelFileError
+from txanomaly.features.spec import SEED, STANDARD
+from txanomaly.pipeline import TransactionModel
+
+
+def raw_seed_features(n: int = 400, seed: int = 0) -> np.ndarray:
+    """Plausible raw values for the 9 ``seed`` features (amounts, angles, mean diffs)."""
+    rng = np.random.default_rng(seed)
+    amount = rng.lognormal(4, 1, n)
+    hour, day = rng.uniform(0, 2 * np.pi, n), rng.uniform(0, 2 * np.pi, n)
+    diffs = rng.normal(0, 30, (n, 4))
+    return np.column_stack([amount, np.sin(hour), np.sin(day), np.cos(hour), np.cos(day),
+                            diffs])
+
+
+@pytest.fixture(scope="module")
+def model() -> TransactionModel:
+    return TransactionModel(SEED, AnomalyDetector(map_size="4x4", epochs=5)).fit(
+        raw_seed_features())
+
+
+@pytest.fixture
+def saved(model, tmp_path) -> Path:
+    return model.save(tmp_path / "model")
+
+
+def test_regression_threshold_lost_on_save(saved, model):
+    # The prototype kept its threshold in an attribute that was never saved: after a reload
+    # every record was flagged. The threshold must survive, and with it the flags.
+    again = TransactionModel.load(saved)
+    X = raw_seed_features(seed=1)
+    assert again.threshold == model.threshold
+    assert again.is_anomaly(X).mean() < 0.2
+    np.testing.assert_array_equal(again.is_anomaly(X), model.is_anomaly(X))
+
+
+def test_reloaded_model_gives_identical_scores_and_explanations(saved, model):
+    again = TransactionModel.load(saved)
+    X = raw_seed_features(seed=2)
+    np.testing.assert_array_equal(again.anomaly_score(X), model.anomaly_score(X))
+    assert again.explain(X[:5]) == model.explain(X[:5])
+    assert again.feature_set == SEED
+    assert again.detector.get_params() == model.detector.get_params()
+
+
+def test_model_json_records_what_the_design_asks_for(saved, model):
+    meta = json.loads((saved / "model.json").read_text())
+    assert meta["format_version"] == artifact.FORMAT_VERSION
+    assert meta["feature_names"] == SEED.names
+    assert meta["feature_set"]["name"] == "seed"
+    assert meta["map"] == {"rows": 4, "cols": 4, "n_features": 9}
+    assert meta["threshold"] == model.threshold and meta["contamination"] == 0.05
+    assert meta["params"]["epochs"] == 5
+    assert {"rows", "quantization_error", "topographic_error", "seconds"} <= set(
+        meta["training_summary"])
+    assert len(meta["tensors"]["sha256"]) == 64
+    assert sorted(p.name for p in saved.iterdir()) == ["model.json", "model.safetensors"]
+
+
+def test_no_pickle_in_the_tensors_file(saved):
+    blob = (saved / "model.safetensors").read_bytes()
+    header_len = int.from_bytes(blob[:8], "little")
+    header = json.loads(blob[8:8 + header_len])  # safetensors: a JSON header, raw numbers
+    assert set(header) - {"__metadata__"} == {"som.weights", "scaler.center", "scaler.scale"}
+    assert b"\x80\x04" not in blob[:2]
+
+
+def test_tampered_tensors_are_refused(saved):
+    path = saved / "model.safetensors"
+    blob = bytearray(path.read_bytes())
+    blob[-3] ^= 0x01
+    path.write_bytes(bytes(blob))
+    with pytest.raises(ModelFileError, match=r"SHA-256 .* does not match"):
+        artifact.load(saved)
+
+
+def test_truncated_tensors_are_refused(saved):
+    path = saved / "model.safetensors"
+    path.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(ModelFileError, match="modified or truncated"):
+        artifact.load(saved)
+
+
+def test_truncated_json_is_refused(saved):
+    path = saved / "model.json"
+    path.write_text(path.read_text()[:200])
+    with pytest.raises(ModelFileError, match="not valid JSON"):
+        artifact.load(saved)
+
+
+@pytest.mark.parametrize("name", ["model.json", "model.safetensors"])
+def test_missing_files_are_refused(saved, name):
+    (saved / name).unlink()
+    with pytest.raises(ModelFileError, match=f"{name} is missing"):
+        artifact.load(saved)
+
+
+def test_missing_directory_is_refused(tmp_path):
+    with pytest.raises(ModelFileError, match="no such model directory"):
+        artifact.load(tmp_path / "nowhere")
+
+
+def test_other_format_version_is_refused(saved):
+    meta = json.loads((saved / "model.json").read_text())
+    meta["format_version"] = 99
+    (saved / "model.json").write_text(json.dumps(meta))
+    with pytest.raises(ModelFileError, match="format version 99 is not supported"):
+        artifact.load(saved)
+
+
+def test_feature_name_mismatch_is_refused(saved):
+    with pytest.raises(ModelFileError, match=r"feature names do not match.*unexpected"):
+        artifact.load(saved, feature_names=STANDARD.names)
+    swapped = [SEED.names[1], SEED.names[0], *SEED.names[2:]]
+    with pytest.raises(ModelFileError, match="another order"):
+        artifact.load(saved, feature_names=swapped)
+    assert artifact.load(saved, feature_names=SEED.names).feature_names == SEED.names
+
+
+def test_json_that_disagrees_with_the_tensors_is_refused(saved):
+    meta = json.loads((saved / "model.json").read_text())
+    meta["map"]["rows"] = 5
+    (saved / "model.json").write_text(json.dumps(meta))
+    with pytest.raises(ModelFileError, match=r"som\.weights has shape"):
+        artifact.load(saved)
+
+
+def test_edited_feature_set_is_refused(saved):
+    meta = json.loads((saved / "model.json").read_text())
+    meta["feature_set"]["features"][0]["name"] = "renamed"
+    (saved / "model.json").write_text(json.dumps(meta))
+    with pytest.raises(ModelFileError, match="feature names do not match"):
+        artifact.load(saved)
+
+
+def test_bare_detector_round_trip_keeps_dataframe_feature_names(tmp_path):
+    pd = pytest.importorskip("pandas")
+    X = pd.DataFrame(np.random.default_rng(0).normal(size=(200, 3)), columns=["a", "b", "c"])
+    det = AnomalyDetector(map_size=(3, 3), epochs=3, contamination=0.1).fit(X)
+    loaded = artifact.load(artifact.save(tmp_path / "m", det))
+    assert loaded.feature_set is None and loaded.feature_names == ["a", "b", "c"]
+    np.testing.assert_array_equal(loaded.detector.anomaly_score(X), det.anomaly_score(X))
+    assert loaded.detector.threshold_ == det.threshold_
+    assert loaded.detector.contamination == 0.1
+
+
+def test_saving_replaces_files_atomically_and_leaves_no_temporaries(model, tmp_path):
+    target = tmp_path / "m"
+    model.save(target)
+    first = (target / "model.json").read_text()
+    model.save(target)
+    assert (target / "model.json").read_text() == first
+    assert sorted(p.name for p in target.iterdir()) == ["model.json", "model.safetensors"]
+
+
+def test_unfitted_detector_cannot_be_saved(tmp_path):
+    with pytest.raises(Exception, match="not fitted"):
+        artifact.save(tmp_path / "m", AnomalyDetector())

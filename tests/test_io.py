@@ -192,3 +192,16 @@ def test_json_array_is_streamed(tmp_path):
     assert frame.height == 20_000
     assert isinstance(frame, pl.DataFrame)
     assert peak < 3 * path.stat().st_size, (peak, path.stat().st_size)
+
+
+def test_valid_rows_with_missing_optional_fields_take_the_fast_path(tmp_path, monkeypatch):
+    # Regression: null optional columns made every such row go through the per-row slow path.
+    import txanomaly.io as io_module
+
+    frame = read_transactions(write_json(tmp_path, [rec("a", originUserId=None),
+                                                    rec("b", destinationPaymentDetails=None)]))
+    frame.write_parquet(tmp_path / "tx.parquet")
+    calls = []
+    monkeypatch.setattr(io_module, "_check_flat_row", lambda *a: calls.append(a))
+    assert load_transactions(tmp_path / "tx.parquet").frame.height == 2
+    assert calls == []

@@ -23,7 +23,7 @@ import os
 import threading
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 
 import numpy as np
@@ -209,6 +209,7 @@ class _KeyHistory:
     start: np.ndarray       # sorted position of the first row of the same group
     ts: np.ndarray
     amount: np.ndarray
+    _windows: dict[int | None, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
 
     @classmethod
     def build(cls, table: _Table, key: str) -> _KeyHistory:
@@ -256,7 +257,15 @@ class _KeyHistory:
         return run.get_column("d").to_numpy(), run.get_column("d2").to_numpy()
 
     def window(self, window_ms: int | None) -> tuple[np.ndarray, np.ndarray]:
-        """(sum of amounts, count) over each row's window (all history when ``None``)."""
+        """(sum of amounts, count) over each row's window (all history when ``None``).
+
+        Cached per window length: several features share the same window.
+        """
+        if window_ms not in self._windows:
+            self._windows[window_ms] = self._window(window_ms)
+        return self._windows[window_ms]
+
+    def _window(self, window_ms: int | None) -> tuple[np.ndarray, np.ndarray]:
         cum = self.prefix_sum
         if window_ms is None:
             return cum, self.position + 1

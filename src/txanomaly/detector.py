@@ -191,7 +191,7 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
 
         ``callback(epoch, epochs)`` is called after each epoch (progress bars).
         """
-        rows, cols = self._check_params()
+        rows, cols = self.check_params()
         X = validate_data(self, X, dtype=[np.float64, np.float32], ensure_min_samples=2)
         started = time.perf_counter()
         self.center_, self.scale_ = _fit_scaler(X, self.scaling)
@@ -217,7 +217,7 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
         radius and learning rate decay with the number of samples seen. Without a fixed
         ``threshold`` the threshold is re-estimated on each chunk's scores.
         """
-        rows, cols = self._check_params()
+        rows, cols = self.check_params()
         first = not hasattr(self, "som_")
         X = validate_data(self, X, dtype=[np.float64, np.float32], reset=first,
                           ensure_min_samples=2 if first else 1)
@@ -235,7 +235,11 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
         self._set_threshold(self.som_.bmu_distances(Xs)[0].double().cpu().numpy())
         return self
 
-    def _check_params(self) -> tuple[int, int]:
+    def check_params(self) -> tuple[int, int]:
+        """Validate the parameters (``fit`` does this too); returns the map's (rows, cols).
+
+        Raises ValueError naming the parameter and its allowed values.
+        """
         rows, cols = parse_map_size(self.map_size)
         _check_int("epochs", self.epochs, 1)
         _check_choice("algorithm", self.algorithm, ALGORITHMS)
@@ -388,7 +392,7 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
                 threshold: float, feature_names: Sequence[str] | None = None,
                 training_summary: dict[str, Any] | None = None) -> AnomalyDetector:
         """Rebuild a fitted detector from saved arrays (used by :mod:`txanomaly.artifact`)."""
-        rows, cols = self._check_params()
+        rows, cols = self.check_params()
         weights = np.asarray(weights, dtype=np.float32)
         if weights.shape != (rows * cols, len(center)) or len(center) != len(scale):
             raise TxAnomalyError(

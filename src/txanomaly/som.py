@@ -265,7 +265,7 @@ class SelfOrganizingMap(torch.nn.Module):
 
     # ------------------------------------------------------------------ queries (read-only)
     @torch.no_grad()
-    def bmu_distances(self, X: torch.Tensor, chunk_size: int = 65_536
+    def bmu_distances(self, X: torch.Tensor, chunk_size: int | None = None
                       ) -> tuple[torch.Tensor, torch.Tensor]:
         """``(distance, bmu)`` for every row: Euclidean distance to the best-matching unit.
 
@@ -278,12 +278,13 @@ class SelfOrganizingMap(torch.nn.Module):
         bmu = torch.empty(len(X), dtype=torch.int64, device=self.device)
         w = self.weights
         w_sq = (w * w).sum(1)
-        for start in range(0, len(X), chunk_size):
-            x = X[start:start + chunk_size]
+        step = chunk_size or chunk_rows(self.n_units)
+        for start in range(0, len(X), step):
+            x = X[start:start + step]
             sq = torch.addmm(w_sq, x, w.T, alpha=-2.0).add_((x * x).sum(1, keepdim=True))
             b = argmin_rows(sq)
-            diff = x - w[b]
-            dist[start:start + len(x)] = (diff * diff).sum(1).sqrt()
+            dist[start:start + len(x)] = torch.linalg.vector_norm(x - w.index_select(0, b),
+                                                                   dim=1)
             bmu[start:start + len(x)] = b
         return dist, bmu
 

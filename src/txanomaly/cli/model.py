@@ -1,0 +1,161 @@
+"""``txanomaly train`` and ``txanomaly score``: the model on the command line.
+
+Thin: read transactions (rejects as in ``features``), compute features, call
+:class:`~txanomaly.pipeline.TransactionModel`, write the model directory or the scores.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+import polars as pl
+import typer
+
+from txanomaly.cli._common import JsonOut, Output, Quiet, handle_errors
+from txanomaly.cli.data import FeatureSetOpt, RejectsOpt, read_input
+from txanomaly.detector import AnomalyDetector, QuantileThreshold
+from txanomaly.errors import TxAnomalyError
+from txanomaly.features import get_feature_set
+from txanomaly.features.batch import compute_features
+from txanomaly.io import write_table
+from txanomaly.pipeline import TransactionModel
+
+SCORE_FORMATS = (".csv", ".parquet", ".jsonl")
+#: Rows explained at a time: an explanation holds three (rows x features) float64 arrays.
+_SCORE_CHUNK = 100_000
+_TOP_REASONS = 3
+
+InputArg = Annotated[Path, typer.Argument(help="Transactions: .json, .jsonl, .csv or .parquet.")]
+
+
+@handle_errors
+def train(
+    input: InputArg,
+    output: Annotated[Path, typer.Option("--output", "-o", help="Model directory to write.")],
+    feature_set: FeatureSetOpt = "standard",
+    map_size: Annotated[str, typer.Option("--map", help="Map rows x columns.")] = "10x10",
+    epochs: Annotated[int, typer.Option(help="Passes over the data.")] = 20,
+    algorithm: Annotated[str, typer.Option(help="batch, online or seed.")] = "batch",
+    contamination: Annotated[float, typer.Option(
+        help="Share of training rows above the threshold.")] = 0.05,
+    seed: Annotated[int, typer.Option(help="Random seed (initialisation, shuffling).")] = 0,
+    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+    rejects: RejectsOpt = None,
+    quiet: Quiet = False,
+    json_out: JsonOut = False,
+) -> None:
+    """Train a model on historical transactions and save it to a directory.
+
+    Example: [bold]txanomaly train tx.json -o model/ --map 10x10 --epochs 20[/]
+    """
+    out = Output(quiet, json_out)
+    detector = AnomalyDetector(map_size=map_size, epochs=epochs, algorithm=algorithm,
+                               contamination=contamination, random_state=seed, device=device)
+    _check_options(detector)
+    fs = get_feature_set(feature_set)
+    started = time.perf_counter()
+    result = read_input(input, output, rejects, out)
+    if result.frame.height < 2:
+        raise TxAnomalyError(f"{input}: {result.frame.height} valid transaction(s); "
+                             "training needs at least 2")
+    features = compute_features(result.frame, fs)
+    model = TransactionModel(fs, detector)
+    with out.progress() as bar:
+        task = bar.add_task("training", total=epochs)
+        model.fit(features.select(fs.names), callback=lambda done, _: bar.update(
+            task, completed=done))
+    model.save(output)
+    train = model.detector.training_summary_
+    summary = {**train, "train_seconds": train["seconds"],
+               "seconds": round(time.perf_counter() - started, 3), "model": str(output),
+               "feature_set": fs.name, "map": map_size, "rejected": len(result.rejects)}
+    out.print(f"trained on {summary['rows']:,} rows: QE {summary['quantization_error']:.4f}, "
+              f"TE {summary['topographic_error']:.4f}, threshold {summary['threshold']:.4f}, "
+              f"{summary['seconds']:.2f} s -> {output}")
+    out.summary(summary)
+
+
+def _check_options(detector: AnomalyDetector) -> None:
+    try:
+        detector.check_params()
+    except ValueError as exc:
+        option = str(exc).split()[0].replace("map_size", "map").replace("random_state", "seed")
+        raise typer.BadParameter(str(exc), param_hint=f"--{option.replace('_', '-')}"
+                                 ) from None
+
+
+@handle_errors
+def score(
+    input: InputArg,
+    model_dir: Annotated[Path, typer.Option("--model", "-m", help="Model directory.")],
+    output: Annotated[Path, typer.Option(
+        "--output", "-o", help="Scores: .csv, .parquet or .jsonl.")],
+    rejects: RejectsOpt = None,
+    quiet: Quiet = False,
+    json_out: JsonOut = False,
+) -> None:
+    """Score transactions with a trained model: score, verdict, BMU and top-3 reasons.
+
+    Rows come out in input order with columns transaction_id, anomaly_score, is_anomaly, bmu
+    and reason_1..3 (feature name) with their _share, _value and _prototype.
+
+    Example: [bold]txanomaly score new.jsonl --model model/ -o scores.csv[/]
+    """
+    out = Output(quiet, json_out)
+    if output.suffix.lower() not in SCORE_FORMATS:
+        raise typer.BadParameter(f"output must end in {', '.join(SCORE_FORMATS)}",
+                                 param_hint="--output")
+    started = time.perf_counter()
+    model = TransactionModel.load(model_dir)
+    result = read_input(input, output, rejects, out)
+    features = compute_features(result.frame, model.feature_set)
+    table = score_table(model, features, out)
+    write_table(table, output)
+    flagged = int(table["is_anomaly"].sum()) if table.height else 0
+    seconds = time.perf_counter() - started
+    out.print(f"scored {table.height:,} rows: {flagged:,} anomalies (threshold "
+              f"{model.threshold:.4f}) -> {output} in {seconds:.2f} s")
+    out.summary({"input": str(input), "output": str(output), "model": str(model_dir),
+                 "rows": table.height, "anomalies": flagged, "threshold": model.threshold,
+                 "rejected": len(result.rejects), "seconds": round(seconds, 3)})
+
+
+def score_table(model: TransactionModel, features: pl.DataFrame, out: Output) -> pl.DataFrame:
+    """Scores and reasons for every row of a feature table, in its order."""
+    parts = []
+    with out.progress() as bar:
+        task = bar.add_task("scoring", total=features.height)
+        for start in range(0, features.height, _SCORE_CHUNK):
+            chunk = features.slice(start, _SCORE_CHUNK)
+            parts.append(_score_chunk(model, chunk))
+            bar.update(task, advance=chunk.height)
+    return pl.concat(parts) if parts else _score_chunk(model, features)
+
+
+def _score_chunk(model: TransactionModel, chunk: pl.DataFrame) -> pl.DataFrame:
+    ids = chunk.get_column("transaction_id")
+    if chunk.height == 0:
+        return pl.DataFrame({"transaction_id": ids, "anomaly_score": pl.Series([], pl.Float64),
+                             "is_anomaly": pl.Series([], pl.Boolean),
+                             "bmu": pl.Series([], pl.Int64)})
+    exp = model.explanation(chunk.select(model.feature_names), top=_TOP_REASONS)
+    columns: dict[str, Any] = {"transaction_id": ids, "anomaly_score": exp.anomaly_score,
+                               "is_anomaly": QuantileThreshold(model.threshold).flags(
+                                   exp.anomaly_score),
+                               "bmu": exp.bmu.astype(np.int64)}
+    rows = np.arange(chunk.height)
+    names = np.asarray(exp.feature_names)
+    for rank, idx in enumerate(exp.top_features().T, start=1):
+        columns[f"reason_{rank}"] = names[idx]
+        columns[f"reason_{rank}_share"] = exp.share[rows, idx]
+        columns[f"reason_{rank}_value"] = exp.value[rows, idx]
+        columns[f"reason_{rank}_prototype"] = exp.prototype[rows, idx]
+    return pl.DataFrame(columns)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("train")(train)
+    app.command("score")(score)

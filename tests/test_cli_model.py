@@ -1,0 +1,119 @@
+"""``txanomaly train`` and ``txanomaly score`` through a CLI runner, on real files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import polars as pl
+import pytest
+from typer.testing import CliRunner
+
+from txanomaly.artifact import load
+from txanomaly.cli import app
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def transactions(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("data") / "tx.jsonl"
+    result = runner.invoke(app, ["synth", "-o", str(path), "-n", "3000", "--users", "80",
+                                 "--days", "10", "--seed", "3", "-q"])
+    assert result.exit_code == 0, result.output
+    return path
+
+
+@pytest.fixture(scope="module")
+def model_dir(transactions, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("models") / "model"
+    result = runner.invoke(app, ["train", str(transactions), "-o", str(out), "--map", "5x5",
+                                 "--epochs", "5", "--contamination", "0.02", "--seed", "1"])
+    assert result.exit_code == 0, result.output
+    assert "trained on 3,000 rows" in result.output and "threshold" in result.output
+    return out
+
+
+def test_train_writes_a_loadable_model_with_the_options_given(model_dir):
+    loaded = load(model_dir)
+    assert loaded.feature_set is not None and loaded.feature_set.name == "standard"
+    params = loaded.detector.get_params()
+    assert params["map_size"] == "5x5" and params["epochs"] == 5
+    assert params["contamination"] == 0.02 and params["random_state"] == 1
+    assert loaded.metadata["training_summary"]["rows"] == 3000
+
+
+def test_train_json_summary(transactions, tmp_path):
+    result = runner.invoke(app, ["train", str(transactions), "-o", str(tmp_path / "m"),
+                                 "--map", "3x3", "--epochs", "2", "--algorithm", "online",
+                                 "--feature-set", "seed", "--json", "--quiet"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["rows"] == 3000 and summary["algorithm"] == "online"
+    assert {"quantization_error", "topographic_error", "threshold", "seconds"} <= set(summary)
+    assert summary["feature_set"] == "seed"
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet", ".jsonl"])
+def test_score_writes_scores_and_reasons_in_input_order(transactions, model_dir, tmp_path,
+                                                        suffix):
+    out = tmp_path / f"scores{suffix}"
+    result = runner.invoke(app, ["score", str(transactions), "--model", str(model_dir),
+                                 "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    table = {".csv": pl.read_csv, ".parquet": pl.read_parquet,
+             ".jsonl": pl.read_ndjson}[suffix](out)
+    ids = [json.loads(line)["transactionId"] for line in transactions.read_text().splitlines()]
+    assert table["transaction_id"].to_list() == ids
+    assert table.columns[:5] == ["transaction_id", "anomaly_score", "is_anomaly", "bmu",
+                                 "reason_1"]
+    assert {"reason_3", "reason_3_share", "reason_3_value", "reason_3_prototype"} <= set(
+        table.columns)
+    threshold = load(model_dir).detector.threshold_
+    flagged = table.filter(pl.col("is_anomaly"))
+    assert 0 < flagged.height < 0.1 * table.height
+    assert (flagged["anomaly_score"] > threshold).all()
+    assert (table["reason_1_share"] >= table["reason_2_share"]).all()
+    assert table["bmu"].max() < 25
+
+
+def test_score_reports_rejects(model_dir, transactions, tmp_path):
+    src = tmp_path / "mixed.jsonl"
+    lines = transactions.read_text().splitlines()[:20]
+    bad = json.dumps({"transactionId": "bad", "timestamp": "soon",
+                      "destinationAmountDetails": {"transactionAmount": 1}})
+    src.write_text("\n".join([*lines[:5], bad, *lines[5:]]) + "\n")
+    out = tmp_path / "s.csv"
+    result = runner.invoke(app, ["score", str(src), "--model", str(model_dir), "-o", str(out),
+                                 "--json", "-q"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["rejected"] == 1
+    assert pl.read_csv(out).height == 20
+    rejected = (tmp_path / "s.rejects.jsonl").read_text().splitlines()
+    assert json.loads(rejected[0])["transactionId"] == "bad"
+
+
+def test_bad_options_and_bad_models_fail_clearly(transactions, model_dir, tmp_path):
+    result = runner.invoke(app, ["train", str(transactions), "-o", str(tmp_path / "m"),
+                                 "--map", "ten"])
+    assert result.exit_code == 2 and "map_size" in result.output
+    result = runner.invoke(app, ["score", str(transactions), "--model", str(tmp_path / "none"),
+                                 "-o", str(tmp_path / "s.csv")])
+    assert result.exit_code == 1 and "no such model directory" in result.output
+    tampered = tmp_path / "tampered"
+    tampered.mkdir()
+    for name in ("model.json", "model.safetensors"):
+        (tampered / name).write_bytes((model_dir / name).read_bytes())
+    (tampered / "model.safetensors").write_bytes(b"x" * 64)
+    result = runner.invoke(app, ["score", str(transactions), "--model", str(tampered),
+                                 "-o", str(tmp_path / "s.csv")])
+    assert result.exit_code == 1 and "SHA-256" in result.output
+    result = runner.invoke(app, ["score", str(transactions), "--model", str(model_dir),
+                                 "-o", str(tmp_path / "s.txt")])
+    assert result.exit_code == 2
+
+
+def test_help_shows_examples():
+    for command in ("train", "score"):
+        result = runner.invoke(app, [command, "--help"])
+        assert result.exit_code == 0 and f"txanomaly {command} " in result.output

@@ -117,3 +117,16 @@ def test_help_shows_examples():
     for command in ("train", "score"):
         result = runner.invoke(app, [command, "--help"])
         assert result.exit_code == 0 and f"txanomaly {command} " in result.output
+
+
+def test_all_rejected_input(model_dir, tmp_path):
+    src = tmp_path / "bad.jsonl"
+    src.write_text(json.dumps({"transactionId": "bad", "timestamp": "soon",
+                               "destinationAmountDetails": {"transactionAmount": 1}}) + "\n")
+    result = runner.invoke(app, ["score", str(src), "--model", str(model_dir),
+                                 "-o", str(tmp_path / "s.parquet")])
+    assert result.exit_code == 0, result.output
+    assert pl.read_parquet(tmp_path / "s.parquet").columns[:2] == ["transaction_id",
+                                                                  "anomaly_score"]
+    result = runner.invoke(app, ["train", str(src), "-o", str(tmp_path / "m")])
+    assert result.exit_code == 1 and "training needs at least 2" in result.output

@@ -138,9 +138,8 @@ def score_table(model: TransactionModel, features: pl.DataFrame, out: Output) ->
 def _score_chunk(model: TransactionModel, chunk: pl.DataFrame) -> pl.DataFrame:
     ids = chunk.get_column("transaction_id")
     if chunk.height == 0:
-        return pl.DataFrame({"transaction_id": ids, "anomaly_score": pl.Series([], pl.Float64),
-                             "is_anomaly": pl.Series([], pl.Boolean),
-                             "bmu": pl.Series([], pl.Int64)})
+        return pl.DataFrame(schema={"transaction_id": pl.String, "anomaly_score": pl.Float64,
+                                    "is_anomaly": pl.Boolean, "bmu": pl.Int64})
     exp = model.explanation(chunk.select(model.feature_names), top=_TOP_REASONS)
     columns: dict[str, Any] = {"transaction_id": ids, "anomaly_score": exp.anomaly_score,
                                "is_anomaly": QuantileThreshold(model.threshold).flags(

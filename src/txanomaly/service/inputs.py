@@ -1,0 +1,99 @@
+"""Reading request bodies: size limits, content types, JSON, and transaction validation.
+
+Everything here raises :class:`~txanomaly.service.errors.ApiError` with a 4xx status; a
+batch with any invalid transaction is rejected whole, listing every error.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+
+from txanomaly.errors import RecordError
+from txanomaly.schema import RAW_PATHS, STRING_COLUMNS, parse_record
+from txanomaly.service.errors import ApiError
+
+
+def media_type(request: Request) -> str:
+    """The request's media type, lower-case, without parameters (``""`` if none)."""
+    return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The raw body, refusing (413) more than ``limit`` bytes before reading them all."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not declared.isdigit():
+            raise ApiError(400, "invalid Content-Length header")
+        if int(declared) > limit:
+            raise ApiError(413, f"request body larger than {limit} bytes")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise ApiError(413, f"request body larger than {limit} bytes")
+    return bytes(body)
+
+
+async def read_json(request: Request, limit: int) -> Any:
+    """The parsed JSON body of an ``application/json`` request."""
+    if media_type(request) != "application/json":
+        raise ApiError(415, "send the body as application/json")
+    body = await read_body(request, limit)
+    return parse_json(body)
+
+
+def parse_json(body: bytes) -> Any:
+    """Parse JSON (orjson: rejects NaN/Infinity, numbers beyond float range, nesting deeper
+    than 1024) or raise a 400."""
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise ApiError(400, f"the body is not valid JSON: {exc}") from None
+
+
+def parse_transactions(payload: Any, max_batch: int) -> tuple[list[dict[str, Any]], bool]:
+    """Validate one transaction object or a list of them.
+
+    Returns
+    -------
+    (records, single)
+        The flat records, and whether the payload was a single object.
+    """
+    single = isinstance(payload, dict)
+    if single:
+        items = [payload]
+    elif isinstance(payload, list):
+        items = payload
+        if len(items) > max_batch:
+            raise ApiError(413, f"{len(items)} transactions in one request; the limit is "
+                                f"{max_batch}")
+        if not items:
+            raise ApiError(422, "the list of transactions is empty",
+                           [{"index": None, "transactionId": None, "field": "$",
+                             "message": "at least one transaction is required"}])
+    else:
+        raise ApiError(422, "expected a transaction object or a list of them",
+                       [{"index": None, "transactionId": None, "field": "$",
+                         "message": f"got {type(payload).__name__}"}])
+    records: list[dict[str, Any]] = []
+    errors: list[dict[str, Any]] = []
+    for i, raw in enumerate(items):
+        index = None if single else i
+        try:
+            rec = parse_record(raw, i)
+        except RecordError as exc:
+            errors.extend({"index": index, "transactionId": exc.transaction_id,
+                           "field": e.field, "message": e.message} for e in exc.errors)
+            continue
+        errors.extend({"index": index, "transactionId": rec["transaction_id"],
+                       "field": RAW_PATHS[col], "message": "must not contain NUL characters"}
+                      for col in STRING_COLUMNS if "\x00" in (rec[col] or ""))
+        records.append(rec)
+    if errors:
+        count = len({e["index"] for e in errors})
+        what = "the transaction is" if single else f"{count} transaction(s) are"
+        raise ApiError(422, f"{what} invalid; nothing was stored", errors)
+    return records, single

@@ -1,0 +1,66 @@
+"""``GET /v1/anomalies``: flagged transactions in a time range, paginated by cursor."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Annotated
+
+import orjson
+from fastapi import APIRouter, Query
+
+from txanomaly.schema import parse_timestamp
+from txanomaly.service.deps import AuthorizedRuntime
+from txanomaly.service.errors import ApiError
+from txanomaly.service.routers.transactions import json_response
+from txanomaly.service.schemas import AnomalyPage, error_responses
+from txanomaly.store import StoredTransaction
+
+router = APIRouter(prefix="/v1", tags=["anomalies"])
+
+
+def _time(name: str, value: str | None) -> int | None:
+    if value is None:
+        return None
+    try:
+        return parse_timestamp(value)
+    except ValueError as exc:
+        raise ApiError(422, f"invalid {name}", [{"field": name, "message": str(exc)}]
+                       ) from None
+
+
+def encode_cursor(row: StoredTransaction) -> str:
+    return base64.urlsafe_b64encode(orjson.dumps([row.timestamp, row.transaction_id])).decode()
+
+
+def decode_cursor(cursor: str) -> tuple[int, str]:
+    try:
+        ts, tid = orjson.loads(base64.urlsafe_b64decode(cursor.encode("ascii")))
+        if not isinstance(ts, int) or not isinstance(tid, str):
+            raise ValueError
+        return ts, tid
+    except (ValueError, TypeError, binascii.Error, orjson.JSONDecodeError):
+        raise ApiError(422, "invalid cursor", [{"field": "cursor", "message":
+                                                "pass nextCursor from the previous page"}]
+                       ) from None
+
+
+@router.get("/anomalies", response_model=AnomalyPage, responses=error_responses(401, 422),
+            summary="Flagged transactions, by timestamp")
+async def anomalies(
+    runtime: AuthorizedRuntime,
+    start: Annotated[str | None, Query(alias="from", max_length=64,
+                                       description="inclusive; ms since epoch or ISO-8601")
+                     ] = None,
+    end: Annotated[str | None, Query(alias="to", max_length=64,
+                                     description="exclusive; ms since epoch or ISO-8601")
+                   ] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    cursor: Annotated[str | None, Query(max_length=1024)] = None,
+) -> object:
+    after = decode_cursor(cursor) if cursor is not None else None
+    rows = await runtime.call(runtime.store.anomalies, _time("from", start), _time("to", end),
+                              limit, after)
+    items = [{**r.result, "timestamp": r.timestamp} for r in rows]
+    next_cursor = encode_cursor(rows[-1]) if len(rows) == limit else None
+    return json_response({"items": items, "nextCursor": next_cursor})

@@ -1,0 +1,108 @@
+"""The SageMaker container contract: ``GET /ping`` and ``POST /invocations`` (port 8080).
+
+``/invocations`` takes
+
+* ``text/csv``: rows of raw feature values in the model's feature order (a header row with
+  the feature names is allowed) and answers ``[{"anomaly_index": i}, ...]`` for the rows the
+  model flags, as the prototype did;
+* ``application/json``: transactions, answered as ``POST /v1/score`` does.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from fastapi import APIRouter, Depends, Request
+from starlette.responses import Response
+
+from txanomaly.service.deps import Runtime, require_api_key
+from txanomaly.service.errors import ApiError
+from txanomaly.service.inputs import media_type, read_body
+from txanomaly.service.routers.health import is_ready
+from txanomaly.service.routers.transactions import _VERDICT_SCHEMA, json_response, process
+from txanomaly.service.schemas import Status, error_responses
+
+
+async def ping(request: Request) -> object:
+    if await is_ready(request):
+        return json_response({"status": "ok"})
+    return json_response({"status": "not ready"}, status=503)
+
+
+def parse_csv(body: bytes, names: list[str], max_rows: int) -> np.ndarray:
+    """Rows of floats; a 4xx :class:`ApiError` naming the row and column otherwise."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ApiError(400, "the CSV body is not UTF-8") from None
+    lines = [line for line in text.splitlines() if line.strip()]
+    if lines and [c.strip() for c in lines[0].split(",")] == names:
+        lines = lines[1:]
+    if not lines:
+        raise ApiError(422, "no rows in the CSV body")
+    if len(lines) > max_rows:
+        raise ApiError(413, f"{len(lines)} rows in one request; the limit is {max_rows}")
+    rows = np.empty((len(lines), len(names)), dtype=np.float64)
+    errors = []
+    for i, line in enumerate(lines):
+        cells = line.split(",")
+        if len(cells) != len(names):
+            errors.append({"index": i, "field": "$", "message":
+                           f"{len(cells)} values, expected {len(names)} ({', '.join(names)})"})
+            continue
+        for j, cell in enumerate(cells):
+            try:
+                value = float(cell)
+            except ValueError:
+                value = math.nan
+            if not math.isfinite(value):
+                errors.append({"index": i, "field": names[j],
+                               "message": f"expected a finite number, got {cell.strip()[:32]!r}"})
+            rows[i, j] = value
+        if len(errors) >= 100:
+            break
+    if errors:
+        raise ApiError(422, "invalid CSV rows; nothing was scored", errors)
+    return rows
+
+
+def register(max_batch: int, authorize: bool) -> APIRouter:
+    """The routes; ``authorize`` adds the API-key check to /invocations."""
+    body = {"requestBody": {"required": True, "content": {
+        "text/csv": {"schema": {"type": "string"}},
+        "application/json": {"schema": {"oneOf": [
+            {"$ref": "#/components/schemas/TransactionIn"},
+            {"type": "array", "items": {"$ref": "#/components/schemas/TransactionIn"},
+             "minItems": 1, "maxItems": max_batch}]}}}}}
+    csv_answer = {"type": "array", "items": {"$ref": "#/components/schemas/AnomalyIndex"}}
+    json_answer = _VERDICT_SCHEMA
+    responses = {200: {"description": "CSV in: flagged row indices; JSON in: verdicts",
+                       "content": {"application/json": {"schema": {"oneOf": [
+                           csv_answer, json_answer]}}}},
+                 **error_responses(400, 401, 413, 415, 422)}
+    router = APIRouter(tags=["sagemaker"])
+    router.add_api_route("/ping", ping, response_model=Status, methods=["GET"],
+                         responses={503: {"model": Status}}, summary="SageMaker health check")
+    dependencies = [Depends(require_api_key)] if authorize else []
+
+    @router.post("/invocations", response_model=None, openapi_extra=body,
+                 responses=responses, summary="SageMaker inference", dependencies=dependencies)
+    async def invocations(request: Request) -> Response:
+        runtime: Runtime | None = getattr(request.app.state, "runtime", None)
+        if runtime is None:
+            raise ApiError(503, "the service is starting or stopping")
+        kind = media_type(request)
+        if kind == "application/json":
+            return await process(request, runtime, persist=False)
+        if kind != "text/csv":
+            raise ApiError(415, "send text/csv feature rows or application/json transactions")
+        body = await read_body(request, runtime.settings.max_body_bytes)
+        names = runtime.scorer.model.feature_names
+        rows = parse_csv(body, names, runtime.settings.max_csv_rows)
+        flags = runtime.scorer.model.is_anomaly(rows)
+        runtime.metrics.count("scored", len(rows))
+        return json_response([{"anomaly_index": int(i)} for i in np.flatnonzero(flags)])
+
+    return router
+

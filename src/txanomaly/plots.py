@@ -1,0 +1,249 @@
+"""The figures of reports, evaluations and map-size searches, as matplotlib ``Figure`` objects.
+
+Built with matplotlib's object API (no ``pyplot``, no global state, no display needed): every
+function takes plain arrays and returns a :class:`~matplotlib.figure.Figure`;
+:func:`to_png` renders one. Nothing here knows about models or files.
+
+>>> fig = score_histogram(np.random.default_rng(0).gamma(2.0, size=500), threshold=5.0)
+>>> to_png(fig)[:8] == b"\\x89PNG\\r\\n\\x1a\\n"
+True
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.colors import SymLogNorm
+from matplotlib.figure import Figure
+from sklearn.decomposition import PCA
+
+#: Dots per inch of every PNG: sharp in a browser, small enough to embed.
+DPI = 100
+FLAGGED_COLOUR = "#d62728"
+NORMAL_COLOUR = "#1f77b4"
+#: Above this magnitude a heavy-tailed component plane switches to a symmetric-log colour scale
+#: (below it, e.g. counts of 1-5, a linear scale reads better).
+WIDE_RANGE = 100.0
+
+
+def to_png(fig: Figure) -> bytes:
+    """The figure as PNG bytes."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=DPI, bbox_inches="tight")
+    return buf.getvalue()
+
+
+def save_png(fig: Figure, path: str | Path) -> Path:
+    """Write the figure to ``path`` as PNG (parent folders are created)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(to_png(fig))
+    return path
+
+
+# --------------------------------------------------------------------------- the map
+def _grid_image(ax: Axes, fig: Figure, values: np.ndarray, cmap: str, label: str) -> None:
+    image = ax.imshow(values, cmap=cmap, origin="upper", interpolation="nearest")
+    rows, cols = values.shape
+    ax.set_xticks(range(cols))
+    ax.set_yticks(range(rows))
+    ax.tick_params(labelsize=7)
+    ax.set_xlabel("map column")
+    ax.set_ylabel("map row")
+    fig.colorbar(image, ax=ax, label=label, shrink=0.85)
+
+
+def u_matrix(values: np.ndarray) -> Figure:
+    """Heat map of the U-matrix: bright cells are units far from their neighbours (borders)."""
+    fig = Figure(figsize=(5.5, 4.5), layout="constrained")
+    ax = fig.add_subplot()
+    _grid_image(ax, fig, np.asarray(values), "viridis",
+                "mean distance to neighbouring prototypes (scaled units)")
+    ax.set_title("U-matrix: bright cells separate clusters")
+    return fig
+
+
+def hit_map(hits: np.ndarray, flagged_hits: np.ndarray | None = None) -> Figure:
+    """Transactions per unit; with ``flagged_hits``, a second panel of flagged ones per unit."""
+    panels = 1 if flagged_hits is None else 2
+    fig = Figure(figsize=(5.5 * panels, 4.5), layout="constrained")
+    ax = fig.add_subplot(1, panels, 1)
+    _grid_image(ax, fig, np.asarray(hits), "Blues", "transactions")
+    ax.set_title("Hit map: transactions per unit")
+    if flagged_hits is not None:
+        ax2 = fig.add_subplot(1, 2, 2)
+        _grid_image(ax2, fig, np.asarray(flagged_hits), "Reds", "flagged transactions")
+        ax2.set_title("Flagged transactions per unit")
+    return fig
+
+
+def component_planes(prototypes: np.ndarray, names: Sequence[str], rows: int, cols: int,
+                     log_colour: Sequence[bool] | None = None) -> Figure:
+    """One small heat map per feature: that feature's prototype value on every unit.
+
+    Features flagged in ``log_colour`` (heavy-tailed ones) get a symmetric-log colour scale when
+    their values exceed :data:`WIDE_RANGE`.
+    """
+    fig, axes = _small_multiples(len(names), 5, (3.3, 2.9))
+    for j, (name, ax) in enumerate(zip(names, axes, strict=True)):
+        plane = np.asarray(prototypes)[:, j].reshape(rows, cols)
+        wide = np.abs(plane).max() > WIDE_RANGE
+        norm = SymLogNorm(linthresh=1.0) if log_colour is not None and log_colour[j] and wide \
+            else None
+        image = ax.imshow(plane, cmap="coolwarm", interpolation="nearest", norm=norm)
+        ax.set_title(_wrap(name), fontsize=8)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        bar = fig.colorbar(image, ax=ax, shrink=0.8)
+        bar.ax.tick_params(labelsize=6)
+    fig.suptitle("Component planes: each feature's prototype values across the map "
+                 "(original units)", fontsize=11)
+    return fig
+
+
+def prototype_projection(sample: np.ndarray, before: np.ndarray, after: np.ndarray,
+                         rows: int, cols: int) -> Figure:
+    """Data and prototypes on the data's first two principal components, before/after training.
+
+    All three arrays are in the model's scaled space; neighbouring units are joined by lines so
+    the grid's folding is visible.
+    """
+    pca = PCA(n_components=2, random_state=0).fit(sample)
+    pts = pca.transform(sample)
+    fig = Figure(figsize=(11, 4.8), layout="constrained")
+    for i, (title, weights) in enumerate((("before training (initial prototypes)", before),
+                                          ("after training", after))):
+        ax = fig.add_subplot(1, 2, i + 1)
+        ax.scatter(pts[:, 0], pts[:, 1], s=3, c="#bbbbbb", alpha=0.5, label="transactions",
+                   rasterized=True)
+        _draw_grid(ax, pca.transform(np.asarray(weights)).reshape(rows, cols, 2))
+        ax.set_title(f"Prototypes {title}")
+        ratio = pca.explained_variance_ratio_
+        ax.set_xlabel(f"PC 1 ({ratio[0]:.0%} of variance, scaled features)")
+        ax.set_ylabel(f"PC 2 ({ratio[1]:.0%} of variance)")
+        ax.legend(loc="upper right", fontsize=8)
+    return fig
+
+
+def _draw_grid(ax: Axes, xy: np.ndarray) -> None:
+    for r in range(xy.shape[0]):
+        ax.plot(xy[r, :, 0], xy[r, :, 1], color=NORMAL_COLOUR, lw=0.8)
+    for c in range(xy.shape[1]):
+        ax.plot(xy[:, c, 0], xy[:, c, 1], color=NORMAL_COLOUR, lw=0.8)
+    ax.scatter(xy[..., 0].ravel(), xy[..., 1].ravel(), s=14, c=NORMAL_COLOUR, zorder=3,
+               label="prototypes")
+
+
+# --------------------------------------------------------------------------- scores
+def score_histogram(scores: np.ndarray, threshold: float, title: str | None = None) -> Figure:
+    """Histogram of anomaly scores (log count axis) with the threshold marked."""
+    scores = np.asarray(scores, dtype=np.float64)
+    flagged = int((scores > threshold).sum())
+    fig = Figure(figsize=(8, 4), layout="constrained")
+    ax = fig.add_subplot()
+    bins = np.linspace(scores.min(), max(scores.max(), threshold), 80)
+    ax.hist(scores[scores <= threshold], bins=list(bins), color=NORMAL_COLOUR, label="normal")
+    ax.hist(scores[scores > threshold], bins=list(bins), color=FLAGGED_COLOUR,
+            label=f"flagged ({flagged:,} of {len(scores):,})")
+    ax.axvline(threshold, color="black", ls="--", lw=1, label=f"threshold {threshold:.3g}")
+    ax.set_yscale("log")
+    ax.set_xlabel("anomaly score (distance to best-matching unit, scaled units)")
+    ax.set_ylabel("transactions (log scale)")
+    ax.set_title(title or "Anomaly scores")
+    ax.legend()
+    return fig
+
+
+def feature_distributions(values: np.ndarray, names: Sequence[str], flagged: np.ndarray,
+                          axis_labels: Sequence[str] | None = None) -> Figure:
+    """Per feature, the distribution of flagged vs normal transactions (densities)."""
+    values = np.asarray(values, dtype=np.float64)
+    flagged = np.asarray(flagged, dtype=bool)
+    ncols = min(4, len(names))
+    fig, axes = _small_multiples(len(names), ncols, (3.8, 2.6))
+    for j, (name, ax) in enumerate(zip(names, axes, strict=True)):
+        col = values[:, j]
+        lo, hi = np.quantile(col, [0.001, 0.999]) if len(col) else (0.0, 1.0)
+        bins = np.linspace(lo, hi if hi > lo else lo + 1.0, 40)
+        ax.hist(np.clip(col[~flagged], bins[0], bins[-1]), bins=list(bins), density=True,
+                color=NORMAL_COLOUR, alpha=0.6, label="normal")
+        if flagged.any():
+            ax.hist(np.clip(col[flagged], bins[0], bins[-1]), bins=list(bins), density=True,
+                    color=FLAGGED_COLOUR, alpha=0.6, label="flagged")
+        ax.set_title(_wrap(name), fontsize=8)
+        ax.set_xlabel(axis_labels[j] if axis_labels else "value", fontsize=7)
+        ax.tick_params(labelsize=6)
+        ax.set_yticks([])
+        if j % ncols == 0:
+            ax.set_ylabel("density", fontsize=7)
+        if j == 0:
+            ax.legend(fontsize=7)
+    fig.suptitle("Feature distributions, flagged vs normal (density; ends clipped at the "
+                 "0.1% / 99.9% quantiles)", fontsize=11)
+    return fig
+
+
+# --------------------------------------------------------------------------- evaluation, tuning
+def pr_curves(curves: Mapping[str, tuple[np.ndarray, np.ndarray]],
+              pr_auc: Mapping[str, float], base_rate: float, title: str = "") -> Figure:
+    """Precision-recall curves of several detectors; the dashed line is a random ranking."""
+    fig = Figure(figsize=(7, 5), layout="constrained")
+    ax = fig.add_subplot()
+    for name, (recall, precision) in curves.items():
+        width = 2.2 if name == "som" else 1.2
+        ax.plot(recall, precision, lw=width, label=f"{name} (PR-AUC {pr_auc[name]:.3f})",
+                drawstyle="steps-post")
+    ax.axhline(base_rate, color="grey", ls="--", lw=1, label=f"random ({base_rate:.3f})")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("recall (share of labelled anomalies found)")
+    ax.set_ylabel("precision (share of flags that are anomalies)")
+    ax.set_title(title or "Precision-recall on the test rows")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    return fig
+
+
+def tune_curves(labels: Sequence[str], metrics: Mapping[str, Sequence[float | None]],
+                chosen: str) -> Figure:
+    """One panel per metric across map sizes (in the given order); the recommended one starred."""
+    fig = Figure(figsize=(3.6 * len(metrics), 3.8), layout="constrained")
+    pick = list(labels).index(chosen)
+    for i, (name, values) in enumerate(metrics.items()):
+        ax = fig.add_subplot(1, len(metrics), i + 1)
+        ys = [np.nan if v is None else v for v in values]
+        xs = list(range(len(labels)))
+        ax.plot(xs, ys, marker="o", color=NORMAL_COLOUR)
+        ax.plot([pick], [ys[pick]], marker="*", ms=16, color=FLAGGED_COLOUR,
+                label=f"recommended {chosen}")
+        ax.set_xticks(xs)
+        ax.set_xticklabels(list(labels), rotation=45, fontsize=8)
+        ax.set_xlabel("map size (rows x cols)")
+        ax.set_title(name, fontsize=10)
+        ax.grid(alpha=0.3)
+        if i == 0:
+            ax.legend(fontsize=8)
+    fig.suptitle("Map-size search (test rows)", fontsize=11)
+    return fig
+
+
+def _small_multiples(n: int, max_cols: int, size: tuple[float, float]
+                     ) -> tuple[Figure, list[Axes]]:
+    """A figure with ``n`` panels, at most ``max_cols`` a row, each ``size`` inches."""
+    ncols = max(1, min(max_cols, n))
+    nrows = math.ceil(n / ncols)
+    fig = Figure(figsize=(size[0] * ncols, size[1] * nrows), layout="constrained")
+    return fig, [fig.add_subplot(nrows, ncols, j + 1) for j in range(n)]
+
+
+def _wrap(name: str, width: int = 28) -> str:
+    """Break a long snake_case name onto two lines at an underscore."""
+    if len(name) <= width:
+        return name
+    cut = name.rfind("_", 0, width)
+    return name if cut <= 0 else name[:cut] + "\n" + name[cut:]

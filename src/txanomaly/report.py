@@ -1,0 +1,323 @@
+"""The analyst's report: one self-contained HTML file with the model, its map and its flags.
+
+:func:`build_report` scores the given transactions (optional) with a trained
+:class:`~txanomaly.pipeline.TransactionModel` and assembles the sections below; every image
+is a PNG embedded as base64, so the file opens anywhere, offline.
+
+1. Model summary (and, with data, a summary of the scored data).
+2. The U-matrix, the hit map, the component planes (prototypes in original units).
+3. The prototypes projected on the data's first two principal components, before and after
+   training. The initial prototypes are recomputed the way the detector made them (same seed,
+   same initialisation); they are exactly the training ones when the data given is the
+   training data.
+4. The anomaly-score histogram with the threshold.
+5. The top anomalies with their reasons: each top feature's value next to its prototype's
+   (the typical value), in original units.
+6. Per-feature distributions of flagged vs normal transactions.
+7. The feature definitions.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+import torch
+
+from txanomaly import plots
+from txanomaly.detector import AnomalyDetector
+from txanomaly.features.batch import feature_matrix
+from txanomaly.pipeline import TransactionModel
+
+logger = logging.getLogger(__name__)
+
+#: Rows drawn (seeded) for the PCA scatter: more only blurs the picture and slows the PNG.
+SCATTER_ROWS = 5_000
+DEFAULT_TOP = 50
+_TRANSFORM_AXIS = {"log1p": "log(1 + value)", "signed_log1p": "sign * log(1 + |value|)",
+                   "none": "value"}
+
+
+@dataclass(frozen=True)
+class ScoredData:
+    """Transactions scored by a model: what the data-dependent sections need."""
+
+    frame: pl.DataFrame
+    X: np.ndarray
+    inputs: np.ndarray
+    scores: np.ndarray
+    bmu: np.ndarray
+    threshold: float
+
+    @property
+    def flags(self) -> np.ndarray:
+        """Anomaly score strictly above the threshold."""
+        return self.scores > self.threshold
+
+
+def score_data(model: TransactionModel, frame: pl.DataFrame) -> ScoredData:
+    """Compute features of ``frame`` and score them with ``model``."""
+    X = feature_matrix(frame, model.feature_set)
+    inputs = model.feature_set.transform(X)
+    det = model.detector
+    return ScoredData(frame, X, inputs, det.anomaly_score(inputs), det.bmu(inputs),
+                      model.threshold)
+
+
+def initial_prototypes(detector: AnomalyDetector, inputs: np.ndarray) -> np.ndarray:
+    """The prototypes the detector's map started from, in scaled space.
+
+    Rebuilt with the detector's own map factory (same seed) and initialisation over
+    ``inputs`` (model inputs, before scaling); equal to the real ones when ``inputs`` are the
+    training rows.
+    """
+    rows, cols = detector.som_.rows, detector.som_.cols
+    # _new_som derives the map's seed from random_state exactly as fit does.
+    som = detector._new_som(rows, cols, detector.n_features_in_)
+    scaled = (np.asarray(inputs, dtype=np.float64) - detector.center_) / detector.scale_
+    method = "randn" if detector.algorithm == "seed" else detector.init
+    som.initialize(torch.from_numpy(scaled.astype(np.float32)), method)
+    return som.weights.detach().cpu().numpy()
+
+
+# --------------------------------------------------------------------------- assembly
+def build_report(model: TransactionModel, metadata: dict[str, Any] | None = None,
+                 data: ScoredData | None = None, *, top: int = DEFAULT_TOP,
+                 title: str = "txanomaly report", seed: int = 0,
+                 on_step: Callable[[str], None] | None = None) -> str:
+    """The report as one HTML string.
+
+    Parameters
+    ----------
+    model : TransactionModel
+        A trained model.
+    metadata : dict, optional
+        ``model.json`` (adds the package version, training summary...).
+    data : ScoredData, optional
+        Transactions scored by ``model`` (:func:`score_data`); without them the
+        data-dependent sections are left out.
+    top : int
+        How many of the highest-scoring transactions to list with reasons.
+    """
+    step = on_step or (lambda name: None)
+    if data is not None and not len(data.scores):
+        data = None
+    sections = [_summary_section(model, metadata or {}, data)]
+    step("map plots")
+    sections.append(_map_section(model, data))
+    if data is not None:
+        step("projection")
+        sections.append(_projection_section(model, data, seed))
+        step("scores")
+        sections.append(_scores_section(model, data))
+        step("top anomalies")
+        sections.append(_top_section(model, data, top))
+        step("distributions")
+        sections.append(_distributions_section(model, data))
+    else:
+        sections.append("<section><h2>Data</h2><p>No transactions were given: pass "
+                        "<code>--data INPUT</code> for the hit map, the PCA projection, the "
+                        "score histogram, the top anomalies and the distributions.</p></section>")
+    sections.append(_features_section(model))
+    return _page(title, sections)
+
+
+def write_report(path: str | Path, document: str) -> Path:
+    """Write the HTML to ``path`` (parent folders are created)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(document, encoding="utf-8")
+    return path
+
+
+# --------------------------------------------------------------------------- sections
+def _summary_section(model: TransactionModel, meta: dict[str, Any],
+                     data: ScoredData | None) -> str:
+    det = model.detector
+    summary = dict(det.training_summary_ or {})
+    rows: list[tuple[str, Any]] = [
+        ("feature set", f"{model.feature_set.name} ({len(model.feature_names)} features)"),
+        ("map", f"{det.som_.rows} x {det.som_.cols} units, algorithm {det.algorithm}, "
+                f"{det.epochs} epochs, init {det.init}, scaling {det.scaling}"),
+        ("threshold", f"{model.threshold:.4g} (contamination {det.contamination})"),
+        ("training rows", _fmt_count(summary.get("rows"))),
+        ("training quantization error", _fmt(summary.get("quantization_error"))),
+        ("training topographic error", _fmt(summary.get("topographic_error"))),
+        ("training time", f"{summary['seconds']} s" if "seconds" in summary else "n/a"),
+        ("saved by", f"txanomaly {meta.get('package_version', 'n/a')}"),
+    ]
+    if data is not None:
+        flagged = int(data.flags.sum())
+        rows += [("scored transactions", f"{len(data.scores):,}"),
+                 ("flagged", f"{flagged:,} ({flagged / len(data.scores):.2%})"),
+                 ("quantization error on these", _fmt(float(data.scores.mean()))),
+                 ("topographic error on these", _fmt(det.topographic_error(data.inputs)))]
+    body = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>"
+                   for k, v in rows)
+    return f"<section><h2>Model</h2><table class='kv'>{body}</table></section>"
+
+
+def _map_section(model: TransactionModel, data: ScoredData | None) -> str:
+    det = model.detector
+    rows, cols = det.som_.rows, det.som_.cols
+    parts = ["<section><h2>The map</h2>",
+             "<p>The U-matrix shows how far each prototype is from its neighbours: bright "
+             "ridges separate groups of similar transactions.</p>",
+             _img(plots.u_matrix(det.u_matrix()), "U-matrix")]
+    if data is not None:
+        units = rows * cols
+        hits = np.bincount(data.bmu, minlength=units).reshape(rows, cols)
+        flagged = np.bincount(data.bmu[data.flags], minlength=units).reshape(rows, cols)
+        parts += ["<p>Where the transactions land, and where the flagged ones do.</p>",
+                  _img(plots.hit_map(hits, flagged), "hit map")]
+    protos = _prototypes_original(model)
+    logs = [f.transform != "none" for f in model.feature_set.features]
+    parts += ["<p>Component planes: each feature's value on every prototype, in the "
+              "feature's original units (log-transformed features on a symmetric-log colour "
+              "scale).</p>",
+              _img(plots.component_planes(protos, model.feature_names, rows, cols, logs),
+                   "component planes"), "</section>"]
+    return "".join(parts)
+
+
+def _projection_section(model: TransactionModel, data: ScoredData, seed: int) -> str:
+    det = model.detector
+    rng = np.random.default_rng(seed)
+    take = rng.choice(len(data.inputs), min(SCATTER_ROWS, len(data.inputs)), replace=False)
+    scaled = (data.inputs[take] - det.center_) / det.scale_
+    before = initial_prototypes(det, data.inputs)
+    after = det.som_.weights.detach().cpu().numpy()
+    fig = plots.prototype_projection(scaled, before, after, det.som_.rows, det.som_.cols)
+    return ("<section><h2>Prototypes before and after training</h2><p>Transactions (grey, a "
+            f"sample of {len(take):,}) and the map's prototypes on the first two principal "
+            "components of the scaled features; lines join neighbouring units.</p>"
+            f"{_img(fig, 'PCA projection')}</section>")
+
+
+def _scores_section(model: TransactionModel, data: ScoredData) -> str:
+    fig = plots.score_histogram(data.scores, model.threshold,
+                                "Anomaly scores of the scored transactions")
+    return f"<section><h2>Anomaly scores</h2>{_img(fig, 'score histogram')}</section>"
+
+
+def _top_section(model: TransactionModel, data: ScoredData, top: int) -> str:
+    flagged = np.flatnonzero(data.flags)
+    order = flagged[np.argsort(-data.scores[flagged], kind="stable")][:top]
+    head = (f"<section><h2>Top anomalies</h2><p>{len(flagged):,} transactions are flagged "
+            f"(score &gt; {model.threshold:.4g}); the {len(order):,} highest are listed. Each "
+            "reason gives the feature's value, the typical value (the prototype of the "
+            "transaction's best-matching unit) and the feature's share of the distance.</p>")
+    if not len(order):
+        return head + "</section>"
+    records = top_anomalies(model, data, order)
+    cells = "".join(_anomaly_row(i + 1, rec) for i, rec in enumerate(records))
+    header = ("<tr><th>#</th><th>transaction</th><th>time (UTC)</th><th>amount</th>"
+              "<th>origin &rarr; destination</th><th>score</th><th>reasons</th></tr>")
+    return f"{head}<table class='top'>{header}{cells}</table></section>"
+
+
+def top_anomalies(model: TransactionModel, data: ScoredData, rows: np.ndarray
+                  ) -> list[dict[str, Any]]:
+    """Records of the given rows: id, time, amount, users, score and the top reasons."""
+    explained = model.explain(data.X[rows], top=3)
+    frame = data.frame[rows.tolist()]
+    out = []
+    for rec, row in zip(explained, frame.iter_rows(named=True), strict=True):
+        amount = row.get("destination_amount") or row.get("origin_amount")
+        currency = row.get("destination_currency") or row.get("origin_currency") or ""
+        out.append({"transaction_id": row["transaction_id"],
+                    "time": _iso(row.get("timestamp")), "amount": amount,
+                    "currency": currency, "origin_user_id": row.get("origin_user_id"),
+                    "destination_user_id": row.get("destination_user_id"), **rec})
+    return out
+
+
+def _anomaly_row(rank: int, rec: dict[str, Any]) -> str:
+    reasons = "<br>".join(
+        f"<b>{html.escape(r['feature'])}</b> = {_fmt(r['value'])} "
+        f"(typical {_fmt(r['prototype'])}; {r['share']:.0%})" for r in rec["reasons"])
+    amount = "" if rec["amount"] is None else f"{_fmt(rec['amount'])} {rec['currency']}"
+    users = f"{rec['origin_user_id'] or '&ndash;'} &rarr; {rec['destination_user_id'] or '&ndash;'}"
+    return (f"<tr><td>{rank}</td><td>{html.escape(str(rec['transaction_id']))}</td>"
+            f"<td>{rec['time']}</td><td class='num'>{html.escape(amount)}</td>"
+            f"<td>{users}</td><td class='num'>{rec['anomaly_score']:.3f}</td>"
+            f"<td>{reasons}</td></tr>")
+
+
+def _distributions_section(model: TransactionModel, data: ScoredData) -> str:
+    axes = [_TRANSFORM_AXIS[f.transform] for f in model.feature_set.features]
+    fig = plots.feature_distributions(data.inputs, model.feature_names, data.flags, axes)
+    return ("<section><h2>Flagged vs normal, per feature</h2><p>Values on the model's input "
+            "scale (heavy-tailed features log-transformed, as the x-axis labels say).</p>"
+            f"{_img(fig, 'feature distributions')}</section>")
+
+
+def _features_section(model: TransactionModel) -> str:
+    body = "".join(
+        f"<tr><td>{html.escape(f.name)}</td><td>{html.escape(f.describe())}</td>"
+        f"<td>{html.escape(f.transform)}{' clip ' + str(f.clip) if f.clip else ''}</td></tr>"
+        for f in model.feature_set.features)
+    return ("<section><h2>Features</h2><table><tr><th>feature</th><th>definition</th>"
+            f"<th>transform</th></tr>{body}</table></section>")
+
+
+# --------------------------------------------------------------------------- helpers
+def _prototypes_original(model: TransactionModel) -> np.ndarray:
+    det = model.detector
+    inputs = det.som_.weights.detach().cpu().double().numpy() * det.scale_ + det.center_
+    return model.feature_set.inverse_transform(inputs)
+
+
+def _img(fig: Any, alt: str) -> str:
+    encoded = base64.b64encode(plots.to_png(fig)).decode("ascii")
+    return f"<figure><img alt='{html.escape(alt)}' src='data:image/png;base64,{encoded}'></figure>"
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "n/a"
+    v = float(value)
+    if not np.isfinite(v):
+        return str(v)
+    if abs(v) >= 1000:
+        return f"{v:,.0f}"
+    if abs(v) >= 1:
+        return f"{v:,.2f}"
+    return f"{v:.3g}"
+
+
+def _fmt_count(value: Any) -> str:
+    return "n/a" if value is None else f"{int(value):,}"
+
+
+def _iso(ms: Any) -> str:
+    if ms is None:
+        return ""
+    return datetime.fromtimestamp(int(ms) / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em auto;
+max-width:1200px;color:#222;padding:0 1em}
+h1{font-size:1.6em}h2{font-size:1.25em;border-bottom:1px solid #ddd;padding-bottom:.2em;
+margin-top:1.8em}
+table{border-collapse:collapse;font-size:.88em}th,td{border:1px solid #ddd;padding:.3em .5em;
+text-align:left;vertical-align:top}th{background:#f5f5f5}td.num{text-align:right;
+white-space:nowrap}table.kv th{width:16em}figure{margin:1em 0}img{max-width:100%}
+"""
+
+
+def _page(title: str, sections: Sequence[str]) -> str:
+    stamp = datetime.now(tz=UTC).strftime("%Y-%m-%d %H:%M UTC")
+    return (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
+            f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>"
+            f"<h1>{html.escape(title)}</h1><p>Generated {stamp} by txanomaly.</p>"
+            + "".join(sections) + "</body></html>\n")

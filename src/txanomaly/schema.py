@@ -107,7 +107,7 @@ def parse_timestamp(value: Any) -> int:
     >>> parse_timestamp("2022-09-05T06:13:39.786+00:00")
     1662358419786
     """
-    if isinstance(value, Mapping):
+    if isinstance(value, dict):
         if set(value) != {"$numberLong"}:
             raise ValueError(f"expected {{'$numberLong': '<ms>'}}, got keys {sorted(value)}")
         value = value["$numberLong"]
@@ -147,7 +147,7 @@ def parse_timestamp(value: Any) -> int:
 
 def check_amount(value: Any) -> float:
     """Return a valid amount as float or raise ValueError (finite, >= 0, a JSON number)."""
-    if isinstance(value, Mapping) and len(value) == 1:
+    if isinstance(value, dict) and len(value) == 1:
         (key, inner), = value.items()
         if key in ("$numberDecimal", "$numberDouble", "$numberInt", "$numberLong"):
             try:
@@ -182,7 +182,7 @@ def check_string(value: Any) -> str:
 
 def parse_record(raw: Any, index: int | None = None) -> dict[str, Any]:
     """Validate and flatten one raw record; raise :class:`RecordError` listing every bad field."""
-    if not isinstance(raw, Mapping):
+    if not isinstance(raw, dict):
         raise RecordError(index, None, [FieldError("$", f"expected a JSON object, got "
                                                         f"{type(raw).__name__}")])
     errors: list[FieldError] = []
@@ -225,7 +225,7 @@ def _parse_nested(key: str, value: Any, flat: dict[str, Any], extra: dict[str, A
                   errors: list[FieldError]) -> None:
     if value is None:
         return
-    if not isinstance(value, Mapping):
+    if not isinstance(value, dict):
         errors.append(FieldError(key, f"expected an object, got {type(value).__name__}"))
         return
     subs = _NESTED[key]

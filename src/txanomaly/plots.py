@@ -212,17 +212,16 @@ def pr_curves(curves: Mapping[str, tuple[np.ndarray, np.ndarray]],
 def tune_curves(labels: Sequence[str], metrics: Mapping[str, Sequence[float | None]],
                 chosen: str) -> Figure:
     """One panel per metric across map sizes (in the given order); the recommended one starred."""
-    fig = Figure(figsize=(3.6 * len(metrics), 3.8), layout="constrained")
+    fig, axes = _small_multiples(len(metrics), 3, (3.8, 3.4))
     pick = list(labels).index(chosen)
-    for i, (name, values) in enumerate(metrics.items()):
-        ax = fig.add_subplot(1, len(metrics), i + 1)
+    for i, ((name, values), ax) in enumerate(zip(metrics.items(), axes, strict=True)):
         ys = [np.nan if v is None else v for v in values]
         xs = list(range(len(labels)))
         ax.plot(xs, ys, marker="o", color=NORMAL_COLOUR)
         ax.plot([pick], [ys[pick]], marker="*", ms=16, color=FLAGGED_COLOUR,
                 label=f"recommended {chosen}")
         ax.set_xticks(xs)
-        ax.set_xticklabels(list(labels), rotation=45, fontsize=8)
+        ax.set_xticklabels(list(labels), fontsize=8)
         ax.set_xlabel("map size (rows x cols)")
         ax.set_title(name, fontsize=10)
         ax.grid(alpha=0.3)

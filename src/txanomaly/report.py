@@ -149,8 +149,8 @@ def _summary_section(model: TransactionModel, meta: dict[str, Any],
                 f"{det.epochs} epochs, init {det.init}, scaling {det.scaling}"),
         ("threshold", f"{model.threshold:.4g} (contamination {det.contamination})"),
         ("training rows", _fmt_count(summary.get("rows"))),
-        ("training quantization error", _fmt(summary.get("quantization_error"))),
-        ("training topographic error", _fmt(summary.get("topographic_error"))),
+        ("training quantization error", format_value(summary.get("quantization_error"))),
+        ("training topographic error", format_value(summary.get("topographic_error"))),
         ("training time", f"{summary['seconds']} s" if "seconds" in summary else "n/a"),
         ("saved by", f"txanomaly {meta.get('package_version', 'n/a')}"),
     ]
@@ -158,8 +158,8 @@ def _summary_section(model: TransactionModel, meta: dict[str, Any],
         flagged = int(data.flags.sum())
         rows += [("scored transactions", f"{len(data.scores):,}"),
                  ("flagged", f"{flagged:,} ({flagged / len(data.scores):.2%})"),
-                 ("quantization error on these", _fmt(float(data.scores.mean()))),
-                 ("topographic error on these", _fmt(det.topographic_error(data.inputs)))]
+                 ("quantization error on these", format_value(float(data.scores.mean()))),
+                 ("topographic error on these", format_value(det.topographic_error(data.inputs)))]
     body = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>"
                    for k, v in rows)
     return f"<section><h2>Model</h2><table class='kv'>{body}</table></section>"
@@ -240,11 +240,19 @@ def top_anomalies(model: TransactionModel, data: ScoredData, rows: np.ndarray
     return out
 
 
+def format_reason(reason: dict[str, Any]) -> str:
+    """One reason as text: ``feature = value (typical prototype; share of the distance)``.
+
+    >>> format_reason({"feature": "amount", "value": 12500.0, "prototype": 80.5, "share": 0.71})
+    'amount = 12,500 (typical 80.50; 71%)'
+    """
+    return (f"{reason['feature']} = {format_value(reason['value'])} "
+            f"(typical {format_value(reason['prototype'])}; {reason['share']:.0%})")
+
+
 def _anomaly_row(rank: int, rec: dict[str, Any]) -> str:
-    reasons = "<br>".join(
-        f"<b>{html.escape(r['feature'])}</b> = {_fmt(r['value'])} "
-        f"(typical {_fmt(r['prototype'])}; {r['share']:.0%})" for r in rec["reasons"])
-    amount = "" if rec["amount"] is None else f"{_fmt(rec['amount'])} {rec['currency']}"
+    reasons = "<br>".join(html.escape(format_reason(r)) for r in rec["reasons"])
+    amount = "" if rec["amount"] is None else f"{format_value(rec['amount'])} {rec['currency']}"
     users = f"{rec['origin_user_id'] or '&ndash;'} &rarr; {rec['destination_user_id'] or '&ndash;'}"
     return (f"<tr><td>{rank}</td><td>{html.escape(str(rec['transaction_id']))}</td>"
             f"<td>{rec['time']}</td><td class='num'>{html.escape(amount)}</td>"
@@ -281,7 +289,8 @@ def _img(fig: Any, alt: str) -> str:
     return f"<figure><img alt='{html.escape(alt)}' src='data:image/png;base64,{encoded}'></figure>"
 
 
-def _fmt(value: Any) -> str:
+def format_value(value: Any) -> str:
+    """A number for people: thousands separators, 2 decimals from 1, 3 significant below."""
     if value is None:
         return "n/a"
     v = float(value)

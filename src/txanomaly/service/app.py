@@ -67,12 +67,13 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
         app.include_router(anomalies.router)
         app.include_router(model.router)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
-    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
+    app.openapi = lambda: _openapi(app, settings)  # type: ignore[method-assign]
     return app
 
 
-def _openapi(app: FastAPI) -> dict[str, Any]:
-    """FastAPI's schema plus the models that the hand-written request bodies refer to."""
+def _openapi(app: FastAPI, settings: Settings) -> dict[str, Any]:
+    """FastAPI's schema plus the models that the hand-written request bodies refer to;
+    the API-key scheme only when keys are configured (the document says what is enforced)."""
     if app.openapi_schema is not None:
         return app.openapi_schema
     from fastapi.openapi.utils import get_openapi
@@ -85,5 +86,10 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
     components = schema.setdefault("components", {}).setdefault("schemas", {})
     for name, definition in defs.get("$defs", {}).items():
         components.setdefault(name, definition)
+    if not settings.auth_required:
+        schema["components"].pop("securitySchemes", None)
+        for operations in schema.get("paths", {}).values():
+            for operation in operations.values():
+                operation.pop("security", None)
     app.openapi_schema = schema
     return schema

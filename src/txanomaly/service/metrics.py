@@ -59,6 +59,6 @@ class MetricsMiddleware:
             await self.app(scope, receive, send_wrapper)
         finally:
             route: Any = scope.get("route")
-            name = getattr(route, "path", "unmatched")
+            name = getattr(route, "path", "other")  # not an API route: docs, 404s
             self.metrics.latency.labels(name).observe(time.perf_counter() - started)
             self.metrics.requests.labels(scope["method"], name, str(status[0])).inc()

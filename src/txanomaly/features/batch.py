@@ -20,7 +20,6 @@ two agree to the last bit on in-order streams.
 from __future__ import annotations
 
 import os
-import threading
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -67,7 +66,7 @@ def feature_matrix(frame: pl.DataFrame, feature_set: str | FeatureSet = "standar
         for j in by_key[key]:
             out[j] = _evaluate(fs.features[j], ctx)
 
-    ctx.time_rank  # computed once, before the threads share it  # noqa: B018
+    ctx.time_order  # computed once, before the threads share it  # noqa: B018
     # Each key's sort / running sums / searchsorted release the GIL: one thread per key.
     workers = min(len(by_key), os.cpu_count() or 1)
     if workers > 1 and frame.height > 50_000:
@@ -135,8 +134,6 @@ class _Table:
             raise InputFormatError(f"record {bad}: no amount (validate input with "
                                    "txanomaly.io.load_transactions first)")
         self._histories: dict[str, _KeyHistory] = {}
-        self._codes: dict[str, np.ndarray] = {}
-        self._locks = {key: threading.Lock() for key in ("origin", "destination", "pair")}
 
     @cached_property
     def hour_angle(self) -> np.ndarray:
@@ -147,17 +144,15 @@ class _Table:
         return fx.day_angle(self.ts)
 
     @cached_property
-    def time_order(self) -> np.ndarray:
-        """Row indices ordered by timestamp, ties in input order."""
-        if self.n < 2 or bool(np.all(self.ts[1:] >= self.ts[:-1])):
-            return np.arange(self.n, dtype=np.int64)
-        return np.argsort(self.ts, kind="stable")
+    def in_time_order(self) -> bool:
+        return self.n < 2 or bool(np.all(self.ts[1:] >= self.ts[:-1]))
 
     @cached_property
-    def time_rank(self) -> np.ndarray:
-        rank = np.empty(self.n, dtype=np.int64)
-        rank[self.time_order] = np.arange(self.n, dtype=np.int64)
-        return rank
+    def time_order(self) -> np.ndarray:
+        """Row indices ordered by timestamp, ties in input order."""
+        if self.in_time_order:
+            return np.arange(self.n, dtype=np.int64)
+        return np.argsort(self.ts, kind="stable")
 
     def column(self, name: str) -> pl.Series:
         if name in self.frame.columns:
@@ -169,29 +164,25 @@ class _Table:
         return (a.is_not_null() & b.is_not_null() & (a != b)).fill_null(False).to_numpy(
         ).astype(np.float64)
 
-    def key_codes(self, key: str) -> np.ndarray:
-        """An int64 code per row for ``key`` (equal ids -> equal codes), -1 where missing.
+    def group_rows(self, key: str) -> tuple[np.ndarray, np.ndarray]:
+        """Rows that have ``key``, grouped by its value and in time order within a group, and
+        the length of each group.
 
-        Computed once per key even when several threads ask (the pair key needs both users').
+        One multithreaded hash group-by of the ids (in time order) gives both; rows whose id is
+        missing are left out (they have no history).
         """
-        with self._locks[key]:
-            if key not in self._codes:
-                self._codes[key] = self._compute_codes(key)
-        return self._codes[key]
-
-    def _compute_codes(self, key: str) -> np.ndarray:
-        if key == "pair":  # codes need not be dense: the history makes its own group ids
-            o, d = self.key_codes("origin"), self.key_codes("destination")
-            width = int(d.max(initial=0)) + 1
-            if (int(o.max(initial=0)) + 1) * width < _INT63:
-                pair = o * width + d
-            else:
-                pair = pl.DataFrame({"o": o, "d": d}).select(
-                    pl.struct("o", "d").rank("dense").cast(pl.Int64)).to_series().to_numpy()
-            return np.where((o < 0) | (d < 0), -1, pair)
-        ids = self.column(f"{key}_user_id")
-        codes = ids.cast(pl.Categorical).to_physical().cast(pl.Int64)
-        return codes.fill_null(-1).to_numpy()
+        id_columns = ["origin_user_id", "destination_user_id"] if key == "pair" else [
+            f"{key}_user_id"]
+        ids = {c: self.column(c) for c in id_columns}
+        if not self.in_time_order:
+            ids = {c: v.gather(self.time_order) for c, v in ids.items()}
+        frame = pl.DataFrame({**ids, "_r": np.arange(self.n, dtype=np.int64)})
+        groups = (frame.drop_nulls(id_columns).group_by(id_columns)
+                  .agg(pl.col("_r"), pl.len().alias("_n")))
+        positions = groups.get_column("_r").explode().to_numpy()
+        lengths = groups.get_column("_n").to_numpy().astype(np.int64)
+        rows = positions if self.in_time_order else self.time_order[positions]
+        return rows, lengths
 
     def history(self, key: str) -> _KeyHistory:
         if key not in self._histories:
@@ -213,13 +204,9 @@ class _KeyHistory:
 
     @classmethod
     def build(cls, table: _Table, key: str) -> _KeyHistory:
-        codes = table.key_codes(key)
-        rows, sorted_codes = _sort_by_code_then_rank(codes, table.time_rank, table.time_order)
-        new_group = np.empty(rows.size, dtype=bool)
-        new_group[:1] = True
-        np.not_equal(sorted_codes[1:], sorted_codes[:-1], out=new_group[1:])
-        group = np.cumsum(new_group) - 1
-        starts = np.flatnonzero(new_group)
+        rows, lengths = table.group_rows(key)
+        group = np.repeat(np.arange(lengths.size, dtype=np.int64), lengths)
+        starts = np.cumsum(lengths) - lengths
         return cls(table.n, rows, group, starts[group], table.ts[rows], table.amount[rows])
 
     @cached_property
@@ -291,23 +278,6 @@ class _KeyHistory:
         out[:] = default
         out[self.rows] = values
         return out
-
-
-def _sort_by_code_then_rank(codes: np.ndarray, rank: np.ndarray, time_order: np.ndarray
-                            ) -> tuple[np.ndarray, np.ndarray]:
-    """Rows with a code (>= 0) sorted by (code, time rank), and their codes in that order."""
-    has = codes >= 0
-    c, r = codes[has], rank[has]
-    if c.size == 0:
-        return c, c
-    rank_bits = max(int(rank.size - 1).bit_length(), 1)
-    if int(c.max()).bit_length() + rank_bits <= 62:
-        # One sort of (code << bits | rank) keys; both halves are read back from the keys.
-        packed = pl.Series((c << rank_bits) | r).sort().to_numpy()
-        return time_order[packed & ((1 << rank_bits) - 1)], packed >> rank_bits
-    order = pl.DataFrame({"c": c, "r": r}).select(pl.arg_sort_by("c", "r")).to_series()
-    rows = np.flatnonzero(has)[order.to_numpy()]
-    return rows, codes[rows]
 
 
 def _window_start(group: np.ndarray, ts: np.ndarray, window_ms: int) -> np.ndarray:

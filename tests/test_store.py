@@ -40,7 +40,7 @@ def flat(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
              "transaction_id": r.get("transaction_id", f"t{i}")} for i, r in enumerate(rows)]
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StoreFactory]:
     """Stores over one fresh database (several can share it, as replicas do)."""
     made: list[Store] = []

@@ -55,7 +55,7 @@ def serve(
     """Serve the scoring API: raw transactions in, verdicts and reasons out."""
     import uvicorn
 
-    from txanomaly import artifact
+    from txanomaly.service.runtime import Runtime
     from txanomaly.service.settings import Settings, get_settings
 
     env_keys = [k for k in os.environ.get("TXANOMALY_API_KEYS", "").split(",") if k.strip()]
@@ -65,7 +65,8 @@ def serve(
         max_body_bytes=max_body_bytes, sqlite_synchronous=sqlite_synchronous,
         sagemaker=sagemaker)
     settings.check_exposure()
-    artifact.load(model)  # a bad model directory fails here, with its message, not in a worker
+    # A bad model directory or database fails here, with its message, not inside a worker.
+    Runtime.open(settings).close()
     os.environ.update(settings.to_env())
     get_settings.cache_clear()
     uvicorn.run("txanomaly.service.app:create_app", factory=True, host=settings.host,

@@ -51,6 +51,23 @@ def test_fit_returns_self_and_sets_pyod_attributes():
     assert summary["quantization_error"] == pytest.approx(det.decision_scores_.mean())
 
 
+@pytest.mark.parametrize("scaling", ["standard", "robust", "none"])
+def test_scaler_statistics(scaling):
+    X, _ = blobs()
+    X[:, 1] = 3.0  # a constant column keeps a unit scale instead of dividing by zero
+    det = AnomalyDetector(map_size=(2, 2), epochs=1, scaling=scaling).fit(X)
+    if scaling == "standard":
+        center, scale = X.mean(0), X.std(0)
+    elif scaling == "robust":
+        q1, center, q3 = np.quantile(X, [0.25, 0.5, 0.75], axis=0)
+        scale = q3 - q1
+    else:
+        center, scale = np.zeros(4), np.ones(4)
+    scale[1] = 1.0
+    np.testing.assert_allclose(det.center_, center, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(det.scale_, scale, rtol=1e-12)
+
+
 def test_score_directions_agree():
     X, _ = blobs()
     det = AnomalyDetector(map_size=(4, 4), epochs=5).fit(X)

@@ -443,8 +443,20 @@ def _fit_scaler(X: np.ndarray, scaling: str) -> tuple[np.ndarray, np.ndarray]:
         fallback = X.std(axis=0)
         scale = np.where(scale > 0, scale, fallback)
     else:
-        center, scale = X.mean(axis=0, dtype=np.float64), X.std(axis=0, dtype=np.float64)
+        center, scale = _mean_std(X)
     return np.asarray(center, dtype=np.float64), np.where(scale > 0, scale, 1.0)
+
+
+def _mean_std(X: np.ndarray, chunk: int = 262_144) -> tuple[np.ndarray, np.ndarray]:
+    """Column mean and (population) std in float64, chunk by chunk: no full-size temporary."""
+    total = np.zeros(X.shape[1])
+    for start in range(0, len(X), chunk):
+        total += X[start:start + chunk].sum(axis=0, dtype=np.float64)
+    mean = total / len(X)
+    squares = np.zeros(X.shape[1])
+    for start in range(0, len(X), chunk):
+        squares += ((X[start:start + chunk] - mean) ** 2).sum(axis=0)
+    return mean, np.sqrt(squares / len(X))
 
 
 def _quantiles(scores: np.ndarray) -> dict[str, float]:

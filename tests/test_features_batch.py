@@ -180,3 +180,17 @@ def test_every_feature_is_documented_in_docs_features_md():
     doc = (Path(__file__).parents[1] / "docs" / "features.md").read_text()
     for name in {*SEED.names, *STANDARD.names}:
         assert f"`{name}`" in doc, name
+
+
+def test_feature_weights_round_trip_and_validation():
+    from txanomaly.errors import TxAnomalyError
+    from txanomaly.features.spec import Feature, FeatureSet
+
+    assert STANDARD.weights is not None and SEED.weights is None
+    assert FeatureSet.from_dict(STANDARD.to_dict()).weights == STANDARD.weights
+    old = STANDARD.to_dict()
+    for f in old["features"]:
+        del f["weight"]  # a model file written before weights existed loads with weight 1
+    assert FeatureSet.from_dict(old).weights is None
+    with pytest.raises(TxAnomalyError, match="weight"):
+        Feature("x", "amount", weight=0)

@@ -156,6 +156,10 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
     device : {"cpu", "cuda"}, default "cpu"
     batch_size : int, optional
         Rows per chunk of the batch kernel; default: sized to the cache for the map.
+    feature_weights : sequence of float, optional
+        Per-feature multipliers (> 0) applied after scaling: a feature's distance counts
+        ``weight`` times. They are folded into ``scale_`` (``scale_ = spread / weight``), so
+        explanations and the model file need nothing else. Default: all 1.
 
     Attributes
     ----------
@@ -170,7 +174,8 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
                  algorithm: str = "batch", contamination: float = 0.05,
                  threshold: float | None = None, scaling: str = "standard", init: str = "pca",
                  sigma: float | None = None, sigma_end: float = 1.0, learning_rate: float = 0.5,
-                 random_state: Any = 0, device: str = "cpu", batch_size: int | None = None):
+                 random_state: Any = 0, device: str = "cpu", batch_size: int | None = None,
+                 feature_weights: Any = None):
         self.map_size = map_size
         self.epochs = epochs
         self.algorithm = algorithm
@@ -184,6 +189,7 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
         self.random_state = random_state
         self.device = device
         self.batch_size = batch_size
+        self.feature_weights = feature_weights
 
     # ------------------------------------------------------------------ fitting
     def fit(self, X: Any, y: Any = None, callback: Any = None) -> AnomalyDetector:
@@ -194,7 +200,7 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
         rows, cols = self.check_params()
         X = validate_data(self, X, dtype=[np.float64, np.float32], ensure_min_samples=2)
         started = time.perf_counter()
-        self.center_, self.scale_ = _fit_scaler(X, self.scaling)
+        self.center_, self.scale_ = self._fit_scaler(X)
         Xs = self._to_tensor(X)
         self.som_ = self._new_som(rows, cols, X.shape[1])
         self.som_.initialize(Xs, "randn" if self.algorithm == "seed" else self.init)
@@ -222,7 +228,7 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
         X = validate_data(self, X, dtype=[np.float64, np.float32], reset=first,
                           ensure_min_samples=2 if first else 1)
         if first:
-            self.center_, self.scale_ = _fit_scaler(X, self.scaling)
+            self.center_, self.scale_ = self._fit_scaler(X)
             self.som_ = self._new_som(rows, cols, X.shape[1])
             self.som_.initialize(self._to_tensor(X), self.init)
             self.samples_seen_ = 0
@@ -234,6 +240,17 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
         self.samples_seen_ += len(Xs)
         self._set_threshold(self.som_.bmu_distances(Xs)[0].double().cpu().numpy())
         return self
+
+    def _fit_scaler(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The scaler's (center, scale), with ``feature_weights`` folded into the scale."""
+        center, scale = _fit_scaler(X, self.scaling)
+        if self.feature_weights is None:
+            return center, scale
+        weights = np.asarray(self.feature_weights, dtype=np.float64)
+        if weights.shape != scale.shape:
+            raise ValueError(f"feature_weights has {weights.size} value(s); X has "
+                             f"{scale.size} feature(s)")
+        return center, scale / weights
 
     def check_params(self) -> tuple[int, int]:
         """Validate the parameters (``fit`` does this too); returns the map's (rows, cols).
@@ -256,6 +273,11 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
         if self.batch_size is not None:
             _check_int("batch_size", self.batch_size, 1)
         _check_device(self.device)
+        if self.feature_weights is not None:
+            weights = np.asarray(self.feature_weights, dtype=np.float64)
+            if weights.ndim != 1 or not (np.all(np.isfinite(weights)) and np.all(weights > 0)):
+                raise ValueError("feature_weights must be a sequence of finite numbers > 0, "
+                                 f"got {self.feature_weights!r}")
         return rows, cols
 
     def _sigma(self, rows: int, cols: int) -> float:

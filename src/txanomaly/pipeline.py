@@ -61,7 +61,13 @@ class TransactionModel:
         return float(self.detector.threshold_)
 
     def fit(self, X: Any, callback: Any = None) -> TransactionModel:
-        """Train the detector on raw feature values; returns ``self``."""
+        """Train the detector on raw feature values; returns ``self``.
+
+        The feature set's weights become the detector's ``feature_weights`` unless the
+        detector was given its own.
+        """
+        if self.detector.feature_weights is None and self.feature_set.weights is not None:
+            self.detector.set_params(feature_weights=self.feature_set.weights)
         self.detector.fit(self._inputs(X), callback=callback)
         return self
 

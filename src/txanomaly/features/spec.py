@@ -61,6 +61,13 @@ KEYS = ("origin", "destination", "pair")
 USER_OPS = frozenset({"mean_diff", "count", "log_amount_zscore", "log_seconds_since_prev",
                       "log_amount_to_mean", "is_first_pair"})
 TRANSFORMS = ("none", "log1p", "signed_log1p")
+#: Distance weights of the standard set, chosen on labelled synthetic data
+#: (benchmarks/bench_feature_sets.py; docs/features.md). Standardising a rare 0/1 flag turns
+#: a 1 into ~4 standard deviations (no transform can change that: it is affine-invariant),
+#: so unweighted flags decided a third of the top of the ranking; the log-amount z-scores,
+#: the most direct "unusual for this user" signal, count more.
+FLAG_WEIGHT = 0.5
+ZSCORE_WEIGHT = 1.5
 
 
 @dataclass(frozen=True)
@@ -73,6 +80,7 @@ class Feature:
     window_ms: int | None = None
     transform: str = "none"
     clip: tuple[float, float] | None = None
+    weight: float = 1.0
 
     def __post_init__(self) -> None:
         if self.op not in OPS:
@@ -87,6 +95,8 @@ class Feature:
             raise TxAnomalyError(f"feature {self.name!r}: transform must be one of {TRANSFORMS}")
         if self.window_ms is not None and self.window_ms <= 0:
             raise TxAnomalyError(f"feature {self.name!r}: window_ms must be > 0")
+        if not (isinstance(self.weight, int | float) and 0 < self.weight < float("inf")):
+            raise TxAnomalyError(f"feature {self.name!r}: weight must be a number > 0")
 
     def describe(self) -> str:
         """The feature's definition in words (used by docs and reports)."""
@@ -123,6 +133,12 @@ class FeatureSet:
     @property
     def names(self) -> list[str]:
         return [f.name for f in self.features]
+
+    @property
+    def weights(self) -> list[float] | None:
+        """Per-feature distance weights, or None when all are 1."""
+        weights = [float(f.weight) for f in self.features]
+        return None if all(w == 1.0 for w in weights) else weights
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "version": self.version, "description": self.description,
@@ -190,7 +206,8 @@ def _per_user(side: str) -> tuple[Feature, ...]:
     return (
         Feature(f"{side}_count_1h", "count", side, HOUR_MS, transform="log1p"),
         Feature(f"{side}_count_24h", "count", side, DAY_MS, transform="log1p"),
-        Feature(f"{side}_log_amount_zscore", "log_amount_zscore", side, clip=(-10.0, 10.0)),
+        Feature(f"{side}_log_amount_zscore", "log_amount_zscore", side, clip=(-10.0, 10.0),
+                weight=ZSCORE_WEIGHT),
         Feature(f"{side}_log_seconds_since_prev", "log_seconds_since_prev", side),
         Feature(f"{side}_log_amount_to_mean_24h", "log_amount_to_mean", side, DAY_MS),
     )
@@ -217,9 +234,9 @@ STANDARD = FeatureSet(
         Feature("log_amount", "log_amount"),
         *_per_user("origin"),
         *_per_user("destination"),
-        Feature("is_first_pair", "is_first_pair", "pair"),
-        Feature("cross_border", "cross_border"),
-        Feature("currency_mismatch", "currency_mismatch"),
+        Feature("is_first_pair", "is_first_pair", "pair", weight=FLAG_WEIGHT),
+        Feature("cross_border", "cross_border", weight=FLAG_WEIGHT),
+        Feature("currency_mismatch", "currency_mismatch", weight=FLAG_WEIGHT),
     ),
 )
 

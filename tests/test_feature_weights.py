@@ -1,0 +1,50 @@
+"""Per-feature distance weights: folded into the scaler, taken from the feature set, saved."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from txanomaly.detector import AnomalyDetector
+from txanomaly.features.spec import Feature, FeatureSet
+from txanomaly.pipeline import TransactionModel
+
+
+def data(n: int = 400) -> np.ndarray:
+    rng = np.random.default_rng(0)
+    return np.column_stack([rng.normal(0, 1, n), rng.normal(5, 2, n)])
+
+
+def test_weight_multiplies_a_features_scaled_distance():
+    X = data()
+    plain = AnomalyDetector(map_size="1x1", epochs=3).fit(X)
+    weighted = AnomalyDetector(map_size="1x1", epochs=3, feature_weights=[1.0, 3.0]).fit(X)
+    np.testing.assert_allclose(weighted.scale_, plain.scale_ / [1.0, 3.0])
+    np.testing.assert_allclose(weighted.center_, plain.center_)
+    # One unit = the mean of the scaled data (0), so the score is the weighted norm of z.
+    row = np.array([[1.0, 9.0]])
+    z = (row[0] - plain.center_) / plain.scale_
+    assert weighted.anomaly_score(row)[0] == pytest.approx(np.hypot(z[0], 3 * z[1]), rel=1e-4)
+    assert plain.anomaly_score(row)[0] == pytest.approx(np.hypot(z[0], z[1]), rel=1e-4)
+
+
+@pytest.mark.parametrize("weights", [[1.0, 0.0], [1.0, -2.0], [1.0, float("nan")], [[1.0, 1.0]]])
+def test_bad_weights_are_rejected_naming_the_parameter(weights):
+    with pytest.raises(ValueError, match="feature_weights"):
+        AnomalyDetector(feature_weights=weights).fit(data())
+
+
+def test_wrong_number_of_weights_is_rejected():
+    with pytest.raises(ValueError, match="feature_weights has 3"):
+        AnomalyDetector(feature_weights=[1.0, 1.0, 1.0]).fit(data())
+
+
+def test_transaction_model_uses_the_feature_sets_weights_and_keeps_them_on_reload(tmp_path):
+    fs = FeatureSet("w", (Feature("amount", "amount"), Feature("hour_sin", "hour_sin",
+                                                               weight=2.0)))
+    model = TransactionModel(fs, AnomalyDetector(map_size="3x3", epochs=2)).fit(data())
+    assert model.detector.feature_weights == [1.0, 2.0]
+    model.save(tmp_path / "m")
+    again = TransactionModel.load(tmp_path / "m")
+    assert again.feature_set.weights == [1.0, 2.0]
+    np.testing.assert_array_equal(again.anomaly_score(data()), model.anomaly_score(data()))

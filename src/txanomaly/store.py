@@ -39,6 +39,7 @@ True
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import threading
@@ -64,10 +65,12 @@ _NO_LOWER_BOUND = -(2**62)
 SYNCHRONOUS_MODES = ("NORMAL", "FULL")
 
 metadata = sa.MetaData()
+#: ``INTEGER PRIMARY KEY`` is SQLite's rowid: the arrival number costs no extra index there.
+_SEQ = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 transactions = sa.Table(
     "transactions", metadata,
-    sa.Column("transaction_id", sa.Text, primary_key=True),
-    sa.Column("seq", sa.BigInteger, nullable=False),
+    sa.Column("seq", _SEQ, primary_key=True, autoincrement=False),  # arrival number
+    sa.Column("transaction_id", sa.Text, nullable=False, unique=True),
     sa.Column("ts", sa.BigInteger, nullable=False),
     sa.Column("content_hash", sa.Text, nullable=False),
     sa.Column("record", sa.Text, nullable=False),      # the flat record, JSON
@@ -75,14 +78,17 @@ transactions = sa.Table(
     sa.Column("anomaly_score", sa.Double, nullable=False),
     sa.Column("is_anomaly", sa.Boolean, nullable=False),
     sa.Column("result", sa.Text, nullable=False),      # the verdict as answered, JSON
-    sa.Index("ix_transactions_anomalies", "is_anomaly", "ts", "transaction_id"),
+    # Partial: only the flagged few are indexed (fewer pages written per commit).
+    sa.Index("ix_transactions_flagged", "ts", "transaction_id",
+             sqlite_where=sa.text("is_anomaly = 1"), postgresql_where=sa.text("is_anomaly")),
 )
+#: Clustered on (kind, key, ts, seq): a key's rows in log order, read by one range scan.
 key_history = sa.Table(
     "key_history", metadata,
     sa.Column("kind", sa.Text, primary_key=True),
     sa.Column("key", sa.Text, primary_key=True),
+    sa.Column("ts", sa.BigInteger, primary_key=True),
     sa.Column("seq", sa.BigInteger, primary_key=True),
-    sa.Column("ts", sa.BigInteger, nullable=False),
     sa.Column("pos", sa.BigInteger, nullable=False),
     sa.Column("amount", sa.Double, nullable=False),
     sa.Column("cum_before", sa.Double, nullable=False),
@@ -90,25 +96,25 @@ key_history = sa.Table(
     sa.Column("d1", sa.Double, nullable=False),
     sa.Column("d2", sa.Double, nullable=False),
     sa.Column("shift", sa.Double, nullable=False),  # the key's, repeated: saves a lookup
-    sa.Index("ix_key_history_ts", "kind", "key", "ts"),
-)
-#: SQLite only: the arrival counter (PostgreSQL uses a sequence, which does not serialise).
-store_meta = sa.Table(
-    "store_meta", metadata,
-    sa.Column("name", sa.Text, primary_key=True),
-    sa.Column("value", sa.BigInteger, nullable=False),
+    sqlite_with_rowid=False,
 )
 _PG_SEQUENCE = "txanomaly_arrival_seq"
 
 _KEY_COLUMNS = ("seq", "ts", "pos", "amount", "cum_before", "cum", "d1", "d2", "shift")
-_INSERT_KEY = key_history.insert()
-_UPDATE_KEY = (key_history.update()
-               .where(key_history.c.kind == sa.bindparam("b_kind"),
-                      key_history.c.key == sa.bindparam("b_key"),
-                      key_history.c.seq == sa.bindparam("b_seq"))
-               .values(pos=sa.bindparam("pos"), cum_before=sa.bindparam("cum_before"),
-                       cum=sa.bindparam("cum"), d1=sa.bindparam("d1"), d2=sa.bindparam("d2")))
-_INSERT_TX = transactions.insert()
+# The hot path talks to the driver directly (SQLAlchemy's per-statement work cost more than
+# the statements). Placeholders are written as "?" and turned into "%s" for psycopg.
+_SQL_INSERT_TX = ("INSERT INTO transactions (seq, transaction_id, ts, content_hash, record, "
+                  "features, anomaly_score, is_anomaly, result) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)")
+_SQL_INSERT_KEY = ("INSERT INTO key_history (kind, key, ts, seq, pos, amount, cum_before, cum, "
+                   "d1, d2, shift) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+_SQL_UPDATE_KEY = ("UPDATE key_history SET pos = ?, cum_before = ?, cum = ?, d1 = ?, d2 = ? "
+                   "WHERE kind = ? AND key = ? AND ts = ? AND seq = ?")
+_SQL_EXISTING = "SELECT transaction_id, content_hash, result FROM transactions " \
+                "WHERE transaction_id IN ({marks})"
+_SQL_LOCK = ("SELECT count(pg_advisory_xact_lock(h)) "
+             "FROM unnest(CAST(? AS bigint[])) WITH ORDINALITY AS t(h, o)")
+_SQL_NEXTVAL = f"SELECT nextval('{_PG_SEQUENCE}') FROM generate_series(1, ?)"
+_SQL_MAX_SEQ = "SELECT coalesce(max(seq), 0) FROM transactions"
 
 
 class StoreError(TxAnomalyError):
@@ -255,9 +261,6 @@ class Store:
                     conn.exec_driver_sql(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
                 conn.exec_driver_sql(f"CREATE SEQUENCE IF NOT EXISTS {_PG_SEQUENCE}")
             metadata.create_all(conn)
-            if self.dialect == "sqlite":
-                conn.execute(sa.text("INSERT INTO store_meta(name, value) VALUES ('seq', 0) "
-                                     "ON CONFLICT(name) DO NOTHING"))
             conn.commit()
 
     def drop_tables(self) -> None:
@@ -280,15 +283,32 @@ class Store:
             conn.exec_driver_sql("SELECT 1").scalar()
 
     # ------------------------------------------------------------------ ingestion
+    def _sql(self, sql: str) -> str:
+        return sql if self.dialect == "sqlite" else sql.replace("?", "%s")
+
     @contextmanager
-    def _transaction(self, write: bool) -> Iterator[Connection]:
+    def _transaction(self, write: bool) -> Iterator[Any]:
+        """A driver cursor inside one database transaction (committed if ``write``)."""
         lock = self._write_lock if write else None
         if lock is not None:
             lock.acquire()
         try:
-            with (self.engine.connect().execution_options(txanomaly_write=write) as conn,
-                  conn.begin()):
-                yield conn
+            conn = self.engine.raw_connection()
+            try:
+                cur = conn.cursor()
+                if self.dialect == "sqlite":
+                    cur.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+                try:
+                    yield cur
+                except BaseException:
+                    conn.rollback()
+                    raise
+                if write:
+                    conn.commit()
+                else:
+                    conn.rollback()
+            finally:
+                conn.close()  # back to the pool
         finally:
             if lock is not None:
                 lock.release()
@@ -322,17 +342,17 @@ class Store:
         """
         hashes = [content_hash(r) for r in records]
         first = _first_occurrences(records, hashes)
-        with self._transaction(persist) as conn:
+        with self._transaction(persist) as cur:
             if persist and self.dialect == "postgresql":
-                self._lock_keys(conn, records)
-            stored = self._existing(conn, list(first)) if persist else {}
+                self._lock_keys(cur, records)
+            stored = self._existing(cur, list(first)) if persist else {}
             conflicts = [(i, r["transaction_id"]) for i, r in enumerate(records)
                          if r["transaction_id"] in stored
                          and stored[r["transaction_id"]][0] != hashes[i]]
             if conflicts:
                 raise ConflictError(conflicts)
             todo = [i for i in first.values() if records[i]["transaction_id"] not in stored]
-            fresh = self._score(conn, [records[i] for i in todo], [hashes[i] for i in todo],
+            fresh = self._score(cur, [records[i] for i in todo], [hashes[i] for i in todo],
                                 evaluate, persist)
         by_id: dict[str, Ingested] = {tid: Ingested(orjson.loads(res), True)
                                       for tid, (_, res) in stored.items()}
@@ -340,13 +360,13 @@ class Store:
                                                                           strict=True)})
         return [by_id[r["transaction_id"]] for r in records]
 
-    def _score(self, conn: Connection, recs: list[Mapping[str, Any]], hashes: list[str],
+    def _score(self, cur: Any, recs: list[Mapping[str, Any]], hashes: list[str],
                evaluate: Evaluate, persist: bool) -> list[Ingested]:
         if not recs:
             return []
         online = self.online
-        logs = self._load_logs(conn, recs)
-        seqs = self._next_seqs(conn, len(recs)) if persist else list(range(-len(recs), 0))
+        logs = self._load_logs(cur, recs)
+        seqs = self._next_seqs(cur, len(recs)) if persist else list(range(-len(recs), 0))
         feats = np.empty((len(recs), len(online.feature_set.features)), dtype=np.float64)
         dirty: dict[KeyId, int] = {}
         for j, rec in enumerate(recs):
@@ -362,68 +382,62 @@ class Store:
             raise TxAnomalyError(f"evaluate returned {len(scored)} results for "
                                  f"{len(recs)} rows")
         if persist:
-            self._write(conn, recs, hashes, seqs, feats, scored, logs, dirty)
+            self._write(cur, recs, hashes, seqs, feats, scored, logs, dirty)
         return [Ingested(s.result, False, feats[j]) for j, s in enumerate(scored)]
 
-    def _write(self, conn: Connection, recs: list[Mapping[str, Any]], hashes: list[str],
+    def _write(self, cur: Any, recs: list[Mapping[str, Any]], hashes: list[str],
                seqs: list[int], feats: np.ndarray, scored: list[Scored],
                logs: dict[KeyId, KeyLog], dirty: dict[KeyId, int]) -> None:
-        conn.execute(_INSERT_TX, [
-            {"transaction_id": rec["transaction_id"], "seq": seqs[j], "ts": rec["timestamp"],
-             "content_hash": hashes[j], "record": orjson.dumps(rec).decode(),
-             "features": orjson.dumps(feats[j].tolist()).decode(),
-             "anomaly_score": float(s.anomaly_score), "is_anomaly": bool(s.is_anomaly),
-             "result": orjson.dumps(s.result).decode()}
+        dumps = orjson.dumps
+        cur.executemany(self._sql(_SQL_INSERT_TX), [
+            (seqs[j], rec["transaction_id"], rec["timestamp"], hashes[j], dumps(rec).decode(),
+             dumps(feats[j].tolist()).decode(), float(s.anomaly_score), bool(s.is_anomaly),
+             dumps(s.result).decode())
             for j, (rec, s) in enumerate(zip(recs, scored, strict=True))])
         new_seqs = set(seqs)
-        inserts: list[dict[str, Any]] = []
-        updates: list[dict[str, Any]] = []
+        inserts: list[tuple[Any, ...]] = []
+        updates: list[tuple[Any, ...]] = []
         for (kind, key), start in dirty.items():
             log = logs[(kind, key)]
             for i in range(start, len(log)):
-                row = {"pos": log.pos[i], "cum_before": log.cum_before[i], "cum": log.cum[i],
-                       "d1": log.d1[i], "d2": log.d2[i]}
                 if log.seq[i] in new_seqs:
-                    inserts.append({**row, "kind": kind, "key": key, "seq": log.seq[i],
-                                    "ts": log.ts[i], "amount": log.amount[i],
-                                    "shift": log.shift})
+                    inserts.append((kind, key, log.ts[i], log.seq[i], log.pos[i], log.amount[i],
+                                    log.cum_before[i], log.cum[i], log.d1[i], log.d2[i],
+                                    log.shift))
                 else:  # a late arrival moved this row: its running sums changed
-                    updates.append({**row, "b_kind": kind, "b_key": key, "b_seq": log.seq[i]})
+                    updates.append((log.pos[i], log.cum_before[i], log.cum[i], log.d1[i],
+                                    log.d2[i], kind, key, log.ts[i], log.seq[i]))
         if inserts:
-            conn.execute(_INSERT_KEY, inserts)
+            cur.executemany(self._sql(_SQL_INSERT_KEY), inserts)
         if updates:
-            conn.execute(_UPDATE_KEY, updates)
+            cur.executemany(self._sql(_SQL_UPDATE_KEY), updates)
 
-    def _lock_keys(self, conn: Connection, records: Sequence[Mapping[str, Any]]) -> None:
+    def _lock_keys(self, cur: Any, records: Sequence[Mapping[str, Any]]) -> None:
         names = {f"tx\x1e{r['transaction_id']}" for r in records}
         for rec in records:
             names.update(f"{kind}\x1e{key}" for kind, key in self.online.key_ids(rec))
-        hashes = sorted({_lock_hash(n) for n in names})
-        conn.execute(sa.text("SELECT count(pg_advisory_xact_lock(h)) "
-                             "FROM unnest(CAST(:hs AS bigint[])) WITH ORDINALITY AS t(h, o)"),
-                     {"hs": hashes})
+        cur.execute(self._sql(_SQL_LOCK), (sorted({_lock_hash(n) for n in names}),))
+        cur.fetchall()
 
-    def _existing(self, conn: Connection, ids: list[str]) -> dict[str, tuple[str, str]]:
+    def _existing(self, cur: Any, ids: list[str]) -> dict[str, tuple[str, str]]:
         found: dict[str, tuple[str, str]] = {}
         for start in range(0, len(ids), 500):
-            rows = conn.execute(
-                sa.select(transactions.c.transaction_id, transactions.c.content_hash,
-                          transactions.c.result)
-                .where(transactions.c.transaction_id.in_(ids[start:start + 500])))
-            found.update({tid: (h, res) for tid, h, res in rows})
+            part = ids[start:start + 500]
+            cur.execute(self._sql(_SQL_EXISTING.format(marks=", ".join("?" * len(part)))),
+                        part)
+            found.update({tid: (h, res) for tid, h, res in cur.fetchall()})
         return found
 
-    def _next_seqs(self, conn: Connection, n: int) -> list[int]:
+    def _next_seqs(self, cur: Any, n: int) -> list[int]:
         if self.dialect == "postgresql":
-            rows = conn.execute(sa.text(f"SELECT nextval('{_PG_SEQUENCE}') "
-                                        "FROM generate_series(1, :n)"), {"n": n})
-            return [int(v) for (v,) in rows]
-        last = conn.execute(sa.text("UPDATE store_meta SET value = value + :n "
-                                    "WHERE name = 'seq' RETURNING value"), {"n": n}).scalar_one()
-        return list(range(int(last) - n + 1, int(last) + 1))
+            cur.execute(self._sql(_SQL_NEXTVAL), (n,))
+            return [int(v) for (v,) in cur.fetchall()]
+        # SQLite: this transaction holds the only write lock, so max + 1... is free.
+        cur.execute(_SQL_MAX_SEQ)
+        last = int(cur.fetchone()[0])
+        return list(range(last + 1, last + n + 1))
 
-    def _load_logs(self, conn: Connection, recs: Sequence[Mapping[str, Any]]
-                   ) -> dict[KeyId, KeyLog]:
+    def _load_logs(self, cur: Any, recs: Sequence[Mapping[str, Any]]) -> dict[KeyId, KeyLog]:
         since: dict[KeyId, int] = {}
         for rec in recs:
             bound = self.online.history_since(int(rec["timestamp"]))
@@ -433,7 +447,11 @@ class Store:
         logs: dict[KeyId, KeyLog] = {}
         for start in range(0, len(wanted), _KEYS_PER_QUERY):
             chunk = wanted[start:start + _KEYS_PER_QUERY]
-            for row in conn.execute(_history_query(len(chunk)), _history_params(chunk)):
+            params: list[Any] = []
+            for (kind, key), bound in chunk:
+                params += (kind, key, bound)
+            cur.execute(self._sql(_history_sql(len(chunk))), params)
+            for row in cur.fetchall():
                 kind, key, seq, ts, pos, amount, cum_before, cum, d1, d2, shift = row
                 log = logs.get((kind, key))
                 if log is None:
@@ -470,7 +488,7 @@ class Store:
         """
         t = transactions.c
         query = (sa.select(t.transaction_id, t.ts, t.record, t.features, t.result)
-                 .where(t.is_anomaly.is_(True)).order_by(t.ts, t.transaction_id).limit(limit))
+                 .where(t.is_anomaly == sa.true()).order_by(t.ts, t.transaction_id).limit(limit))
         if start is not None:
             query = query.where(t.ts >= start)
         if end is not None:
@@ -526,23 +544,10 @@ _HISTORY_SQL = (
     "AND h.ts >= COALESCE((SELECT max(p.ts) FROM key_history p WHERE p.kind = w.kind "
     "AND p.key = w.key AND p.ts <= w.since), {floor}) "
     "ORDER BY h.kind, h.key, h.pos")
-_history_cache: dict[int, sa.TextClause] = {}
 
 
-def _history_query(n: int) -> sa.TextClause:
+@functools.lru_cache(maxsize=64)
+def _history_sql(n: int) -> str:
     """The rows of ``n`` keys from (the last at or before their ``since``) on, one query."""
-    query = _history_cache.get(n)
-    if query is None:
-        values = ", ".join(f"(:k{i}, :v{i}, CAST(:s{i} AS BIGINT))" for i in range(n))
-        query = _history_cache[n] = sa.text(
-            _HISTORY_SQL.format(values=values, floor=_NO_LOWER_BOUND))
-    return query
-
-
-def _history_params(chunk: list[tuple[KeyId, int]]) -> dict[str, Any]:
-    params: dict[str, Any] = {}
-    for i, ((kind, key), since) in enumerate(chunk):
-        params[f"k{i}"] = kind
-        params[f"v{i}"] = key
-        params[f"s{i}"] = since
-    return params
+    values = ", ".join(["(?, ?, CAST(? AS BIGINT))"] * n)
+    return _HISTORY_SQL.format(values=values, floor=_NO_LOWER_BOUND)

@@ -159,7 +159,10 @@ def _obvious_outliers() -> ev.Prepared:
                        ev.time_ordered_split(np.arange(n), 0.5))
 
 
-@pytest.mark.parametrize("name", [n for n, b in ev.BASELINES.items() if ev.installed(b.requires)])
+# HBOS is left out: PyOD compiles it with numba on first use (seconds); it shares the PyOD
+# wrapper, and so the score direction, with ECOD, COPOD and PCA.
+@pytest.mark.parametrize("name", [n for n, b in ev.BASELINES.items()
+                                  if ev.installed(b.requires) and n != "hbos"])
 def test_every_baseline_scores_outliers_higher(name):
     result = ev.evaluate(_obvious_outliers(), detector_params={"map_size": "3x3", "epochs": 3},
                          baselines=[name])

@@ -34,7 +34,7 @@ WIDE_RANGE = 100.0
 def to_png(fig: Figure) -> bytes:
     """The figure as PNG bytes."""
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=DPI, bbox_inches="tight")
+    fig.savefig(buf, format="png", dpi=DPI)  # constrained layout: no second "tight" pass
     return buf.getvalue()
 
 
@@ -69,7 +69,7 @@ def u_matrix(values: np.ndarray) -> Figure:
 
 
 def hit_map(hits: np.ndarray, flagged_hits: np.ndarray | None = None) -> Figure:
-    """Transactions per unit; with ``flagged_hits``, a second panel of flagged ones per unit."""
+    """Transactions per unit; with ``flagged_hits``, a second panel of the share flagged."""
     panels = 1 if flagged_hits is None else 2
     fig = Figure(figsize=(5.5 * panels, 4.5), layout="constrained")
     ax = fig.add_subplot(1, panels, 1)
@@ -77,8 +77,11 @@ def hit_map(hits: np.ndarray, flagged_hits: np.ndarray | None = None) -> Figure:
     ax.set_title("Hit map: transactions per unit")
     if flagged_hits is not None:
         ax2 = fig.add_subplot(1, 2, 2)
-        _grid_image(ax2, fig, np.asarray(flagged_hits), "Reds", "flagged transactions")
-        ax2.set_title("Flagged transactions per unit")
+        hits = np.asarray(hits, dtype=np.float64)
+        share = np.divide(np.asarray(flagged_hits, dtype=np.float64), hits,
+                          out=np.full(hits.shape, np.nan), where=hits > 0)
+        _grid_image(ax2, fig, 100.0 * share, "Reds", "flagged (% of the unit's transactions)")
+        ax2.set_title("Share flagged per unit (blank: no transactions)")
     return fig
 
 
@@ -170,11 +173,9 @@ def feature_distributions(values: np.ndarray, names: Sequence[str], flagged: np.
         col = values[:, j]
         lo, hi = np.quantile(col, [0.001, 0.999]) if len(col) else (0.0, 1.0)
         bins = np.linspace(lo, hi if hi > lo else lo + 1.0, 40)
-        ax.hist(np.clip(col[~flagged], bins[0], bins[-1]), bins=list(bins), density=True,
-                color=NORMAL_COLOUR, alpha=0.6, label="normal")
+        _density(ax, col[~flagged], bins, NORMAL_COLOUR, "normal")
         if flagged.any():
-            ax.hist(np.clip(col[flagged], bins[0], bins[-1]), bins=list(bins), density=True,
-                    color=FLAGGED_COLOUR, alpha=0.6, label="flagged")
+            _density(ax, col[flagged], bins, FLAGGED_COLOUR, "flagged")
         ax.set_title(_wrap(name), fontsize=8)
         ax.set_xlabel(axis_labels[j] if axis_labels else "value", fontsize=7)
         ax.tick_params(labelsize=6)
@@ -229,6 +230,12 @@ def tune_curves(labels: Sequence[str], metrics: Mapping[str, Sequence[float | No
             ax.legend(fontsize=8)
     fig.suptitle("Map-size search (test rows)", fontsize=11)
     return fig
+
+
+def _density(ax: Axes, values: np.ndarray, bins: np.ndarray, colour: str, label: str) -> None:
+    """A filled density histogram; values beyond the bins count in the end bins."""
+    counts, _ = np.histogram(np.clip(values, bins[0], bins[-1]), bins=bins, density=True)
+    ax.stairs(counts, bins, fill=True, color=colour, alpha=0.6, label=label)
 
 
 def _small_multiples(n: int, max_cols: int, size: tuple[float, float]

@@ -176,7 +176,9 @@ def _map_section(model: TransactionModel, data: ScoredData | None) -> str:
         units = rows * cols
         hits = np.bincount(data.bmu, minlength=units).reshape(rows, cols)
         flagged = np.bincount(data.bmu[data.flags], minlength=units).reshape(rows, cols)
-        parts += ["<p>Where the transactions land, and where the flagged ones do.</p>",
+        parts += ["<p>Where the transactions land, and which share of each unit's transactions is "
+                  "flagged: units that mostly hold flagged transactions are where the unusual "
+                  "behaviour lives.</p>",
                   _img(plots.hit_map(hits, flagged), "hit map")]
     protos = _prototypes_original(model)
     logs = [f.transform != "none" for f in model.feature_set.features]

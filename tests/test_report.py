@@ -1,0 +1,98 @@
+"""The HTML report: valid embedded PNGs, the flagged transactions listed with their reasons."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import re
+
+import matplotlib.image as mpimg
+import numpy as np
+import pytest
+
+from txanomaly import report, synth
+from txanomaly.detector import AnomalyDetector
+from txanomaly.features.batch import feature_matrix
+from txanomaly.pipeline import TransactionModel
+from txanomaly.som import SelfOrganizingMap
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+IMAGE = re.compile(r"alt='([^']*)' src='data:image/png;base64,([A-Za-z0-9+/=]+)'")
+
+
+@pytest.fixture(scope="module")
+def trained():
+    data = synth.generate(2_000, users=50, days=10, anomaly_rate=0.03, seed=5)
+    fs = "seed"  # 9 features: fewer panels to draw than "standard", same code paths
+    model = TransactionModel(fs, AnomalyDetector(map_size="4x4", epochs=5))
+    model.fit(feature_matrix(data.transactions, fs))
+    return model, data
+
+
+@pytest.fixture(scope="module")
+def document(trained):
+    model, data = trained
+    scored = report.score_data(model, data.transactions)
+    return report.build_report(model, {"package_version": "test"}, scored, top=20), scored
+
+
+def _images(text: str) -> dict[str, bytes]:
+    return {alt: base64.b64decode(b64) for alt, b64 in IMAGE.findall(text)}
+
+
+def test_every_image_is_a_valid_png(document):
+    text, _ = document
+    images = _images(text)
+    assert set(images) == {"U-matrix", "hit map", "component planes", "PCA projection",
+                           "score histogram", "feature distributions"}
+    for name, blob in images.items():
+        assert blob.startswith(PNG_SIGNATURE), name
+        pixels = mpimg.imread(io.BytesIO(blob), format="png")
+        assert pixels.ndim == 3 and min(pixels.shape[:2]) > 100, name
+
+
+def test_the_top_flagged_transactions_are_listed_in_score_order(document):
+    text, scored = document
+    flagged = np.flatnonzero(scored.flags)
+    assert len(flagged) > 0
+    expected = scored.frame["transaction_id"].to_numpy()[
+        flagged[np.argsort(-scored.scores[flagged], kind="stable")][:20]]
+    positions = [text.index(f"<td>{tid}</td>") for tid in expected]
+    assert positions == sorted(positions)
+    assert f"{len(flagged):,} transactions are flagged" in text
+    # An unflagged transaction is not in the table.
+    calm = scored.frame["transaction_id"][int(np.argmin(scored.scores))]
+    assert f"<td>{calm}</td>" not in text
+
+
+def test_reasons_name_features_with_value_and_typical_value(trained, document):
+    model, _ = trained
+    text, scored = document
+    top = int(np.argmax(scored.scores))
+    reason = model.explain(scored.X[[top]])[0]["reasons"][0]
+    assert html.escape(report.format_reason(reason)) in text
+
+
+def test_without_data_the_map_sections_remain(trained):
+    model, _ = trained
+    text = report.build_report(model)
+    assert set(_images(text)) == {"U-matrix", "component planes"}
+    assert "--data INPUT" in text
+
+
+def test_initial_prototypes_reproduce_the_training_start(trained, monkeypatch):
+    model, data = trained
+    inputs = model.feature_set.transform(feature_matrix(data.transactions, model.feature_set))
+    trained_weights = model.detector.som_.weights.numpy().copy()
+    # Fit again with training switched off: the map keeps its initial prototypes.
+    monkeypatch.setattr(SelfOrganizingMap, "fit", lambda self, *a, **k: self)
+    frozen = AnomalyDetector(**model.detector.get_params()).fit(inputs)
+    before = report.initial_prototypes(model.detector, inputs)
+    np.testing.assert_allclose(before, frozen.som_.weights.numpy(), rtol=1e-6, atol=1e-6)
+    assert not np.allclose(before, trained_weights)  # training did move the map
+
+
+def test_write_report_creates_folders(tmp_path):
+    path = report.write_report(tmp_path / "a" / "b" / "r.html", "<!DOCTYPE html>\n")
+    assert path.read_text() == "<!DOCTYPE html>\n"

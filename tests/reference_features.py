@@ -9,7 +9,12 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from txanomaly.features.spec import GAP_CAP_SECONDS, ZSCORE_MIN_STD, FeatureSet
+from txanomaly.features.spec import (
+    GAP_CAP_SECONDS,
+    ZSCORE_PRIOR_STD,
+    ZSCORE_PRIOR_WEIGHT,
+    FeatureSet,
+)
 
 
 def _amount(r: dict[str, Any]) -> float:
@@ -89,7 +94,8 @@ def _one(rows: list[dict[str, Any]], i: int, f: Any) -> float:
         logs = [math.log1p(_amount(rows[j])) for j in prev]
         m = sum(logs) / len(logs)
         var = sum((x - m) ** 2 for x in logs) / len(logs)
-        return (math.log1p(a) - m) / math.sqrt(var + ZSCORE_MIN_STD**2)
+        n, k = len(logs), ZSCORE_PRIOR_WEIGHT
+        return (math.log1p(a) - m) / math.sqrt((n * var + k * ZSCORE_PRIOR_STD**2) / (n + k))
     raise AssertionError(f.op)
 
 

@@ -120,7 +120,8 @@ def test_velocity_zscore_pair_and_flags_by_hand():
     assert col(out, "currency_mismatch") == [0.0, 0.0, 1.0]
     z = col(out, "origin_log_amount_zscore")
     assert z[1] == pytest.approx(0.0)  # same as the only previous amount
-    assert z[2] == pytest.approx((math.log1p(1000) - math.log1p(100)) / 0.1)
+    # two previous amounts of 100: variance 0, shrunk to (2*0 + 5*0.5^2) / (2 + 5)
+    assert z[2] == pytest.approx((math.log1p(1000) - math.log1p(100)) / math.sqrt(1.25 / 7))
     assert col(out, "origin_log_seconds_since_prev")[1] == pytest.approx(math.log1p(600))
     ratio = col(out, "origin_log_amount_to_mean_24h")[2]
     assert ratio == pytest.approx(math.log1p(1000) - math.log1p(400))

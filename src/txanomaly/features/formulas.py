@@ -14,7 +14,13 @@ from typing import Any
 
 import numpy as np
 
-from txanomaly.features.spec import DAY_MS, GAP_CAP_SECONDS, HOUR_MS, ZSCORE_MIN_STD
+from txanomaly.features.spec import (
+    DAY_MS,
+    GAP_CAP_SECONDS,
+    HOUR_MS,
+    ZSCORE_PRIOR_STD,
+    ZSCORE_PRIOR_WEIGHT,
+)
 
 Num = Any  # float or np.ndarray
 
@@ -44,6 +50,8 @@ def log_amount_to_mean(amount: Num, window_sum: Num, count: Num) -> Num:
 def log_zscore(log_amount: Num, shift: Num, s1: Num, s2: Num, n_prev: Num) -> Num:
     """z-score of log(1+amount) against the previous ones, from shifted running sums.
 
+    The variance is shrunk towards a prior (see :data:`ZSCORE_PRIOR_STD`).
+
     ``s1``, ``s2`` are the sums of d and d^2 over the previous transactions, with
     d = log(1 + amount) - ``shift`` (the key's first log amount). 0 when ``n_prev`` is 0.
     """
@@ -51,7 +59,8 @@ def log_zscore(log_amount: Num, shift: Num, s1: Num, s2: Num, n_prev: Num) -> Nu
     with np.errstate(divide="ignore", invalid="ignore"):
         mean = s1 / n
         var = np.maximum(s2 / n - mean * mean, 0.0)
-        z = (log_amount - shift - mean) / np.sqrt(var + ZSCORE_MIN_STD**2)
+        shrunk = (n * var + ZSCORE_PRIOR_WEIGHT * ZSCORE_PRIOR_STD**2) / (n + ZSCORE_PRIOR_WEIGHT)
+        z = (log_amount - shift - mean) / np.sqrt(shrunk)
     return np.where(n > 0, z, 0.0)
 
 

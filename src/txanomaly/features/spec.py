@@ -33,9 +33,12 @@ DAY_MS = 86_400_000
 #: ``log_seconds_since_prev`` caps gaps at 30 days, and a user's first transaction counts as
 #: a 30-day gap: "long ago or never" look the same to a distance-based model.
 GAP_CAP_SECONDS = 30 * 86_400.0
-#: Regulariser of ``log_amount_zscore`` (log units, ~10 % of an amount): a user whose previous
-#: amounts were all equal would otherwise give an infinite z-score for any change.
-ZSCORE_MIN_STD = 0.1
+#: Prior of ``log_amount_zscore``'s variance: the user's variance is shrunk towards
+#: ZSCORE_PRIOR_STD^2 as if K more transactions had that spread, (n v + K s0^2) / (n + K).
+#: A user with one or two previous amounts, or with all-equal amounts, would otherwise get a
+#: huge z-score for an ordinary change. 0.5 in log units is a factor of ~1.65.
+ZSCORE_PRIOR_STD = 0.5
+ZSCORE_PRIOR_WEIGHT = 5
 
 #: What a feature computes. ``key`` and ``window_ms`` say over whose history.
 OPS: dict[str, str] = {

@@ -50,8 +50,8 @@ OPS: dict[str, str] = {
     "day_cos": "cos(2 pi weekday / 7)",
     "mean_diff": "amount - mean(amount over the user's window)",
     "count": "number of the user's transactions in the window",
-    "log_amount_zscore": "(log(1+amount) - mean) / sqrt(var + 0.1^2) over the user's previous "
-                         "transactions' log(1+amount); 0 when there is no previous one",
+    "log_amount_zscore": "(log(1+amount) - mean) / sqrt((n var + 5 * 0.5^2) / (n + 5)) over the "
+                         "user's n previous transactions' log(1+amount); 0 when there is none",
     "log_seconds_since_prev": "log(1 + seconds since the user's previous transaction), gaps "
                               "capped at 30 days; the first transaction counts as 30 days",
     "log_amount_to_mean": "log(1 + amount) - log(1 + mean(amount over the user's window))",

@@ -32,7 +32,8 @@ from sklearn.neighbors import LocalOutlierFactor
 
 from txanomaly.detector import AnomalyDetector
 
-DATA_DIR = Path(os.environ.get("ADBENCH_DIR", "/work/shared/data/adbench"))
+DATA_DIR = Path(os.environ.get(
+    "ADBENCH_DIR", Path(__file__).resolve().parents[2] / "shared" / "data" / "adbench"))
 
 Scorer = Callable[[np.ndarray, np.ndarray, int], np.ndarray]
 

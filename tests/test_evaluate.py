@@ -12,6 +12,7 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
+from txanomaly import baselines as bl
 from txanomaly import evaluate as ev
 from txanomaly import synth
 from txanomaly.detector import AnomalyDetector
@@ -161,8 +162,8 @@ def _obvious_outliers() -> ev.Prepared:
 
 # HBOS is left out: PyOD compiles it with numba on first use (seconds); it shares the PyOD
 # wrapper, and so the score direction, with ECOD, COPOD and PCA.
-@pytest.mark.parametrize("name", [n for n, b in ev.BASELINES.items()
-                                  if ev.installed(b.requires) and n != "hbos"])
+@pytest.mark.parametrize("name", [n for n, b in bl.BASELINES.items()
+                                  if bl.installed(b.requires) and n != "hbos"])
 def test_every_baseline_scores_outliers_higher(name):
     result = ev.evaluate(_obvious_outliers(), detector_params={"map_size": "3x3", "epochs": 3},
                          baselines=[name])

@@ -61,7 +61,7 @@ class DemoResult:
         headline = {name: {k: m[k] for k in ("roc_auc", "pr_auc", "precision_at_k",
                                              "recall_at_threshold")}
                     for name, m in self.evaluation.metrics.items()}
-        return ev._json_safe({
+        return ev.json_safe({
             "directory": str(self.directory), "files": {k: str(v) for k, v in self.files.items()},
             "rows": self.rows, "flagged": self.flagged, "seconds": self.seconds,
             "metrics": headline, "top_anomalies": self.top})

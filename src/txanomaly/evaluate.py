@@ -25,7 +25,6 @@ kind against the normal rows.
 
 from __future__ import annotations
 
-import importlib
 import json
 import logging
 import math
@@ -41,6 +40,7 @@ from matplotlib.figure import Figure
 from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score
 
 from txanomaly import plots
+from txanomaly.baselines import MAX_FIT_ROWS, check_baselines, default_baselines
 from txanomaly.detector import AnomalyDetector
 from txanomaly.errors import TxAnomalyError
 from txanomaly.features.batch import feature_matrix
@@ -51,12 +51,6 @@ logger = logging.getLogger(__name__)
 
 #: Our detector's name in tables and JSON.
 SOM_NAME = "som"
-#: Neighbour-based baselines are fitted on at most this many (seeded, random) training rows:
-#: their cost grows with train x test rows, and 20k rows keep a 200k-row evaluation to seconds.
-MAX_FIT_ROWS = 20_000
-#: Neighbours used by LOF (scikit-learn's default) and by the k-NN distance (PyOD's default).
-LOF_NEIGHBOURS = 20
-KNN_NEIGHBOURS = 5
 
 Step = Callable[[str], None]
 
@@ -219,104 +213,6 @@ def _ratio(num: int, den: int) -> float:
     return num / den if den else float("nan")
 
 
-# --------------------------------------------------------------------------- baselines
-@dataclass(frozen=True)
-class Baseline:
-    """A peer detector: ``fit_score(X_fit, X_test, seed) -> (fit_scores, test_scores)``.
-
-    Both score arrays are anomaly scores (higher = more anomalous); ``subsample`` says whether
-    it is fitted on at most :data:`MAX_FIT_ROWS` training rows.
-    """
-
-    name: str
-    description: str
-    fit_score: Callable[[np.ndarray, np.ndarray, int], tuple[np.ndarray, np.ndarray]]
-    subsample: bool = False
-    requires: str | None = None
-
-
-def _iforest(X_fit: np.ndarray, X_test: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    from sklearn.ensemble import IsolationForest
-
-    model = IsolationForest(random_state=seed).fit(X_fit)
-    return -model.score_samples(X_fit), -model.score_samples(X_test)
-
-
-def _lof(X_fit: np.ndarray, X_test: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    from sklearn.neighbors import LocalOutlierFactor
-
-    model = LocalOutlierFactor(n_neighbors=LOF_NEIGHBOURS, novelty=True).fit(X_fit)
-    return -model.negative_outlier_factor_, -model.score_samples(X_test)
-
-
-def _knn(X_fit: np.ndarray, X_test: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    from sklearn.neighbors import NearestNeighbors
-
-    k = min(KNN_NEIGHBOURS, len(X_fit) - 1)
-    index = NearestNeighbors(n_neighbors=k + 1).fit(X_fit)
-    fit_dist = index.kneighbors(X_fit)[0][:, k]  # column 0 is the row itself
-    test_dist = index.kneighbors(X_test, n_neighbors=k)[0][:, k - 1]
-    return fit_dist, test_dist
-
-
-def _pyod(module: str, cls: str) -> Callable[[np.ndarray, np.ndarray, int],
-                                              tuple[np.ndarray, np.ndarray]]:
-    def fit_score(X_fit: np.ndarray, X_test: np.ndarray, seed: int
-                  ) -> tuple[np.ndarray, np.ndarray]:
-        model = getattr(importlib.import_module(module), cls)().fit(X_fit)
-        return np.asarray(model.decision_scores_), np.asarray(model.decision_function(X_test))
-
-    return fit_score
-
-
-BASELINES: dict[str, Baseline] = {b.name: b for b in (
-    Baseline("iforest", "scikit-learn IsolationForest (100 trees)", _iforest),
-    Baseline("lof", f"scikit-learn LocalOutlierFactor (novelty, {LOF_NEIGHBOURS} neighbours)",
-             _lof, subsample=True),
-    Baseline("knn", f"distance to the {KNN_NEIGHBOURS}th nearest training row", _knn,
-             subsample=True),
-    Baseline("ecod", "PyOD ECOD (empirical-CDF outlier detection)",
-             _pyod("pyod.models.ecod", "ECOD"), requires="pyod"),
-    Baseline("copod", "PyOD COPOD (copula-based)", _pyod("pyod.models.copod", "COPOD"),
-             requires="pyod"),
-    Baseline("hbos", "PyOD HBOS (histogram-based)", _pyod("pyod.models.hbos", "HBOS"),
-             requires="pyod"),
-    Baseline("pca", "PyOD PCA (reconstruction error)", _pyod("pyod.models.pca", "PCA"),
-             requires="pyod"),
-)}
-
-
-def installed(module: str | None) -> bool:
-    """Whether ``module`` can be imported (``None``: nothing needed)."""
-    if module is None:
-        return True
-    try:
-        importlib.import_module(module)
-    except ImportError:
-        return False
-    return True
-
-
-def default_baselines() -> tuple[str, ...]:
-    """scikit-learn's three always; ECOD too when PyOD is installed."""
-    return ("iforest", "lof", "knn") + (("ecod",) if installed("pyod") else ())
-
-
-def check_baselines(names: Sequence[str]) -> list[Baseline]:
-    """Look baselines up by name; unknown or not-installed ones raise a clear error."""
-    out = []
-    for name in names:
-        if name not in BASELINES:
-            raise TxAnomalyError(f"unknown baseline {name!r}; expected some of "
-                                 f"{', '.join(BASELINES)}")
-        base = BASELINES[name]
-        if not installed(base.requires):
-            raise TxAnomalyError(f"baseline {name!r} needs {base.requires}, which is not "
-                                 "installed: pip install 'txanomaly[peers]'")
-        out.append(base)
-    return out
-
-
 # --------------------------------------------------------------------------- the evaluation
 @dataclass(frozen=True)
 class Prepared:
@@ -357,7 +253,7 @@ class Evaluation:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: NaN becomes None."""
-        return _json_safe({"setup": self.setup, "detectors": self.metrics})
+        return json_safe({"setup": self.setup, "detectors": self.metrics})
 
     def write_json(self, path: str | Path) -> Path:
         """Write :meth:`to_dict` as indented JSON (parent folders are created)."""
@@ -392,7 +288,8 @@ def evaluate(data: Prepared, *, model: TransactionModel | None = None,
         A trained model to evaluate as is; otherwise a new one is trained on the training rows
         with ``AnomalyDetector(**detector_params)``.
     baselines : sequence of str, optional
-        Names from :data:`BASELINES`; default :func:`default_baselines`.
+        Names from :data:`txanomaly.baselines.BASELINES`; default
+        :func:`txanomaly.baselines.default_baselines`.
     top_k : int, optional
         ``k`` of the top-k metrics; default the number of labelled anomalies in the test rows.
     seed : int
@@ -477,18 +374,22 @@ def _setup(data: Prepared, k: int, contamination: float, given_model: bool,
                         "baselines; thresholds = (1 - contamination) quantile of fit scores"}
 
 
-def _json_safe(value: Any) -> Any:
+def json_safe(value: Any) -> Any:
+    """``value`` with NaN/inf floats as None and NumPy scalars as Python ones (for JSON).
+
+    >>> json_safe({"a": [float("nan"), np.float64(1.5)]})
+    {'a': [None, 1.5]}
+    """
     if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
+        return {k: json_safe(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_json_safe(v) for v in value]
+        return [json_safe(v) for v in value]
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, np.generic):
-        return _json_safe(value.item())
+        return json_safe(value.item())
     return value
 
 
-__all__ = ["BASELINES", "Evaluation", "Prepared", "Split", "align_labels", "default_baselines",
-           "detection_metrics", "evaluate", "load_labels", "pr_figure", "prepare",
-           "time_ordered_split"]
+__all__ = ["Evaluation", "Prepared", "Split", "align_labels", "detection_metrics", "evaluate",
+           "json_safe", "load_labels", "pr_figure", "prepare", "time_ordered_split"]

@@ -34,7 +34,7 @@ import numpy as np
 
 from txanomaly.detector import AnomalyDetector, parse_map_size
 from txanomaly.errors import TxAnomalyError
-from txanomaly.evaluate import Prepared, detection_metrics
+from txanomaly.evaluate import Prepared, detection_metrics, json_safe
 from txanomaly.pipeline import TransactionModel
 
 logger = logging.getLogger(__name__)
@@ -84,10 +84,8 @@ class TuneResult:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready (NaN becomes None)."""
         rows = [{**asdict(c), "units": c.units} for c in self.candidates]
-        rows = [{k: (None if isinstance(v, float) and not math.isfinite(v) else v)
-                 for k, v in row.items()} for row in rows]
-        return {"setup": self.setup, "candidates": rows,
-                "recommendation": asdict(self.recommendation)}
+        return json_safe({"setup": self.setup, "candidates": rows,
+                          "recommendation": asdict(self.recommendation)})
 
 
 def parse_maps(text: str | Sequence[str]) -> list[str]:

@@ -18,6 +18,7 @@ import typer
 from matplotlib.figure import Figure
 from rich.table import Table
 
+from txanomaly import baselines as bl
 from txanomaly import demo as demo_core
 from txanomaly import evaluate as ev
 from txanomaly import plots
@@ -109,7 +110,7 @@ def evaluate(
     feature_set: FeatureSetOpt = None,
     train_fraction: FractionOpt = 0.6,
     baselines: Annotated[str | None, typer.Option(
-        help=f"Comma-separated peers from {', '.join(ev.BASELINES)}, or 'none' (default: "
+        help=f"Comma-separated peers from {', '.join(bl.BASELINES)}, or 'none' (default: "
              "iforest,lof,knn and ecod when PyOD is installed).")] = None,
     map_size: Annotated[str, typer.Option("--map", help="Map size when training.")] = "10x10",
     epochs: EpochsOpt = 20,
@@ -154,14 +155,14 @@ def evaluate(
 
 def _baseline_names(text: str | None) -> list[str]:
     if text is None:
-        return list(ev.default_baselines())
+        return list(bl.default_baselines())
     names = [n.strip().lower() for n in text.split(",") if n.strip()]
     if names in ([], ["none"]):
         return []
-    unknown = [n for n in names if n not in ev.BASELINES]
+    unknown = [n for n in names if n not in bl.BASELINES]
     if unknown:
         raise typer.BadParameter(f"unknown baseline(s) {unknown}; choose from "
-                                 f"{', '.join(ev.BASELINES)} or 'none'", param_hint="--baselines")
+                                 f"{', '.join(bl.BASELINES)} or 'none'", param_hint="--baselines")
     return names
 
 

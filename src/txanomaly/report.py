@@ -42,6 +42,8 @@ logger = logging.getLogger(__name__)
 #: Rows drawn (seeded) for the PCA scatter: more only blurs the picture and slows the PNG.
 SCATTER_ROWS = 5_000
 DEFAULT_TOP = 50
+#: Below this magnitude a value is float rounding noise (e.g. cos(pi/2) = 6e-17): shown as 0.
+ROUNDING_NOISE = 1e-9
 _TRANSFORM_AXIS = {"log1p": "log(1 + value)", "signed_log1p": "sign * log(1 + |value|)",
                    "none": "value"}
 
@@ -292,12 +294,18 @@ def _img(fig: Any, alt: str) -> str:
 
 
 def format_value(value: Any) -> str:
-    """A number for people: thousands separators, 2 decimals from 1, 3 significant below."""
+    """A number for people: thousands separators, 2 decimals from 1, 3 significant below.
+
+    >>> format_value(1234567.8), format_value(-3.14159), format_value(0.001234), format_value(1e-16)
+    ('1,234,568', '-3.14', '0.00123', '0')
+    """
     if value is None:
         return "n/a"
     v = float(value)
     if not np.isfinite(v):
         return str(v)
+    if abs(v) < ROUNDING_NOISE:
+        return "0"
     if abs(v) >= 1000:
         return f"{v:,.0f}"
     if abs(v) >= 1:

@@ -363,15 +363,16 @@ def _print_demo(out: Output, result: demo_core.DemoResult, seconds: float) -> No
               f"everything is in {result.directory}/ ({seconds:.1f} s)", highlight=False)
     _print_evaluation(out, result.evaluation)
     out.print(f"[bold]top {len(result.top)} anomalies[/] (reasons: value, typical value, "
-              "share of the distance)", highlight=False)
+              "share of the distance; \\[label] is the synthetic ground truth)", highlight=False)
     for i, rec in enumerate(result.top, start=1):
         amount = report_core.format_value(rec["amount"])
         out.print(f"{i:>2}. {rec['transaction_id']}  score {rec['anomaly_score']:.2f}  "
                   f"{rec['time']}  {amount} {rec['currency']}  "
-                  f"{rec['origin_user_id'] or '-'} -> {rec['destination_user_id'] or '-'}",
-                  highlight=False)
+                  f"{rec['origin_user_id'] or '-'} -> {rec['destination_user_id'] or '-'}  "
+                  f"[{rec.get('label', '?')}]", highlight=False, markup=False)
         for reason in rec["reasons"]:
-            out.print(f"      {report_core.format_reason(reason)}", highlight=False)
+            out.print(f"      {report_core.format_reason(reason)}", highlight=False,
+                      markup=False)
     out.print(f"report: [bold]{result.files['report']}[/]  (open it in a browser)",
               highlight=False)
 

@@ -140,6 +140,8 @@ def test_demo_runs_end_to_end_and_prints_where_the_report_is(tmp_path):
     assert str(target / "report.html") in result.output
     assert "top 3 anomalies" in result.output
     assert " = " in result.output and "typical" in result.output  # reasons
+    kinds = "|".join(("normal", *synth.ANOMALY_KINDS))
+    assert re.search(rf"\[({kinds})\]", result.output)  # the synthetic ground truth
     scores = pl.read_parquet(target / "scores.parquet")
     assert scores.height == 3_000 and set(scores["split"].unique()) == {"train", "test"}
 

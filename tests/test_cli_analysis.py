@@ -161,3 +161,20 @@ def test_every_command_help_shows_an_example(command):
     result = run(command, "--help")
     assert result.exit_code == 0
     assert "Example" in result.output
+
+
+def test_evaluate_refuses_a_feature_set_other_than_the_models(workdir):
+    result = run("evaluate", workdir / "tx.parquet", "--labels", workdir / "tx.labels.csv",
+                 "--model", workdir / "model", "-f", "standard")
+    assert result.exit_code == 2
+    assert "seed" in result.output
+
+
+def test_report_with_only_rejected_records_still_writes_the_map(workdir):
+    bad = workdir / "bad.jsonl"
+    bad.write_text('{"transactionId": "x", "timestamp": "not a time"}\n')
+    out = workdir / "empty.html"
+    result = run("report", "--model", workdir / "model", "--data", bad, "-o", out)
+    assert result.exit_code == 0, result.output
+    assert "1 rejected" in result.output
+    assert "U-matrix" in out.read_text() and "--data INPUT" in out.read_text()

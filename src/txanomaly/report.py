@@ -125,7 +125,7 @@ def build_report(model: TransactionModel, metadata: dict[str, Any] | None = None
         step("distributions")
         sections.append(_distributions_section(model, data))
     else:
-        sections.append("<section><h2>Data</h2><p>No transactions were given: pass "
+        sections.append("<section><h2>Data</h2><p>No transactions to score: pass "
                         "<code>--data INPUT</code> for the hit map, the PCA projection, the "
                         "score histogram, the top anomalies and the distributions.</p></section>")
     sections.append(_features_section(model))

@@ -86,7 +86,7 @@ def report(
     scored = None
     if data is not None:
         frame = read_input(data, output, rejects, out).frame
-        scored = report_core.score_data(model, frame)
+        scored = report_core.score_data(model, frame) if frame.height else None
     with _steps(out, "report", 6) as step:
         document = report_core.build_report(model, metadata, scored, top=top, on_step=step)
     report_core.write_report(output, document)
@@ -139,6 +139,9 @@ def evaluate(
     names = _baseline_names(baselines)
     model = TransactionModel.load(model_dir) if model_dir is not None else None
     params = _detector_params(map_size, epochs, contamination, seed)
+    if model is not None and feature_set not in (None, model.feature_set.name):
+        raise typer.BadParameter(f"the model uses the {model.feature_set.name!r} feature set",
+                                 param_hint="--feature-set")
     fs = model.feature_set if model is not None else (feature_set or "standard")
     frame = read_input(input, output or input.with_suffix(".json"), rejects, out).frame
     prepared = ev.prepare(frame, ev.load_labels(labels), fs, train_fraction)

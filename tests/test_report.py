@@ -11,6 +11,7 @@ import matplotlib.image as mpimg
 import numpy as np
 import pytest
 
+from txanomaly import evaluate as ev
 from txanomaly import report, synth
 from txanomaly.detector import AnomalyDetector
 from txanomaly.features.batch import feature_matrix
@@ -96,3 +97,13 @@ def test_initial_prototypes_reproduce_the_training_start(trained, monkeypatch):
 def test_write_report_creates_folders(tmp_path):
     path = report.write_report(tmp_path / "a" / "b" / "r.html", "<!DOCTYPE html>\n")
     assert path.read_text() == "<!DOCTYPE html>\n"
+
+
+def test_an_evaluation_adds_metrics_and_pr_curves(trained):
+    model, data = trained
+    prepared = ev.prepare(data.transactions, data.labels, "seed", 0.6)
+    evaluation = ev.evaluate(prepared, model=model, baselines=["iforest"])
+    text = report.build_report(model, evaluation=evaluation)
+    assert _images(text)["precision-recall curves"].startswith(PNG_SIGNATURE)
+    assert "<td>som</td>" in text and "<td>iforest</td>" in text
+    assert "Recall per anomaly kind" in text and "(n=" in text

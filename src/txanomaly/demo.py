@@ -107,7 +107,7 @@ def run_demo(directory: str | Path = DEFAULT_DIR, n: int = DEFAULT_ROWS, *, seed
     clock.start("report")
     metadata = json.loads((files["model"] / METADATA_FILE).read_text())
     report.write_report(files["report"], report.build_report(
-        model, metadata, scored, title="txanomaly demo report"))
+        model, metadata, scored, title="txanomaly demo report", evaluation=evaluation))
     top_rows = _top_rows(scored, top)
     found = report.top_anomalies(model, scored, top_rows) if len(top_rows) else []
     for rec, row in zip(found, top_rows, strict=True):  # the demo knows the truth: show it
@@ -123,7 +123,7 @@ def _score(model: TransactionModel, prepared: ev.Prepared, frame: pl.DataFrame,
     inputs = prepared.feature_set.transform(prepared.X)
     det = model.detector
     scored = report.ScoredData(frame, prepared.X, inputs, det.anomaly_score(inputs),
-                               det.bmu(inputs), model.threshold)
+                               det.bmu(inputs), model.threshold, prepared.split.train)
     split = np.full(len(inputs), "test", dtype=object)
     split[prepared.split.train] = "train"
     write_table(pl.DataFrame({"transaction_id": frame["transaction_id"],

@@ -14,7 +14,8 @@ is a PNG embedded as base64, so the file opens anywhere, offline.
 5. The top anomalies with their reasons: each top feature's value next to its prototype's
    (the typical value), in original units.
 6. Per-feature distributions of flagged vs normal transactions.
-7. The feature definitions.
+7. Optionally, an evaluation against labels and peer detectors (:mod:`txanomaly.evaluate`).
+8. The feature definitions.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ import torch
 
 from txanomaly import plots
 from txanomaly.detector import AnomalyDetector
+from txanomaly.evaluate import Evaluation, pr_figure
 from txanomaly.features.batch import feature_matrix
 from txanomaly.pipeline import TransactionModel
 
@@ -58,6 +60,9 @@ class ScoredData:
     scores: np.ndarray
     bmu: np.ndarray
     threshold: float
+    #: Indices of the rows the model was trained on, when known: the "before training"
+    #: picture is then rebuilt from exactly those rows.
+    training_rows: np.ndarray | None = None
 
     @property
     def flags(self) -> np.ndarray:
@@ -94,6 +99,7 @@ def initial_prototypes(detector: AnomalyDetector, inputs: np.ndarray) -> np.ndar
 def build_report(model: TransactionModel, metadata: dict[str, Any] | None = None,
                  data: ScoredData | None = None, *, top: int = DEFAULT_TOP,
                  title: str = "txanomaly report", seed: int = 0,
+                 evaluation: Evaluation | None = None,
                  on_step: Callable[[str], None] | None = None) -> str:
     """The report as one HTML string.
 
@@ -108,6 +114,8 @@ def build_report(model: TransactionModel, metadata: dict[str, Any] | None = None
         data-dependent sections are left out.
     top : int
         How many of the highest-scoring transactions to list with reasons.
+    evaluation : Evaluation, optional
+        Adds a section with the metrics against labels and the precision-recall curves.
     """
     step = on_step or (lambda name: None)
     if data is not None and not len(data.scores):
@@ -128,6 +136,9 @@ def build_report(model: TransactionModel, metadata: dict[str, Any] | None = None
         sections.append("<section><h2>Data</h2><p>No transactions to score: pass "
                         "<code>--data INPUT</code> for the hit map, the PCA projection, the "
                         "score histogram, the top anomalies and the distributions.</p></section>")
+    if evaluation is not None:
+        step("evaluation")
+        sections.append(_evaluation_section(evaluation))
     sections.append(_features_section(model))
     return _page(title, sections)
 
@@ -197,7 +208,8 @@ def _projection_section(model: TransactionModel, data: ScoredData, seed: int) ->
     rng = np.random.default_rng(seed)
     take = rng.choice(len(data.inputs), min(SCATTER_ROWS, len(data.inputs)), replace=False)
     scaled = (data.inputs[take] - det.center_) / det.scale_
-    before = initial_prototypes(det, data.inputs)
+    start = data.inputs if data.training_rows is None else data.inputs[data.training_rows]
+    before = initial_prototypes(det, start)
     after = det.som_.weights.detach().cpu().numpy()
     fig = plots.prototype_projection(scaled, before, after, det.som_.rows, det.som_.cols)
     return ("<section><h2>Prototypes before and after training</h2><p>Transactions (grey, a "
@@ -272,6 +284,36 @@ def _distributions_section(model: TransactionModel, data: ScoredData) -> str:
             f"{_img(fig, 'feature distributions')}</section>")
 
 
+_METRIC_COLUMNS = (("roc_auc", "ROC-AUC"), ("pr_auc", "PR-AUC"),
+                   ("precision_at_threshold", "precision at threshold"),
+                   ("recall_at_threshold", "recall at threshold"),
+                   ("precision_at_k", "precision at k"), ("recall_at_k", "recall at k"))
+
+
+def _evaluation_section(evaluation: Evaluation) -> str:
+    setup = evaluation.setup
+    head = "".join(f"<th>{t}</th>" for _, t in _METRIC_COLUMNS)
+    rows = "".join(
+        f"<tr><td>{html.escape(name)}</td>"
+        + "".join(f"<td class='num'>{_metric(m[key])}</td>" for key, _ in _METRIC_COLUMNS)
+        + "</tr>" for name, m in evaluation.metrics.items())
+    kinds = next(iter(evaluation.metrics.values())).get("by_kind") or {}
+    kind_head = "".join(f"<th>{html.escape(k)} (n={v['n']:,})</th>" for k, v in kinds.items())
+    kind_rows = "".join(
+        f"<tr><td>{html.escape(name)}</td>" + "".join(
+            f"<td class='num'>{_metric(m['by_kind'][k]['recall_at_threshold'])} / "
+            f"{_metric(m['by_kind'][k]['recall_at_k'])}</td>" for k in kinds) + "</tr>"
+        for name, m in evaluation.metrics.items())
+    kind_table = (f"<p>Recall per anomaly kind, at the threshold / in the top k:</p><table>"
+                  f"<tr><th>detector</th>{kind_head}</tr>{kind_rows}</table>") if kinds else ""
+    return (f"<section><h2>Against labels and peer detectors</h2><p>Scored on the "
+            f"{setup['test_rows']:,} latest transactions ({setup['test_anomalies']:,} labelled "
+            f"anomalies; k = {setup['k']:,}); every detector trained on the "
+            f"{setup['train_rows']:,} earlier ones, with the same features.</p>"
+            f"<table><tr><th>detector</th>{head}</tr>{rows}</table>{kind_table}"
+            f"{_img(pr_figure(evaluation), 'precision-recall curves')}</section>")
+
+
 def _features_section(model: TransactionModel) -> str:
     body = "".join(
         f"<tr><td>{html.escape(f.name)}</td><td>{html.escape(f.describe())}</td>"
@@ -311,6 +353,10 @@ def format_value(value: Any) -> str:
     if abs(v) >= 1:
         return f"{v:,.2f}"
     return f"{v:.3g}"
+
+
+def _metric(value: Any) -> str:
+    return "n/a" if value is None or not np.isfinite(value) else f"{float(value):.3f}"
 
 
 def _fmt_count(value: Any) -> str:

@@ -148,12 +148,14 @@ class _Clock:
         self._began = 0.0
 
     def start(self, name: str) -> None:
+        """End the running step (if any) and start ``name``."""
         self.stop()
         if self.on_step is not None:
             self.on_step(name)
         self._name, self._began = name, time.perf_counter()
 
     def stop(self) -> None:
+        """Record the running step's seconds."""
         if self._name is not None:
             self.seconds[self._name] = round(time.perf_counter() - self._began, 3)
             self._name = None

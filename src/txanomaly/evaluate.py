@@ -227,6 +227,7 @@ class Prepared:
 
     @property
     def has_kinds(self) -> bool:
+        """Whether any row has an anomaly kind (the labels had a ``kind`` column)."""
         return any(k is not None for k in self.kind)
 
 

@@ -61,6 +61,7 @@ class Candidate:
 
     @property
     def units(self) -> int:
+        """Number of map units, ``rows * cols``."""
         return self.rows * self.cols
 
 

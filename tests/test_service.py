@@ -16,6 +16,7 @@ from service_fixtures import API_KEY, assert_close, model, model_dir, raw_record
 from txanomaly.features.batch import feature_matrix
 from txanomaly.pipeline import TransactionModel
 from txanomaly.service import Settings, create_app
+from txanomaly.service.scoring import Scorer
 from txanomaly.service.settings import SettingsError, is_loopback
 
 __all__ = ["model", "model_dir", "stream"]  # fixtures, imported for pytest
@@ -303,3 +304,17 @@ def test_stream_through_the_api_gives_batch_features_and_scores(
     assert_close(online, batch)
     assert_close(np.array(scores), model.anomaly_score(batch))
     assert [s["isAnomaly"] for s in stored] == model.is_anomaly(batch).tolist()
+
+
+def test_the_scorers_fast_path_equals_the_models_explanations(model_dir: Path,
+                                                              model: TransactionModel,
+                                                              stream: pl.DataFrame):
+    scorer = Scorer.load(model_dir)
+    X = feature_matrix(stream, "standard")
+    fast = [s.result for s in scorer.verdicts(X, [None] * len(X))]
+    plain = model.explain(X, top=3)
+    assert [v["anomalyScore"] for v in fast] == [e["anomaly_score"] for e in plain]
+    assert [v["reasons"] for v in fast] == [e["reasons"] for e in plain]
+    assert [v["isAnomaly"] for v in fast] == model.is_anomaly(X).tolist()
+    with pytest.raises(ValueError, match="finite"):
+        scorer.explain(np.full((1, X.shape[1]), np.nan))

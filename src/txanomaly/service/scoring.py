@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from txanomaly import artifact
 from txanomaly.errors import ModelFileError
@@ -78,20 +79,52 @@ class Scorer:
         return cls(TransactionModel(loaded.feature_set, loaded.detector), version,
                    loaded.metadata, top)
 
+    def explain(self, raw: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(anomaly_score, share, prototype)`` of raw feature rows.
+
+        The same arithmetic as ``TransactionModel.explanation`` (feature transforms, the
+        detector's float32 scaling, ``bmu_distances``, shares in float64, prototypes mapped
+        back to raw units), without its per-call input validation, which cost about twice
+        the arithmetic on a one-row request: the service's rows come from validated records.
+        tests/test_service.py checks that both give the same numbers.
+        """
+        raw = np.asarray(raw, dtype=np.float64)
+        if raw.ndim != 2 or raw.shape[1] != self.n_features or not np.isfinite(raw).all():
+            raise ValueError(f"expected finite rows of {self.n_features} features, got "
+                             f"shape {raw.shape}")
+        det = self.model.detector
+        inputs = self.model.feature_set.transform(raw)
+        scaled = np.empty(inputs.shape, dtype=np.float32)
+        scaled[:] = (inputs - det.center_) / det.scale_
+        with torch.no_grad():
+            dist, bmu = det.som_.bmu_distances(torch.from_numpy(scaled))
+            proto_scaled = det.som_.weights[bmu].double().cpu().numpy()
+        diff_sq = (scaled.astype(np.float64) - proto_scaled) ** 2
+        total = diff_sq.sum(1, keepdims=True)
+        share = np.divide(diff_sq, total, out=np.zeros_like(diff_sq), where=total > 0)
+        prototype = self.model.feature_set.inverse_transform(
+            proto_scaled * det.scale_ + det.center_)
+        return dist.double().cpu().numpy(), share, prototype
+
     def verdicts(self, features: np.ndarray, ids: Sequence[str | None]) -> list[Scored]:
         """One verdict per raw feature row (one model call for the whole batch)."""
         if len(features) == 0:
             return []
-        found = self.model.explain(features, top=self.top)
+        scores, share, prototype = self.explain(features)
+        top = np.argsort(-share, axis=1, kind="stable")[:, : self.top]
+        names = self.model.feature_names
         out = []
-        for tid, exp in zip(ids, found, strict=True):
-            score = float(exp["anomaly_score"])
+        for i, tid in enumerate(ids):
+            score = float(scores[i])
             flagged = score > self.threshold
+            reasons = [{"feature": names[j], "share": float(share[i, j]),
+                        "value": float(features[i, j]), "prototype": float(prototype[i, j])}
+                       for j in top[i]]
             out.append(Scored(score, flagged, {
                 "transactionId": tid, "anomalyScore": score, "isAnomaly": flagged,
                 "verdict": "FLAG" if flagged else "ALLOW",
                 "riskLevel": risk_level(score, self.threshold),
-                "threshold": self.threshold, "reasons": exp["reasons"],
+                "threshold": self.threshold, "reasons": reasons,
                 "modelVersion": self.version}))
         return out
 

@@ -6,6 +6,7 @@ environment (see :mod:`txanomaly.service.settings`).
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -46,6 +47,10 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
         owned = getattr(app.state, "runtime", None) is None
         if owned:
             app.state.runtime = Runtime.open(settings, metrics)
+        # The model, torch and the imports are long-lived: keep the collector from
+        # re-scanning them on every full collection (measurable at 1,000 requests/s).
+        gc.collect()
+        gc.freeze()
         try:
             yield
         finally:

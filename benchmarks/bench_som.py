@@ -11,7 +11,9 @@ For each map (10x10, 30x30) and data size (rows x 20 float32 features, a Gaussia
   would take too long; its rate is measured on the capped run and the full time extrapolated;
 * ours, ``seed`` (the prototype's per-sample loop), capped the same way;
 * QE (mean distance to the BMU, on up to 100k rows) of each trained map, side by side;
-* peak resident memory of the whole configuration (each runs in its own process; VmHWM).
+* peak resident memory of the whole configuration (each runs in its own process; VmHWM);
+* ``AnomalyDetector.fit`` end to end on the float32 matrix (scaling, map, threshold, summary)
+  and ``anomaly_score``, with the peak RSS of that stage alone (VmHWM reset before it).
 
 Figures are medians over ``--repeats`` (1 repeat above 1M rows).
 
@@ -33,6 +35,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from txanomaly.detector import AnomalyDetector
 from txanomaly.som import SelfOrganizingMap
 
 FEATURES = 20
@@ -112,9 +115,21 @@ def minisom(X: np.ndarray, rows: int, cols: int, updates: int) -> dict[str, Any]
     return {"rate": rate, "score_rate": score_rate, "qe": qe}
 
 
+def detector_fit(X: np.ndarray, shape: str, epochs: int) -> dict[str, Any]:
+    """End to end ``AnomalyDetector.fit`` (scaler, map, threshold) and its own peak RSS."""
+    with open("/proc/self/clear_refs", "w") as fh:  # reset VmHWM to the current RSS
+        fh.write("5")
+    started = time.perf_counter()
+    det = AnomalyDetector(map_size=shape, epochs=epochs).fit(X)
+    seconds = time.perf_counter() - started
+    started = time.perf_counter()
+    det.anomaly_score(X)
+    return {"fit_s": seconds, "score_s": time.perf_counter() - started,
+            "peak_rss_mb": peak_rss_mb()}
+
+
 def run_one(rows_n: int, shape: str, epochs: int, repeats: int, cap: int,
             sigma_end: float) -> dict[str, Any]:
-    torch.set_num_threads(os.cpu_count() or 1)
     rows, cols = (int(v) for v in shape.split("x"))
     Xn = make_data(rows_n)
     X = torch.from_numpy(Xn)
@@ -128,6 +143,7 @@ def run_one(rows_n: int, shape: str, epochs: int, repeats: int, cap: int,
     result["seed"] = seed_algorithm(X, rows, cols, min(total, cap))
     result["minisom"] = minisom(Xn, rows, cols, min(total, cap))
     result["peak_rss_mb"] = peak_rss_mb()
+    result["detector"] = detector_fit(Xn, shape, epochs)
     return result
 
 
@@ -150,6 +166,10 @@ def report(r: dict[str, Any]) -> None:
               f"   QE {m['qe']:.4f}")
         print(f"  ratios     : train x{train_rate / m['rate']:,.0f}  score "
               f"x{score_rate / m['score_rate']:,.0f}  QE ours/MiniSom {o['qe'] / m['qe']:.3f}")
+    d = r["detector"]
+    print(f"  detector   : AnomalyDetector.fit {total / d['fit_s'] / 1e6:.2f} M sample-epochs/s"
+          f" ({d['fit_s']:.2f} s, scaling + map + threshold), anomaly_score "
+          f"{r['rows'] / d['score_s'] / 1e6:.2f} M rows/s, peak RSS {d['peak_rss_mb']:,.0f} MB")
     print(f"  peak RSS   : {r['peak_rss_mb_ours']:,.0f} MB after ours (data "
           f"{r['rows'] * FEATURES * 4 / 2**20:,.0f} MB), {r['peak_rss_mb']:,.0f} MB at the end")
 
@@ -165,9 +185,12 @@ def main() -> None:
                         help="most sample updates for MiniSom and the seed algorithm")
     parser.add_argument("--sigma-end", type=float, default=1 / 3,
                         help="our final radius; MiniSom's sigma=1 decays to 1/3")
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1,
+                        help="torch threads (default: all CPUs)")
     parser.add_argument("--single", nargs=2, metavar=("ROWS", "MAP"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.single:
+        torch.set_num_threads(args.threads)
         res = run_one(int(args.single[0]), args.single[1], args.epochs, args.repeats, args.cap,
                       args.sigma_end)
         sys.stdout.write(json.dumps(res) + "\n")
@@ -179,7 +202,7 @@ def main() -> None:
         for rows_n in args.sizes:
             cmd = [sys.executable, __file__, "--single", str(rows_n), shape, "--epochs",
                    str(args.epochs), "--repeats", str(args.repeats), "--cap", str(args.cap),
-                   "--sigma-end", str(args.sigma_end)]
+                   "--sigma-end", str(args.sigma_end), "--threads", str(args.threads)]
             out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
             report(json.loads(out.strip().splitlines()[-1]))
             print(f"  load avg   : {os.getloadavg()[0]:.2f} (other processes share the CPUs)")

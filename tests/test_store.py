@@ -220,3 +220,15 @@ def test_unsupported_url_is_refused_with_a_message():
 def test_unreachable_database_is_a_store_error(tmp_path: Path):
     with pytest.raises(StoreError, match="cannot open"):
         Store(f"sqlite:///{tmp_path}/missing-dir/x.db", OnlineFeatures("seed"))
+
+
+def test_anomalies_by_time_with_keyset_pages(make_store: StoreFactory):
+    store = make_store()
+    rows = flat([{"timestamp": T0 + i // 2, "origin_user_id": "u", "origin_amount": 50.0 * i}
+                 for i in range(8)])  # flagged: amount > 100, i.e. t3..t7
+    store.ingest(rows, evaluate)
+    first = store.anomalies(limit=3)
+    rest = store.anomalies(limit=3, after=(first[-1].timestamp, first[-1].transaction_id))
+    assert [r.transaction_id for r in first + rest] == ["t3", "t4", "t5", "t6", "t7"]
+    window = store.anomalies(start=T0 + 2, end=T0 + 3)
+    assert [r.transaction_id for r in window] == ["t4", "t5"]

@@ -57,17 +57,27 @@ def log_zscore(log_amount: Num, shift: Num, s1: Num, s2: Num, n_prev: Num) -> Nu
     """
     n = np.asarray(n_prev, dtype=np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):
-        mean = s1 / n
-        var = np.maximum(s2 / n - mean * mean, 0.0)
-        shrunk = (n * var + ZSCORE_PRIOR_WEIGHT * ZSCORE_PRIOR_STD**2) / (n + ZSCORE_PRIOR_WEIGHT)
-        z = (log_amount - shift - mean) / np.sqrt(shrunk)
+        z = log_zscore_with_history(log_amount, shift, s1, s2, n)
     return np.where(n > 0, z, 0.0)
+
+
+def log_zscore_with_history(log_amount: Num, shift: Num, s1: Num, s2: Num, n_prev: Num) -> Num:
+    """:func:`log_zscore` for ``n_prev`` > 0 (scalars: the online engine; arrays: the batch)."""
+    mean = s1 / n_prev
+    var = np.maximum(s2 / n_prev - mean * mean, 0.0)
+    shrunk = (n_prev * var + ZSCORE_PRIOR_WEIGHT * ZSCORE_PRIOR_STD**2) / (
+        n_prev + ZSCORE_PRIOR_WEIGHT)
+    return (log_amount - shift - mean) / np.sqrt(shrunk)
 
 
 def log_gap(ts_ms: Num, prev_ts_ms: Num, has_prev: Num) -> Num:
     """log(1 + seconds since the previous transaction, capped at 30 days); the cap if none."""
-    gap = (ts_ms - prev_ts_ms) / 1000.0
-    return np.where(has_prev, np.log1p(np.minimum(gap, GAP_CAP_SECONDS)), LOG_GAP_CAP)
+    return np.where(has_prev, log_gap_with_history(ts_ms, prev_ts_ms), LOG_GAP_CAP)
+
+
+def log_gap_with_history(ts_ms: Num, prev_ts_ms: Num) -> Num:
+    """:func:`log_gap` when there is a previous transaction."""
+    return np.log1p(np.minimum((ts_ms - prev_ts_ms) / 1000.0, GAP_CAP_SECONDS))
 
 
 #: The value of each history op for a transaction with no history (its key is missing).

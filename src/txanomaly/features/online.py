@@ -122,16 +122,17 @@ class OnlineFeatures:
     def compute(self, record: Mapping[str, Any], logs: Mapping[KeyId, KeyLog]) -> np.ndarray:
         """The transaction's features (raw, unscaled) given its keys' logs; changes nothing."""
         ts, amount = _timestamp(record), _amount(record)
-        out = np.empty(len(self.feature_set.features), dtype=np.float64)
-        by_kind = {kind: logs.get(kid) for kid in self.key_ids(record) for kind in [kid[0]]}
-        for j, feat in enumerate(self.feature_set.features):
+        views = {kind: _KeyView(logs.get((kind, key)), ts, amount)
+                 for kind, key in self.key_ids(record)}
+        out: list[float] = []
+        for feat in self.feature_set.features:
             if feat.key is None:
-                out[j] = _plain(feat.op, record, ts, amount)
-            elif (log := by_kind.get(feat.key)) is None and feat.key not in by_kind:
-                out[j] = fx.SINGLETON[feat.op]  # missing id: no history
+                out.append(_plain(feat.op, record, ts, amount))
+            elif (view := views.get(feat.key)) is None:
+                out.append(fx.SINGLETON[feat.op])  # missing id: no history
             else:
-                out[j] = _with_history(feat.op, feat.window_ms, log, ts, amount)
-        return out
+                out.append(view.feature(feat.op, feat.window_ms))
+        return np.array(out, dtype=np.float64)
 
     def insert(self, record: Mapping[str, Any], logs: dict[KeyId, KeyLog], seq: int) -> None:
         """Add the transaction to its keys' logs (creating a log for a new key)."""
@@ -182,32 +183,51 @@ def _plain(op: str, record: Mapping[str, Any], ts: int, amount: float) -> float:
     return float(left is not None and right is not None and left != right)
 
 
-def _with_history(op: str, window_ms: int | None, log: KeyLog | None, ts: int,
-                  amount: float) -> float:
-    if log is None:  # a key seen for the first time
-        log = KeyLog(shift=float(np.log1p(amount)))
-    p = log.insert_at(ts)
-    n_prev, cum_prev, d1, d2, prev_ts = log.state_before(p)
-    if op == "is_first_pair":
-        return float(n_prev == 0)
-    if op == "log_seconds_since_prev":
-        return float(fx.log_gap(np.int64(ts), np.int64(prev_ts or 0), n_prev > 0))
-    if op == "log_amount_zscore":
-        return float(fx.log_zscore(np.log1p(np.float64(amount)), np.float64(log.shift),
-                                   np.float64(d1), np.float64(d2), n_prev))
-    cum = cum_prev + amount  # the running sum including this transaction
-    if window_ms is None:
-        total, count = cum, n_prev + 1
-    else:
-        first = bisect.bisect_right(log.ts, ts - window_ms, 0, p)  # first row with ts > t - W
-        before = log.cum_before[first] if first < p else cum_prev
-        start = log.pos[first] if first < p else n_prev
-        total, count = cum - before, n_prev + 1 - start
-    if op == "count":
-        return float(count)
-    a = np.float64(amount)
-    if op == "mean_diff":
-        return float(fx.mean_diff(a, np.float64(total), count))
-    if op == "log_amount_to_mean":
-        return float(fx.log_amount_to_mean(a, np.float64(total), count))
-    raise AssertionError(f"unhandled op {op}")
+class _KeyView:
+    """One key's history as seen by a transaction at ``ts``: looked up once, shared by all of
+    the key's features. Plain float arithmetic is IEEE-identical to the batch engine's NumPy
+    arithmetic (+ - * /, sqrt); log1p goes through NumPy like the batch engine."""
+
+    def __init__(self, log: KeyLog | None, ts: int, amount: float):
+        self.log = log if log is not None else KeyLog(shift=float(np.log1p(amount)))
+        self.ts, self.amount = ts, amount
+        self.p = self.log.insert_at(ts)
+        self.n_prev, self.cum_prev, self.d1, self.d2, self.prev_ts = self.log.state_before(
+            self.p)
+        self._windows: dict[int | None, tuple[float, int]] = {}
+
+    def window(self, window_ms: int | None) -> tuple[float, int]:
+        """(sum of amounts, count) over the window, the transaction itself included."""
+        if window_ms not in self._windows:
+            cum = self.cum_prev + self.amount  # the running sum including this transaction
+            if window_ms is None:
+                self._windows[window_ms] = (cum, self.n_prev + 1)
+            else:
+                log, p = self.log, self.p
+                first = bisect.bisect_right(log.ts, self.ts - window_ms, 0, p)  # ts > t - W
+                before = log.cum_before[first] if first < p else self.cum_prev
+                start = log.pos[first] if first < p else self.n_prev
+                self._windows[window_ms] = (cum - before, self.n_prev + 1 - start)
+        return self._windows[window_ms]
+
+    def feature(self, op: str, window_ms: int | None) -> float:
+        if op == "is_first_pair":
+            return float(self.n_prev == 0)
+        if op == "log_seconds_since_prev":
+            if self.prev_ts is None:
+                return fx.LOG_GAP_CAP
+            return float(fx.log_gap_with_history(self.ts, self.prev_ts))
+        if op == "log_amount_zscore":
+            if self.n_prev == 0:
+                return 0.0
+            return float(fx.log_zscore_with_history(float(np.log1p(self.amount)),
+                                                    self.log.shift, self.d1, self.d2,
+                                                    self.n_prev))
+        total, count = self.window(window_ms)
+        if op == "count":
+            return float(count)
+        if op == "mean_diff":
+            return fx.mean_diff(self.amount, total, count)
+        if op == "log_amount_to_mean":
+            return float(fx.log_amount_to_mean(self.amount, total, count))
+        raise AssertionError(f"unhandled op {op}")

@@ -16,6 +16,7 @@ from txanomaly.som import (
     gaussian_neighbourhood,
     grid_coordinates,
     grid_sq_distances,
+    two_smallest_rows,
 )
 
 
@@ -79,6 +80,14 @@ def test_argmin_rows_winner_is_within_its_documented_tolerance():
 def test_argmin_rows_treats_negative_rounding_residue_as_zero_distance():
     sq = torch.tensor([[3.0, -1e-7, 2.0]])
     assert argmin_rows(sq).item() == 1
+
+
+def test_two_smallest_rows_matches_topk():
+    gen = torch.Generator().manual_seed(3)
+    sq = torch.rand(300, 50, generator=gen) * 10
+    expected = sq.topk(2, dim=1, largest=False).indices
+    first, second = two_smallest_rows(sq.clone())
+    assert torch.equal(first, expected[:, 0]) and torch.equal(second, expected[:, 1])
 
 
 # --------------------------------------------------------------------------- batch update

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import logging
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -343,11 +344,17 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
         return np.asarray(validate_data(self, X, dtype=[np.float64, np.float32], reset=False))
 
     def _to_tensor(self, X: np.ndarray) -> torch.Tensor:
-        out = np.empty(X.shape, dtype=np.float32)
-        for start in range(0, len(X), 262_144):  # bounded float64 temporaries
+        """Scaled float32 copy of ``X`` on the device (chunks bound the float64 temporaries)."""
+        with warnings.catch_warnings():  # read-only input (e.g. a memmap): only read here
+            warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+            source = torch.from_numpy(np.ascontiguousarray(X))
+        center = torch.from_numpy(self.center_).to(source.dtype)
+        scale = torch.from_numpy(self.scale_).to(source.dtype)
+        out = torch.empty(X.shape, dtype=torch.float32)
+        for start in range(0, len(X), 262_144):
             part = slice(start, start + 262_144)
-            out[part] = (X[part] - self.center_) / self.scale_
-        return torch.from_numpy(out).to(self.device)
+            out[part] = (source[part] - center).div_(scale)
+        return out.to(self.device)
 
     # ------------------------------------------------------------------ explanations
     def explain(self, X: Any, top: int = 3) -> Explanation:

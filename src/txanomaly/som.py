@@ -293,7 +293,7 @@ class SelfOrganizingMap(torch.nn.Module):
         return float(self.bmu_distances(X)[0].mean())
 
     @torch.no_grad()
-    def topographic_error(self, X: torch.Tensor, chunk_size: int = 65_536) -> float:
+    def topographic_error(self, X: torch.Tensor, chunk_size: int | None = None) -> float:
         """Share of rows whose first and second BMUs are not neighbours (8-neighbourhood)."""
         X = self._check(X)
         if self.n_units < 2:
@@ -301,11 +301,13 @@ class SelfOrganizingMap(torch.nn.Module):
         w = self.weights
         w_sq = (w * w).sum(1)
         far = 0
-        for start in range(0, len(X), chunk_size):
-            d = torch.addmm(w_sq, X[start:start + chunk_size], w.T, alpha=-2.0)
-            best2 = d.topk(2, dim=1, largest=False).indices
-            step = (self.coords[best2[:, 0]] - self.coords[best2[:, 1]]).abs().amax(1)
-            far += int((step > 1).sum())
+        step = chunk_size or chunk_rows(self.n_units)
+        for start in range(0, len(X), step):
+            x = X[start:start + step]
+            sq = torch.addmm(w_sq, x, w.T, alpha=-2.0).add_((x * x).sum(1, keepdim=True))
+            first, second = two_smallest_rows(sq)
+            apart = (self.coords[first] - self.coords[second]).abs().amax(1)
+            far += int((apart > 1).sum())
         return far / len(X)
 
     @torch.no_grad()
@@ -388,6 +390,21 @@ def argmin_rows(sq: torch.Tensor) -> torch.Tensor:
     index = torch.arange(n_units, dtype=torch.int32, device=sq.device)
     keys = sq.view(torch.int32).bitwise_and_(~low).bitwise_or_(index)
     return keys.amin(1).bitwise_and_(low).long()
+
+
+def two_smallest_rows(sq: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Columns of the smallest and second-smallest value of each row (see :func:`argmin_rows`).
+
+    Overwrites ``sq``.
+
+    >>> [t.tolist() for t in two_smallest_rows(torch.tensor([[3.0, 1.0, 2.0], [0.5, 4.0, 0.25]]))]
+    [[1, 2], [2, 0]]
+    """
+    first = argmin_rows(sq)
+    keys = sq.view(torch.int32)  # argmin_rows left the keys in place
+    keys[torch.arange(len(keys), device=keys.device), first] = torch.iinfo(torch.int32).max
+    low = (1 << max(1, (sq.shape[1] - 1).bit_length())) - 1
+    return first, keys.amin(1).bitwise_and_(low).long()
 
 
 def _decay_path(start: float, end: float, first: int, stop: int, total: int) -> np.ndarray:

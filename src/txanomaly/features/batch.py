@@ -65,6 +65,8 @@ def feature_matrix(frame: pl.DataFrame, feature_set: str | FeatureSet = "standar
     def run(key: str | None) -> None:
         for j in by_key[key]:
             out[j] = _evaluate(fs.features[j], ctx)
+        if key is not None:  # free the key's sorted arrays now, not at the end (peak memory)
+            ctx.release(key)
 
     ctx.time_order  # computed once, before the threads share it  # noqa: B018
     # Each key's sort / running sums / searchsorted release the GIL: one thread per key.
@@ -183,6 +185,9 @@ class _Table:
         lengths = groups.get_column("_n").to_numpy().astype(np.int64)
         rows = positions if self.in_time_order else self.time_order[positions]
         return rows, lengths
+
+    def release(self, key: str) -> None:
+        self._histories.pop(key, None)
 
     def history(self, key: str) -> _KeyHistory:
         if key not in self._histories:

@@ -70,3 +70,15 @@ def test_features_bad_output_extension_is_a_usage_error(tmp_path):
 def test_help_shows_an_example_and_version():
     assert "Example" in runner.invoke(app, ["features", "--help"]).output
     assert runner.invoke(app, ["--version"]).output.startswith("txanomaly ")
+
+
+def test_no_rejects_file_when_nothing_is_rejected_unless_asked(tmp_path):
+    src = tmp_path / "tx.json"
+    src.write_text(json.dumps([r for r in records() if r["transactionId"] != "bad"]))
+    result = runner.invoke(app, ["features", str(src), "-o", str(tmp_path / "f.parquet")])
+    assert result.exit_code == 0 and "0 rejected" in result.output
+    assert not (tmp_path / "f.rejects.jsonl").exists()
+    asked = tmp_path / "asked.jsonl"
+    runner.invoke(app, ["features", str(src), "-o", str(tmp_path / "f.parquet"),
+                        "--rejects", str(asked)])
+    assert asked.exists() and asked.read_text() == ""

@@ -18,18 +18,24 @@ FeatureSetOpt = Annotated[str, typer.Option(
     envvar="TXANOMALY_FEATURE_SET")]
 RejectsOpt = Annotated[Path | None, typer.Option(
     "--rejects", help="Where rejected records go (JSON lines with reasons). "
-                      "Default: next to the output, OUT.rejects.jsonl.")]
+                      "Default: next to the output, OUT.rejects.jsonl, written only when a "
+                      "record is rejected.")]
 
 
 def read_input(path: Path, output: Path, rejects: Path | None, out: Output) -> ReadResult:
-    """Read INPUT, write its rejects file, and say how many records were rejected."""
+    """Read INPUT, say how many records were rejected, and write them to the rejects file.
+
+    The file is written when a record was rejected, or always when ``--rejects`` is given.
+    """
     result = load_transactions(path)
-    rejects_path = rejects or default_rejects_path(output)
-    write_rejects(rejects_path, result.rejects)
+    where = ""
+    if result.rejects or rejects is not None:  # no empty file left behind by default
+        rejects_path = write_rejects(rejects or default_rejects_path(output), result.rejects)
+        where = f" -> {rejects_path}"
     note = f", {result.exact_duplicates:,} exact repeat(s) counted once" if (
         result.exact_duplicates) else ""
     out.print(f"read {result.n_records:,} records from {path}: {result.frame.height:,} valid, "
-              f"{len(result.rejects):,} rejected -> {rejects_path}{note}")
+              f"{len(result.rejects):,} rejected{where}{note}")
     return result
 
 

@@ -281,6 +281,19 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
                                  f"got {self.feature_weights!r}")
         return rows, cols
 
+    def initial_weights(self, X: Any) -> np.ndarray:
+        """The prototypes ``fit(X)`` started from, in scaled space: a ``(units, d)`` array.
+
+        Rebuilt with the same seed, scaling and initialisation (nothing extra is kept in the
+        model file); equal to the real starting point when ``X`` are the training rows.
+        Reports use it to show the map before and after training.
+        """
+        _check_fitted(self)
+        X = validate_data(self, X, dtype=[np.float64, np.float32], reset=False)
+        som = self._new_som(self.som_.rows, self.som_.cols, self.n_features_in_)
+        som.initialize(self._to_tensor(X), "randn" if self.algorithm == "seed" else self.init)
+        return som.weights.detach().cpu().numpy()
+
     def _sigma(self, rows: int, cols: int) -> float:
         sigma = self.sigma if self.sigma is not None else max(rows, cols) / 2.0
         return float(max(sigma, self.sigma_end))

@@ -31,7 +31,6 @@ from typing import Any
 
 import numpy as np
 import polars as pl
-import torch
 
 from txanomaly import plots
 from txanomaly.detector import AnomalyDetector
@@ -86,13 +85,7 @@ def initial_prototypes(detector: AnomalyDetector, inputs: np.ndarray) -> np.ndar
     ``inputs`` (model inputs, before scaling); equal to the real ones when ``inputs`` are the
     training rows.
     """
-    rows, cols = detector.som_.rows, detector.som_.cols
-    # _new_som derives the map's seed from random_state exactly as fit does.
-    som = detector._new_som(rows, cols, detector.n_features_in_)
-    scaled = (np.asarray(inputs, dtype=np.float64) - detector.center_) / detector.scale_
-    method = "randn" if detector.algorithm == "seed" else detector.init
-    som.initialize(torch.from_numpy(scaled.astype(np.float32)), method)
-    return som.weights.detach().cpu().numpy()
+    return detector.initial_weights(np.asarray(inputs, dtype=np.float64))
 
 
 # --------------------------------------------------------------------------- assembly

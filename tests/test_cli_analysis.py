@@ -144,6 +144,7 @@ def test_demo_runs_end_to_end_and_prints_where_the_report_is(tmp_path):
     assert re.search(rf"\[({kinds})\]", result.output)  # the synthetic ground truth
     scores = pl.read_parquet(target / "scores.parquet")
     assert scores.height == 3_000 and set(scores["split"].unique()) == {"train", "test"}
+    assert {"bmu", "reason_1", "reason_3_prototype"} <= set(scores.columns)  # as `score` writes
 
 
 def test_demo_json_summary(tmp_path):

@@ -8,7 +8,7 @@ on the later 40 %, and writes the HTML report. Everything lands in one directory
       transactions.parquet   the synthetic transactions (flat records)
       labels.csv             transactionId,is_anomaly,kind
       model/                 the trained model (model.json + model.safetensors)
-      scores.parquet         transaction_id, anomaly_score, is_anomaly, split
+      scores.parquet         as `txanomaly score` writes (scores, BMU, top-3 reasons) + split
       metrics.json           the evaluation (our SOM vs the baselines, per anomaly kind)
       pr_curves.png          precision-recall curves of every detector
       report.html            the analyst's report
@@ -121,14 +121,16 @@ def run_demo(directory: str | Path = DEFAULT_DIR, n: int = DEFAULT_ROWS, *, seed
 def _score(model: TransactionModel, prepared: ev.Prepared, frame: pl.DataFrame,
            path: Path) -> report.ScoredData:
     inputs = prepared.feature_set.transform(prepared.X)
-    det = model.detector
-    scored = report.ScoredData(frame, prepared.X, inputs, det.anomaly_score(inputs),
-                               det.bmu(inputs), model.threshold, prepared.split.train)
+    features = pl.DataFrame(prepared.X, schema=prepared.feature_set.names).insert_column(
+        0, frame.get_column("transaction_id"))
+    table = model.score_frame(features)  # scores + the top-3 reasons, as `txanomaly score`
+    scored = report.ScoredData(frame, prepared.X, inputs,
+                               table.get_column("anomaly_score").to_numpy(),
+                               table.get_column("bmu").to_numpy(), model.threshold,
+                               prepared.split.train)
     split = np.full(len(inputs), "test", dtype=object)
     split[prepared.split.train] = "train"
-    write_table(pl.DataFrame({"transaction_id": frame["transaction_id"],
-                              "anomaly_score": scored.scores, "is_anomaly": scored.flags,
-                              "split": pl.Series(split.tolist(), dtype=pl.Utf8)}), path)
+    write_table(table.with_columns(split=pl.Series(split.tolist(), dtype=pl.Utf8)), path)
     return scored
 
 

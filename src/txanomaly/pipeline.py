@@ -20,6 +20,7 @@ prototype mapped back with :meth:`FeatureSet.inverse_transform`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -28,9 +29,12 @@ import numpy as np
 import polars as pl
 
 from txanomaly import artifact
-from txanomaly.detector import AnomalyDetector, Explanation
+from txanomaly.detector import AnomalyDetector, Explanation, QuantileThreshold
 from txanomaly.errors import TxAnomalyError
 from txanomaly.features.spec import FeatureSet, get_feature_set
+
+#: Rows explained at a time by :meth:`TransactionModel.score_frame`.
+SCORE_CHUNK = 100_000
 
 
 class TransactionModel:
@@ -89,6 +93,44 @@ class TransactionModel:
         found = self.detector.explain(self.feature_set.transform(raw), top=top)
         found = found.with_units(raw, self.feature_set.inverse_transform(found.prototype))
         return replace(found, feature_names=self.feature_names)
+
+    def score_frame(self, features: pl.DataFrame, top: int = 3,
+                    on_progress: Callable[[int], None] | None = None,
+                    chunk_size: int = SCORE_CHUNK) -> pl.DataFrame:
+        """Scores and reasons for every row of a feature table, in its order.
+
+        Columns: ``transaction_id``, ``anomaly_score``, ``is_anomaly``, ``bmu``, then for
+        each of the ``top`` reasons ``reason_i`` (feature), ``reason_i_share``,
+        ``reason_i_value`` and ``reason_i_prototype`` (raw units). Rows are explained in chunks
+        (an explanation holds three rows x features float64 arrays); ``on_progress(rows)`` is
+        called after each.
+        """
+        parts = []
+        for start in range(0, features.height, chunk_size):
+            chunk = features.slice(start, chunk_size)
+            parts.append(self._score_chunk(chunk, top))
+            if on_progress is not None:
+                on_progress(chunk.height)
+        return pl.concat(parts) if parts else self._score_chunk(features, top)
+
+    def _score_chunk(self, chunk: pl.DataFrame, top: int) -> pl.DataFrame:
+        if chunk.height == 0:
+            return pl.DataFrame(schema={"transaction_id": pl.String, "anomaly_score": pl.Float64,
+                                        "is_anomaly": pl.Boolean, "bmu": pl.Int64})
+        exp = self.explanation(chunk.select(self.feature_names), top=top)
+        columns: dict[str, Any] = {
+            "transaction_id": chunk.get_column("transaction_id"),
+            "anomaly_score": exp.anomaly_score,
+            "is_anomaly": QuantileThreshold(self.threshold).flags(exp.anomaly_score),
+            "bmu": exp.bmu.astype(np.int64)}
+        rows = np.arange(chunk.height)
+        names = np.asarray(exp.feature_names)
+        for rank, idx in enumerate(exp.top_features().T, start=1):
+            columns[f"reason_{rank}"] = names[idx]
+            columns[f"reason_{rank}_share"] = exp.share[rows, idx]
+            columns[f"reason_{rank}_value"] = exp.value[rows, idx]
+            columns[f"reason_{rank}_prototype"] = exp.prototype[rows, idx]
+        return pl.DataFrame(columns)
 
     def save(self, path: str | Path) -> Path:
         """Write the model directory (see :mod:`txanomaly.artifact`)."""

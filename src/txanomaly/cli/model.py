@@ -8,15 +8,14 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
-import numpy as np
 import polars as pl
 import typer
 
 from txanomaly.cli._common import JsonOut, Output, Quiet, handle_errors
 from txanomaly.cli.data import FeatureSetOpt, RejectsOpt, read_input
-from txanomaly.detector import AnomalyDetector, QuantileThreshold
+from txanomaly.detector import AnomalyDetector
 from txanomaly.errors import TxAnomalyError
 from txanomaly.features import get_feature_set
 from txanomaly.features.batch import compute_features
@@ -24,8 +23,6 @@ from txanomaly.io import write_table
 from txanomaly.pipeline import TransactionModel
 
 SCORE_FORMATS = (".csv", ".parquet", ".jsonl")
-#: Rows explained at a time: an explanation holds three (rows x features) float64 arrays.
-_SCORE_CHUNK = 100_000
 _TOP_REASONS = 3
 
 InputArg = Annotated[Path, typer.Argument(help="Transactions: .json, .jsonl, .csv or .parquet.")]
@@ -124,35 +121,11 @@ def score(
 
 
 def score_table(model: TransactionModel, features: pl.DataFrame, out: Output) -> pl.DataFrame:
-    """Scores and reasons for every row of a feature table, in its order."""
-    parts = []
+    """Scores and reasons for every row (:meth:`TransactionModel.score_frame`), with a bar."""
     with out.progress() as bar:
         task = bar.add_task("scoring", total=features.height)
-        for start in range(0, features.height, _SCORE_CHUNK):
-            chunk = features.slice(start, _SCORE_CHUNK)
-            parts.append(_score_chunk(model, chunk))
-            bar.update(task, advance=chunk.height)
-    return pl.concat(parts) if parts else _score_chunk(model, features)
-
-
-def _score_chunk(model: TransactionModel, chunk: pl.DataFrame) -> pl.DataFrame:
-    ids = chunk.get_column("transaction_id")
-    if chunk.height == 0:
-        return pl.DataFrame(schema={"transaction_id": pl.String, "anomaly_score": pl.Float64,
-                                    "is_anomaly": pl.Boolean, "bmu": pl.Int64})
-    exp = model.explanation(chunk.select(model.feature_names), top=_TOP_REASONS)
-    columns: dict[str, Any] = {"transaction_id": ids, "anomaly_score": exp.anomaly_score,
-                               "is_anomaly": QuantileThreshold(model.threshold).flags(
-                                   exp.anomaly_score),
-                               "bmu": exp.bmu.astype(np.int64)}
-    rows = np.arange(chunk.height)
-    names = np.asarray(exp.feature_names)
-    for rank, idx in enumerate(exp.top_features().T, start=1):
-        columns[f"reason_{rank}"] = names[idx]
-        columns[f"reason_{rank}_share"] = exp.share[rows, idx]
-        columns[f"reason_{rank}_value"] = exp.value[rows, idx]
-        columns[f"reason_{rank}_prototype"] = exp.prototype[rows, idx]
-    return pl.DataFrame(columns)
+        return model.score_frame(features, top=_TOP_REASONS,
+                                 on_progress=lambda rows: bar.update(task, advance=rows))
 
 
 def register(app: typer.Typer) -> None:

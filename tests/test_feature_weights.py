@@ -17,8 +17,9 @@ def data(n: int = 400) -> np.ndarray:
 
 def test_weight_multiplies_a_features_scaled_distance():
     X = data()
-    plain = AnomalyDetector(map_size="1x1", epochs=3).fit(X)
-    weighted = AnomalyDetector(map_size="1x1", epochs=3, feature_weights=[1.0, 3.0]).fit(X)
+    plain = AnomalyDetector(map_size="1x1", epochs=3, scaling="standard").fit(X)
+    weighted = AnomalyDetector(map_size="1x1", epochs=3, scaling="standard",
+                               feature_weights=[1.0, 3.0]).fit(X)
     np.testing.assert_allclose(weighted.scale_, plain.scale_ / [1.0, 3.0])
     np.testing.assert_allclose(weighted.center_, plain.center_)
     # One unit = the mean of the scaled data (0), so the score is the weighted norm of z.
@@ -48,3 +49,25 @@ def test_transaction_model_uses_the_feature_sets_weights_and_keeps_them_on_reloa
     again = TransactionModel.load(tmp_path / "m")
     assert again.feature_set.weights == [1.0, 2.0]
     np.testing.assert_array_equal(again.anomaly_score(data()), model.anomaly_score(data()))
+
+
+def test_auto_scaling_is_robust_alone_and_the_feature_sets_in_a_transaction_model():
+    X = data()
+    alone = AnomalyDetector(map_size="2x2", epochs=1).fit(X)
+    assert alone.scaling == "auto"
+    np.testing.assert_allclose(alone.center_, np.median(X, axis=0))  # robust: the median
+    fs = FeatureSet("w", (Feature("amount", "amount"), Feature("hour_sin", "hour_sin")))
+    model = TransactionModel(fs, AnomalyDetector(map_size="2x2", epochs=1)).fit(X)
+    assert model.detector.scaling == "standard"
+    np.testing.assert_allclose(model.detector.center_, X.mean(axis=0))
+    explicit = TransactionModel(fs, AnomalyDetector(map_size="2x2", epochs=1, scaling="none"))
+    assert explicit.fit(X).detector.scaling == "none"  # a user's choice is kept
+
+
+def test_feature_set_scaling_round_trips_and_is_validated():
+    from txanomaly.errors import TxAnomalyError
+
+    fs = FeatureSet("r", (Feature("amount", "amount"),), scaling="robust")
+    assert FeatureSet.from_dict(fs.to_dict()).scaling == "robust"
+    with pytest.raises(TxAnomalyError, match="scaling"):
+        FeatureSet("bad", (Feature("amount", "amount"),), scaling="minmax")

@@ -45,7 +45,7 @@ from txanomaly.som import ALGORITHMS, INITIALIZATIONS, SelfOrganizingMap
 
 logger = logging.getLogger(__name__)
 
-SCALINGS = ("standard", "robust", "none")
+SCALINGS = ("auto", "standard", "robust", "none")
 #: Rows sampled for the silhouette score: sklearn's silhouette is O(n^2) in time and memory.
 SILHOUETTE_SAMPLE = 5_000
 #: ``partial_fit`` decays the radius and learning rate per sample with this time constant.
@@ -144,8 +144,12 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
         contamination`` quantile of the training anomaly scores.
     threshold : float, optional
         A fixed anomaly-score threshold; overrides ``contamination``.
-    scaling : {"standard", "robust", "none"}, default "standard"
-        Per-feature scaling fitted on the training data (mean/std or median/IQR).
+    scaling : {"auto", "standard", "robust", "none"}, default "auto"
+        Per-feature scaling fitted on the training data (mean/std or median/IQR). ``auto``:
+        inside a :class:`~txanomaly.pipeline.TransactionModel`, the scaling its feature set
+        declares (``standard`` for the transaction sets, whose transforms and weights were
+        chosen with it); on its own, ``robust``, which matched IsolationForest's mean
+        ROC-AUC on the ADBench sets where ``standard`` fell 0.03 short (docs/model.md).
     init : {"pca", "sample"}, default "pca"
     sigma : float, optional
         Starting neighbourhood radius in grid units; default ``max(rows, cols) / 2``.
@@ -173,7 +177,7 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
 
     def __init__(self, map_size: tuple[int, int] | str = (10, 10), epochs: int = 20,
                  algorithm: str = "batch", contamination: float = 0.05,
-                 threshold: float | None = None, scaling: str = "standard", init: str = "pca",
+                 threshold: float | None = None, scaling: str = "auto", init: str = "pca",
                  sigma: float | None = None, sigma_end: float = 1.0, learning_rate: float = 0.5,
                  random_state: Any = 0, device: str = "cpu", batch_size: int | None = None,
                  feature_weights: Any = None):
@@ -244,7 +248,7 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
 
     def _fit_scaler(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The scaler's (center, scale), with ``feature_weights`` folded into the scale."""
-        center, scale = _fit_scaler(X, self.scaling)
+        center, scale = _fit_scaler(X, "robust" if self.scaling == "auto" else self.scaling)
         if self.feature_weights is None:
             return center, scale
         weights = np.asarray(self.feature_weights, dtype=np.float64)

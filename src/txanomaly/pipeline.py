@@ -68,10 +68,12 @@ class TransactionModel:
         """Train the detector on raw feature values; returns ``self``.
 
         The feature set's weights become the detector's ``feature_weights`` unless the
-        detector was given its own.
+        detector was given its own, and its declared scaling replaces ``scaling="auto"``.
         """
         if self.detector.feature_weights is None and self.feature_set.weights is not None:
             self.detector.set_params(feature_weights=self.feature_set.weights)
+        if self.detector.scaling == "auto":
+            self.detector.set_params(scaling=self.feature_set.scaling)
         self.detector.fit(self._inputs(X), callback=callback)
         return self
 

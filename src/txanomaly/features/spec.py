@@ -64,6 +64,7 @@ KEYS = ("origin", "destination", "pair")
 USER_OPS = frozenset({"mean_diff", "count", "log_amount_zscore", "log_seconds_since_prev",
                       "log_amount_to_mean", "is_first_pair"})
 TRANSFORMS = ("none", "log1p", "signed_log1p")
+SCALINGS = ("standard", "robust", "none")
 #: Distance weights of the standard set, chosen on labelled synthetic data
 #: (benchmarks/bench_feature_sets.py; docs/features.md). Standardising a rare 0/1 flag turns
 #: a 1 into ~4 standard deviations (no transform can change that: it is affine-invariant),
@@ -132,6 +133,12 @@ class FeatureSet:
     description: str = ""
     version: int = 1
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
+    #: How the detector scales these features (its ``scaling="auto"`` resolves to this).
+    scaling: str = "standard"
+
+    def __post_init__(self) -> None:
+        if self.scaling not in SCALINGS:
+            raise TxAnomalyError(f"feature set {self.name!r}: scaling must be one of {SCALINGS}")
 
     @property
     def names(self) -> list[str]:
@@ -145,7 +152,7 @@ class FeatureSet:
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "version": self.version, "description": self.description,
-                "features": [_feature_dict(f) for f in self.features]}
+                "scaling": self.scaling, "features": [_feature_dict(f) for f in self.features]}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> FeatureSet:
@@ -154,7 +161,8 @@ class FeatureSet:
                 Feature(**{**f, "clip": tuple(f["clip"]) if f.get("clip") else None})
                 for f in data["features"])
             return cls(name=data["name"], features=feats, description=data.get("description", ""),
-                       version=int(data.get("version", 1)))
+                       version=int(data.get("version", 1)),
+                       scaling=data.get("scaling", "standard"))
         except (KeyError, TypeError) as exc:
             raise TxAnomalyError(f"invalid feature set definition: {exc}") from None
 

@@ -195,3 +195,13 @@ def test_feature_weights_round_trip_and_validation():
     assert FeatureSet.from_dict(old).weights is None
     with pytest.raises(TxAnomalyError, match="weight"):
         Feature("x", "amount", weight=0)
+
+
+def test_history_chunks_give_the_same_features(monkeypatch):
+    import txanomaly.features.batch as batch
+    from txanomaly.synth import generate
+
+    frame = generate(3000, users=40, days=5, anomaly_rate=0.02, seed=5).transactions
+    whole = feature_matrix(frame, STANDARD)
+    monkeypatch.setattr(batch, "HISTORY_CHUNK_ROWS", 7)  # many chunks, groups never split
+    np.testing.assert_array_equal(feature_matrix(frame, STANDARD), whole)

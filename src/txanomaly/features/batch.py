@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 from collections import defaultdict
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -33,6 +34,8 @@ from txanomaly.features import formulas as fx
 from txanomaly.features.spec import Feature, FeatureSet, get_feature_set
 
 _INT63 = 2**62  # headroom below int64's limit for composite keys
+#: Rows of one key's history processed at a time (whole groups): bounds peak memory.
+HISTORY_CHUNK_ROWS = 1_000_000
 
 
 def compute_features(frame: pl.DataFrame, feature_set: str | FeatureSet = "standard"
@@ -63,10 +66,17 @@ def feature_matrix(frame: pl.DataFrame, feature_set: str | FeatureSet = "standar
         by_key[feat.key].append(j)
 
     def run(key: str | None) -> None:
-        for j in by_key[key]:
-            out[j] = _evaluate(fs.features[j], ctx)
-        if key is not None:  # free the key's sorted arrays now, not at the end (peak memory)
-            ctx.release(key)
+        if key is None:
+            for j in by_key[key]:
+                out[j] = _evaluate(fs.features[j], ctx)
+            return
+        for j in by_key[key]:  # rows without the key: no history (DESIGN section 3)
+            out[j] = fx.SINGLETON[fs.features[j].op]
+        # Groups (one per id) are independent: a chunk of whole groups at a time bounds the
+        # key's working arrays by the chunk, not the table.
+        for hist in ctx.histories(key):
+            for j in by_key[key]:
+                out[j][hist.rows] = _user_op(fs.features[j], hist)
 
     ctx.time_order  # computed once, before the threads share it  # noqa: B018
     # Each key's sort / running sums / searchsorted release the GIL: one thread per key.
@@ -93,9 +103,7 @@ def _evaluate(feat: Feature, ctx: _Table) -> np.ndarray:
         return ctx.differs("origin_country", "destination_country")
     if op == "currency_mismatch":
         return ctx.differs("origin_currency", "destination_currency")
-    assert feat.key is not None  # the spec guarantees user ops have a key
-    hist = ctx.history(feat.key)
-    return hist.scatter(_user_op(feat, hist), fx.SINGLETON[feat.op])
+    raise AssertionError(f"{op} is evaluated per key (feature_matrix)")
 
 
 def _user_op(feat: Feature, h: _KeyHistory) -> np.ndarray:
@@ -135,7 +143,6 @@ class _Table:
             bad = int(np.flatnonzero(np.isnan(self.amount))[0])
             raise InputFormatError(f"record {bad}: no amount (validate input with "
                                    "txanomaly.io.load_transactions first)")
-        self._histories: dict[str, _KeyHistory] = {}
 
     @cached_property
     def hour_angle(self) -> np.ndarray:
@@ -186,20 +193,23 @@ class _Table:
         rows = positions if self.in_time_order else self.time_order[positions]
         return rows, lengths
 
-    def release(self, key: str) -> None:
-        self._histories.pop(key, None)
-
-    def history(self, key: str) -> _KeyHistory:
-        if key not in self._histories:
-            self._histories[key] = _KeyHistory.build(self, key)
-        return self._histories[key]
+    def histories(self, key: str) -> Iterator[_KeyHistory]:
+        """The key's history in chunks of whole groups of about HISTORY_CHUNK_ROWS rows."""
+        chunk_rows = HISTORY_CHUNK_ROWS
+        rows, lengths = self.group_rows(key)
+        ends = np.cumsum(lengths)
+        lo = 0  # group index
+        while lo < lengths.size:
+            base = int(ends[lo - 1]) if lo else 0
+            hi = max(int(np.searchsorted(ends, base + chunk_rows, side="right")), lo + 1)
+            yield _KeyHistory.build(self, rows[base:int(ends[hi - 1])], lengths[lo:hi])
+            lo = hi
 
 
 @dataclass
 class _KeyHistory:
     """The rows that have a key, sorted by (key, time order), and their running aggregates."""
 
-    n: int                  # rows in the whole table
     rows: np.ndarray        # table row of each sorted position
     group: np.ndarray       # dense group id (0..G-1) per sorted position
     start: np.ndarray       # sorted position of the first row of the same group
@@ -208,11 +218,11 @@ class _KeyHistory:
     _windows: dict[int | None, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
 
     @classmethod
-    def build(cls, table: _Table, key: str) -> _KeyHistory:
-        rows, lengths = table.group_rows(key)
+    def build(cls, table: _Table, rows: np.ndarray, lengths: np.ndarray) -> _KeyHistory:
+        """From rows grouped by key value (time order within a group) and the group lengths."""
         group = np.repeat(np.arange(lengths.size, dtype=np.int64), lengths)
         starts = np.cumsum(lengths) - lengths
-        return cls(table.n, rows, group, starts[group], table.ts[rows], table.amount[rows])
+        return cls(rows, group, starts[group], table.ts[rows], table.amount[rows])
 
     @cached_property
     def first_of_group(self) -> np.ndarray:
@@ -276,13 +286,6 @@ class _KeyHistory:
         prev[1:] = values[:-1]
         prev[self.first_of_group] = 0
         return prev
-
-    def scatter(self, values: np.ndarray, default: np.ndarray | float) -> np.ndarray:
-        """Put sorted-order values back in table order; rows without the key get ``default``."""
-        out = np.empty(self.n, dtype=np.float64)
-        out[:] = default
-        out[self.rows] = values
-        return out
 
 
 def _window_start(group: np.ndarray, ts: np.ndarray, window_ms: int) -> np.ndarray:

@@ -29,7 +29,7 @@ import logging
 import time
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -108,11 +108,6 @@ class Explanation:
     def top_features(self) -> np.ndarray:
         """``(n, top)`` feature indices by decreasing share (stable for ties)."""
         return np.argsort(-self.share, axis=1, kind="stable")[:, : self.top]
-
-    def with_units(self, value: np.ndarray, prototype: np.ndarray) -> Explanation:
-        """The same explanation with ``value`` and ``prototype`` in other units."""
-        return replace(self, value=np.asarray(value, dtype=np.float64),
-                       prototype=np.asarray(prototype, dtype=np.float64))
 
     def records(self) -> list[dict[str, Any]]:
         """One dict per row: ``anomaly_score``, ``bmu`` and ``reasons`` (top features)."""
@@ -362,9 +357,13 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
 
     def _to_tensor(self, X: np.ndarray) -> torch.Tensor:
         """Scaled float32 copy of ``X`` on the device (chunks bound the float64 temporaries)."""
-        with warnings.catch_warnings():  # read-only input (e.g. a memmap): only read here
-            warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
-            source = torch.from_numpy(np.ascontiguousarray(X))
+        X = np.ascontiguousarray(X)
+        if X.flags.writeable:  # the usual case: no warnings filter to set up (it is not free)
+            source = torch.from_numpy(X)
+        else:
+            with warnings.catch_warnings():  # read-only input (e.g. a memmap): only read here
+                warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+                source = torch.from_numpy(X)
         center = torch.from_numpy(self.center_).to(source.dtype)
         scale = torch.from_numpy(self.scale_).to(source.dtype)
         out = torch.empty(X.shape, dtype=torch.float32)
@@ -387,13 +386,18 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
         diff_sq = (Xs.double().cpu().numpy() - proto_scaled) ** 2
         total = diff_sq.sum(1, keepdims=True)
         share = np.divide(diff_sq, total, out=np.zeros_like(diff_sq), where=total > 0)
-        names = [str(n) for n in getattr(self, "feature_names_in_",
-                                         [f"x{i}" for i in range(self.n_features_in_)])]
+        names = self._feature_names()
         return Explanation(
             feature_names=names, anomaly_score=dist.double().cpu().numpy(),
             bmu=bmu.cpu().numpy(), share=share,
             value=X.astype(np.float64),
             prototype=proto_scaled * self.scale_ + self.center_, top=min(top, len(names)))
+
+    def _feature_names(self) -> list[str]:
+        """Input feature names (``x0``, ``x1``... when fitted on a plain array)."""
+        if hasattr(self, "feature_names_in_"):
+            return [str(n) for n in self.feature_names_in_]
+        return [f"x{i}" for i in range(self.n_features_in_)]
 
     # ------------------------------------------------------------------ map quality
     def quantization_error(self, X: Any) -> float:

@@ -93,8 +93,8 @@ class TransactionModel:
         """The full :class:`Explanation` (all features' shares), in raw feature units."""
         raw = self._raw(X)
         found = self.detector.explain(self.feature_set.transform(raw), top=top)
-        found = found.with_units(raw, self.feature_set.inverse_transform(found.prototype))
-        return replace(found, feature_names=self.feature_names)
+        return replace(found, feature_names=self.feature_names, value=raw,
+                       prototype=self.feature_set.inverse_transform(found.prototype))
 
     def score_frame(self, features: pl.DataFrame, top: int = 3,
                     on_progress: Callable[[int], None] | None = None,

@@ -197,11 +197,34 @@ def test_feature_weights_round_trip_and_validation():
         Feature("x", "amount", weight=0)
 
 
-def test_history_chunks_give_the_same_features(monkeypatch):
+def test_keys_in_parallel_threads_give_the_same_features(monkeypatch):
     import txanomaly.features.batch as batch
     from txanomaly.synth import generate
 
-    frame = generate(3000, users=40, days=5, anomaly_rate=0.02, seed=5).transactions
-    whole = feature_matrix(frame, STANDARD)
-    monkeypatch.setattr(batch, "HISTORY_CHUNK_ROWS", 7)  # many chunks, groups never split
-    np.testing.assert_array_equal(feature_matrix(frame, STANDARD), whole)
+    frame = generate(60_000, users=300, days=5, anomaly_rate=0.02, seed=5).transactions
+    threaded = feature_matrix(frame, STANDARD)  # above 50,000 rows: one thread per key
+    monkeypatch.setattr(batch.os, "cpu_count", lambda: 1)
+    np.testing.assert_array_equal(feature_matrix(frame, STANDARD), threaded)
+
+
+@pytest.mark.parametrize("fs", [SEED, STANDARD])
+def test_the_input_columns_a_feature_set_declares_are_all_it_reads(fs):
+    from txanomaly.synth import generate
+
+    frame = generate(2000, users=30, days=5, anomaly_rate=0.02, seed=2).transactions
+    np.testing.assert_array_equal(
+        feature_matrix(frame.select("transaction_id", *fs.input_columns), fs),
+        feature_matrix(frame, fs))
+
+
+def test_the_compiled_pass_refuses_rows_that_are_not_groups_of_the_table():
+    from txanomaly.features import kernel
+
+    ts, amount = np.arange(3), np.ones(3)
+    out = np.zeros((1, 3))
+    with pytest.raises(ValueError, match="groups"):
+        kernel.key_pass(np.array([0, 1, 5]), np.array([3]), ts, amount, amount, [-1], [0],
+                        [kernel.COUNT], [0], out)
+    kernel.key_pass(np.array([2, 0, 1]), np.array([1, 2]), ts, amount, amount, [-1], [0],
+                    [kernel.COUNT], [0], out)
+    assert out.tolist() == [[1.0, 2.0, 1.0]]

@@ -205,3 +205,45 @@ def test_valid_rows_with_missing_optional_fields_take_the_fast_path(tmp_path, mo
     monkeypatch.setattr(io_module, "_check_flat_row", lambda *a: calls.append(a))
     assert load_transactions(tmp_path / "tx.parquet").frame.height == 2
     assert calls == []
+
+
+@pytest.mark.parametrize("suffix", [".parquet", ".csv", ".jsonl"])
+def test_keeping_some_columns_still_validates_every_column(tmp_path, suffix):
+    frame = read_transactions(write_json(tmp_path, [rec("a"), rec("b"), rec("c"), rec("d")]))
+    frame = frame.with_columns(  # c: a too-long value in a column that is not kept
+        pl.when(pl.col("transaction_id") == "c").then(pl.lit("x" * 5000))
+        .otherwise(pl.col("state")).alias("state"),
+        pl.when(pl.col("transaction_id") == "d").then(pl.lit("2022-09-05T06:13:39.787Z"))
+        .otherwise(pl.col("timestamp").cast(pl.String)).alias("timestamp"))
+    path = tmp_path / f"flat{suffix}"
+    if suffix == ".parquet":
+        frame.write_parquet(path)
+    elif suffix == ".csv":
+        frame.write_csv(path)
+    else:
+        path = write_json(tmp_path, [rec("a"), rec("b"), rec("c", transactionState="x" * 5000),
+                                     rec("d", timestamp=TS + 1)], "tx.jsonl")
+    whole = load_transactions(path)
+    kept = load_transactions(path, ["timestamp", "origin_amount"])
+    assert kept.frame.columns == ["transaction_id", "timestamp", "origin_amount"]
+    assert kept.frame.equals(whole.frame.select(kept.frame.columns))
+    assert [r.transaction_id for r in kept.rejects] == ["c"]
+    assert kept.rejects[0].errors[0].field in ("state", "transactionState")
+    assert kept.frame.get_column("timestamp").to_list()[-1] == TS + 1  # the slow path's value
+
+
+def test_keeping_some_columns_still_tells_exact_repeats_from_conflicts(tmp_path):
+    records = [rec("a"), rec("b"), rec("a"), rec("a", transactionState="DECLINED")]
+    pl.concat([read_transactions(write_json(tmp_path, [r], f"{i}.json"))
+               for i, r in enumerate(records)]).write_parquet(tmp_path / "tx.parquet")
+    result = load_transactions(tmp_path / "tx.parquet", ["timestamp"])
+    # The conflicting repeat differs only in a column that is not kept.
+    assert result.frame.columns == ["transaction_id", "timestamp"]
+    assert result.frame.get_column("transaction_id").to_list() == ["a", "b"]
+    assert result.exact_duplicates == 1
+    assert [r.index for r in result.rejects] == [3]
+
+
+def test_keeping_an_unknown_column_is_a_clear_error(tmp_path):
+    with pytest.raises(InputFormatError, match=r"unknown column.*amount"):
+        load_transactions(write_json(tmp_path, [rec("a")]), ["amount"])

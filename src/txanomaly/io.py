@@ -16,7 +16,7 @@ a small multiple of the file size.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -98,8 +98,14 @@ def read_transactions(path: str | Path) -> pl.DataFrame:
     return result.frame
 
 
-def load_transactions(path: str | Path) -> ReadResult:
-    """Read a file of transactions, collecting invalid records as rejects."""
+def load_transactions(path: str | Path, columns: Sequence[str] | None = None) -> ReadResult:
+    """Read a file of transactions, collecting invalid records as rejects.
+
+    ``columns``: keep only these flat columns (``transaction_id`` is always kept). Every
+    record is still validated whole; from a CSV or Parquet file the other columns are checked
+    in a streaming pass and never held in memory (``txanomaly features`` reads only what its
+    feature set needs).
+    """
     path = Path(path)
     if not path.exists():
         raise InputFormatError(f"{path}: no such file")
@@ -107,12 +113,30 @@ def load_transactions(path: str | Path) -> ReadResult:
     if suffix not in SUPPORTED:
         raise InputFormatError(f"{path}: unsupported extension {suffix!r}; expected one of "
                                f"{', '.join(SUPPORTED)}")
+    keep = None if columns is None else _kept_columns(columns)
     if suffix in (".csv", ".parquet"):
-        frame, rejects = _read_table(path, suffix)
+        frame, rejects = _read_table(path, suffix, keep)
     else:
         with path.open("rb") as fh:
             frame, rejects = records_to_frame(_iter_json(fh, path, lines=suffix != ".json"))
-    return deduplicate(frame, rejects)
+    if keep is None:
+        return deduplicate(frame, rejects)
+    if _has_repeats(frame):  # telling exact repeats from conflicting ones needs every column
+        full = load_transactions(path)
+        full.frame = full.frame.select(keep)
+        return full
+    if frame.columns != [*keep, "_index"]:  # JSON: every column was parsed
+        frame = frame.select(*keep, "_index")
+    frame.drop_in_place("_index")
+    return ReadResult(frame, sorted(rejects, key=lambda r: r.index), 0)
+
+
+def _kept_columns(columns: Sequence[str]) -> list[str]:
+    unknown = [c for c in columns if c not in FLAT_SCHEMA]
+    if unknown:
+        raise InputFormatError(f"unknown column(s) {', '.join(unknown)}; the flat columns are "
+                               f"{', '.join([*FLAT_COLUMNS, EXTRA_COLUMN])}")
+    return ["transaction_id", *[c for c in dict.fromkeys(columns) if c != "transaction_id"]]
 
 
 def records_to_frame(records: Iterable[tuple[int, Any]]) -> tuple[pl.DataFrame, list[Rejected]]:
@@ -197,90 +221,109 @@ class _Unparseable:
 
 # --- flat tables -----------------------------------------------------------------------------
 
-def _read_table(path: Path, suffix: str) -> tuple[pl.DataFrame, list[Rejected]]:
+def _read_table(path: Path, suffix: str, columns: list[str] | None
+                ) -> tuple[pl.DataFrame, list[Rejected]]:
     try:
-        raw = pl.read_csv(path, infer_schema=False) if suffix == ".csv" else pl.read_parquet(path)
+        raw = pl.scan_csv(path, infer_schema=False) if suffix == ".csv" else pl.scan_parquet(path)
+        raw.collect_schema()
     except (pl.exceptions.PolarsError, OSError) as exc:
         raise InputFormatError(f"{path}: cannot read {suffix[1:]}: {exc}") from None
-    return validate_flat(raw, str(path))
+    try:
+        return validate_flat(raw, str(path), columns)
+    except (pl.exceptions.ComputeError, OSError) as exc:  # a corrupt file shows when read
+        raise InputFormatError(f"{path}: cannot read {suffix[1:]}: {exc}") from None
 
 
-def validate_flat(raw: pl.DataFrame, source: str = "table") -> tuple[pl.DataFrame, list[Rejected]]:
-    """Validate a flat (snake_case) table; fast vectorised checks, per-row reasons on failure."""
-    missing = [c for c in ("transaction_id", "timestamp") if c not in raw.columns]
-    if missing or not any(c in raw.columns for c in AMOUNT_COLUMNS):
+def validate_flat(raw: pl.DataFrame | pl.LazyFrame, source: str = "table",
+                  columns: list[str] | None = None) -> tuple[pl.DataFrame, list[Rejected]]:
+    """Validate a flat (snake_case) table; fast vectorised checks, per-row reasons on failure.
+
+    Every column is checked, but only ``columns`` (default: all flat columns and ``extra``)
+    are kept. A lazy ``raw`` (a scanned file) is checked in one streaming pass, so a column
+    that is checked but not kept is never held in memory whole.
+    """
+    lazy = raw.lazy()
+    schema = lazy.collect_schema()
+    missing = [c for c in ("transaction_id", "timestamp") if c not in schema]
+    if missing or not any(c in schema for c in AMOUNT_COLUMNS):
         need = missing or ["origin_amount or destination_amount"]
         raise InputFormatError(f"{source}: missing column(s) {', '.join(need)}; a flat table "
                                f"needs the snake_case columns {', '.join(FLAT_COLUMNS)}")
-    raw = raw.with_row_index("_index").with_columns(pl.col("_index").cast(pl.Int64))
-    unknown = [c for c in raw.columns if c not in FLAT_SCHEMA and c != "_index"]
-    frame = raw.select(
-        "_index",
-        *[_coerce(raw, c) for c in FLAT_COLUMNS],
-        _extra_expr(raw, unknown),
-    )
-    bad = _invalid_mask(frame, raw)
+    keep = list(columns) if columns is not None else [*FLAT_COLUMNS, EXTRA_COLUMN]
+    unknown = [c for c in schema if c not in FLAT_SCHEMA]
+    indexed = lazy.with_row_index("_index").with_columns(pl.col("_index").cast(pl.Int64))
+    values = {c: _coerce(schema, c) for c in FLAT_COLUMNS}
+    values[EXTRA_COLUMN] = _extra_expr(schema, unknown)
+    table = indexed.select(
+        "_index", *[values[c].alias(c) for c in keep],
+        _invalid(values, schema).alias("_bad"),
+    ).collect(engine="streaming" if isinstance(raw, pl.LazyFrame) else "auto")
+    bad = table.get_column("_bad")
+    if not bad.any():
+        table.drop_in_place("_bad")
+        return table.select(*keep, "_index"), []
+    good = table.filter(~bad).drop("_bad")
+    bad_index = table.get_column("_index").filter(bad)
+    rows = indexed.filter(pl.col("_index").is_in(bad_index.implode())).collect()
     rejects: list[Rejected] = []
-    good = frame
-    if bad.any():
-        good = frame.filter(~bad)
-        rows = raw.filter(bad)
-        fixed: list[dict[str, Any]] = []
-        for row in rows.iter_rows(named=True):
-            index = int(row.pop("_index"))
-            try:
-                fixed.append({**_check_flat_row(row, index, unknown), "_index": index})
-            except RecordError as exc:
-                rejects.append(Rejected(index, exc.transaction_id, exc.errors, _jsonable(row)))
-        if fixed:
-            good = pl.concat([good, pl.DataFrame(fixed, schema=good.schema)]).sort("_index")
-    return good.select(*FLAT_COLUMNS, EXTRA_COLUMN, "_index"), rejects
+    fixed: list[dict[str, Any]] = []
+    for row in rows.iter_rows(named=True):
+        index = int(row.pop("_index"))
+        try:
+            record = _check_flat_row(row, index, unknown)
+        except RecordError as exc:
+            rejects.append(Rejected(index, exc.transaction_id, exc.errors, _jsonable(row)))
+        else:
+            fixed.append({**{c: record[c] for c in keep}, "_index": index})
+    if fixed:
+        good = pl.concat([good, pl.DataFrame(fixed, schema=good.schema)]).sort("_index")
+    return good.select(*keep, "_index"), rejects
 
 
-def _coerce(raw: pl.DataFrame, column: str) -> pl.Expr:
+def _coerce(schema: pl.Schema, column: str) -> pl.Expr:
     dtype = FLAT_SCHEMA[column]
-    if column not in raw.columns:
-        return pl.lit(None, dtype=dtype).alias(column)
+    if column not in schema:
+        return pl.lit(None, dtype=dtype)
     expr = pl.col(column)
     if dtype == pl.String:
         expr = expr.cast(pl.String, strict=False)
-        return pl.when(expr == "").then(None).otherwise(expr).alias(column)
-    return expr.cast(dtype, strict=False).alias(column)
+        return pl.when(expr == "").then(None).otherwise(expr)
+    return expr.cast(dtype, strict=False)
 
 
-def _extra_expr(raw: pl.DataFrame, unknown: list[str]) -> pl.Expr:
+def _extra_expr(schema: pl.Schema, unknown: list[str]) -> pl.Expr:
     if not unknown:
-        if EXTRA_COLUMN in raw.columns:
+        if EXTRA_COLUMN in schema:
             return pl.col(EXTRA_COLUMN).cast(pl.String, strict=False)
-        return pl.lit(None, dtype=pl.String).alias(EXTRA_COLUMN)
-    if EXTRA_COLUMN in raw.columns:
+        return pl.lit(None, dtype=pl.String)
+    if EXTRA_COLUMN in schema:
         unknown = [*unknown, EXTRA_COLUMN]
-    return pl.struct(unknown).struct.json_encode().alias(EXTRA_COLUMN)
+    return pl.struct(unknown).struct.json_encode()
 
 
-def _invalid_mask(frame: pl.DataFrame, raw: pl.DataFrame) -> pl.Series:
+def _invalid(values: dict[str, pl.Expr], schema: pl.Schema) -> pl.Expr:
     """True for rows the fast path cannot accept as they are (they go through the slow path)."""
     checks = [
-        pl.col("transaction_id").is_null(),
-        pl.col("timestamp").is_null(),
-        ~pl.col("timestamp").is_between(MIN_TIMESTAMP_MS, MAX_TIMESTAMP_MS - 1),
-        pl.col("origin_amount").is_null() & pl.col("destination_amount").is_null(),
+        values["transaction_id"].is_null(),
+        values["timestamp"].is_null(),
+        ~values["timestamp"].is_between(MIN_TIMESTAMP_MS, MAX_TIMESTAMP_MS - 1),
+        values["origin_amount"].is_null() & values["destination_amount"].is_null(),
     ]
     for c in AMOUNT_COLUMNS:
-        amount = pl.col(c)
+        amount = values[c]
         checks.append(amount.is_not_null() & ~(amount.is_finite() & amount.is_between(0.0,
                                                                                  MAX_AMOUNT)))
     for c in STRING_COLUMNS:  # bytes >= characters: a cheap bound, exact on the slow path
-        checks.append(pl.col(c).str.len_bytes() > MAX_STRING_LENGTH)
+        checks.append(values[c].str.len_bytes() > MAX_STRING_LENGTH)
     # A value that was there but did not convert (e.g. "abc" as an amount) is an error too.
     for c in ("timestamp", *AMOUNT_COLUMNS):
-        if c in raw.columns and raw.schema[c] != frame.schema[c]:
-            original = raw.get_column(c)
-            if original.dtype == pl.String:
+        if c in schema and schema[c] != FLAT_SCHEMA[c]:
+            original = pl.col(c)
+            if schema[c] == pl.String:
                 original = original.replace("", None)
-            checks.append(pl.lit(original.is_not_null()) & pl.col(c).is_null())
+            checks.append(original.is_not_null() & values[c].is_null())
     # A check that is null (a comparison with a missing value) is not a failure.
-    return frame.select(pl.any_horizontal(*(c.fill_null(False) for c in checks))).to_series()
+    return pl.any_horizontal(*(c.fill_null(False) for c in checks))
 
 
 def _check_flat_row(row: dict[str, Any], index: int, unknown: list[str]) -> dict[str, Any]:
@@ -333,12 +376,16 @@ def _jsonable(row: dict[str, Any]) -> dict[str, Any]:
 
 # --- duplicates ------------------------------------------------------------------------------
 
+def _has_repeats(frame: pl.DataFrame) -> bool:
+    """Whether a transactionId may repeat. Distinct hashes prove distinct ids (3x cheaper in
+    time and memory than n_unique on the strings); a collision takes the exact path."""
+    return frame.height > 0 and frame.get_column("transaction_id").hash(
+        seed=0).n_unique() != frame.height
+
+
 def deduplicate(frame: pl.DataFrame, rejects: list[Rejected]) -> ReadResult:
     """Drop exact repeats of a transactionId; reject repeats with different content."""
-    ids = frame.get_column("transaction_id")
-    # Distinct hashes prove distinct ids (3x cheaper in time and memory than n_unique on the
-    # strings); a collision or a real repeat takes the exact path below.
-    if frame.height == 0 or ids.hash(seed=0).n_unique() == frame.height:
+    if not _has_repeats(frame):
         # In place: drop()/select() would re-align the chunks, copying the whole frame.
         frame.drop_in_place("_index")
         return ReadResult(frame, sorted(rejects, key=lambda r: r.index), 0)

@@ -22,12 +22,14 @@ RejectsOpt = Annotated[Path | None, typer.Option(
                       "record is rejected.")]
 
 
-def read_input(path: Path, output: Path, rejects: Path | None, out: Output) -> ReadResult:
+def read_input(path: Path, output: Path, rejects: Path | None, out: Output,
+               columns: list[str] | None = None) -> ReadResult:
     """Read INPUT, say how many records were rejected, and write them to the rejects file.
 
     The file is written when a record was rejected, or always when ``--rejects`` is given.
+    ``columns``: keep only these (every record is still validated whole).
     """
-    result = load_transactions(path)
+    result = load_transactions(path, columns)
     where = ""
     if result.rejects or rejects is not None:  # no empty file left behind by default
         rejects_path = write_rejects(rejects or default_rejects_path(output), result.rejects)
@@ -57,7 +59,7 @@ def features(
         raise typer.BadParameter("output must end in .parquet or .csv", param_hint="--output")
     fs = get_feature_set(feature_set)
     start = time.perf_counter()
-    result = read_input(input, output, rejects, out)
+    result = read_input(input, output, rejects, out, fs.input_columns)
     table = compute_features(result.frame, fs)
     write_table(table, output)
     seconds = time.perf_counter() - start

@@ -1,10 +1,10 @@
 """The batch feature engine: evaluates a :class:`FeatureSet` over a whole table at once.
 
-Per key (origin user, destination user, pair) the rows that have the key are sorted by
-(key, time order); every window aggregate is then a difference of per-key running sums, found
-with one ``searchsorted`` per window length. Running sums are sequential per key (Polars
-``cum_sum().over``), the same arithmetic the online engine does one transaction at a time, so the
-two agree to the last bit on in-order streams.
+Per key (origin user, destination user, pair), one Polars group-by puts the rows that have the
+key in (key, time order); a compiled pass (:mod:`txanomaly.features.kernel`) then walks each
+group once with the state the online engine keeps per key (running sums added one by one, a
+start pointer per window), so the two engines agree to the last bit on in-order streams. Keys
+run in parallel threads.
 
 >>> import polars as pl
 >>> frame = pl.DataFrame({"transaction_id": ["a", "b", "c"],
@@ -21,9 +21,7 @@ from __future__ import annotations
 
 import os
 from collections import defaultdict
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from functools import cached_property
 
 import numpy as np
@@ -32,10 +30,6 @@ import polars as pl
 from txanomaly.errors import InputFormatError
 from txanomaly.features import formulas as fx
 from txanomaly.features.spec import Feature, FeatureSet, get_feature_set
-
-_INT63 = 2**62  # headroom below int64's limit for composite keys
-#: Rows of one key's history processed at a time (whole groups): bounds peak memory.
-HISTORY_CHUNK_ROWS = 1_000_000
 
 
 def compute_features(frame: pl.DataFrame, feature_set: str | FeatureSet = "standard"
@@ -65,29 +59,58 @@ def feature_matrix(frame: pl.DataFrame, feature_set: str | FeatureSet = "standar
     for j, feat in enumerate(fs.features):
         by_key[feat.key].append(j)
 
-    def run(key: str | None) -> None:
-        if key is None:
-            for j in by_key[key]:
-                out[j] = _evaluate(fs.features[j], ctx)
-            return
-        for j in by_key[key]:  # rows without the key: no history (DESIGN section 3)
-            out[j] = fx.SINGLETON[fs.features[j].op]
-        # Groups (one per id) are independent: a chunk of whole groups at a time bounds the
-        # key's working arrays by the chunk, not the table.
-        for hist in ctx.histories(key):
-            for j in by_key[key]:
-                out[j][hist.rows] = _user_op(fs.features[j], hist)
-
+    keys = [key for key in by_key if key is not None]
     ctx.time_order  # computed once, before the threads share it  # noqa: B018
-    # Each key's sort / running sums / searchsorted release the GIL: one thread per key.
-    workers = min(len(by_key), os.cpu_count() or 1)
-    if workers > 1 and frame.height > 50_000:
-        with ThreadPoolExecutor(workers) as pool:
-            list(pool.map(run, by_key))
-    else:
-        for key in by_key:
-            run(key)
+    ctx.log_amount  # noqa: B018
+
+    def row_features() -> None:
+        # Touch every page of ``out`` in order first: the compiled passes write it at random,
+        # and page faults taken at random cost much more than one sequential sweep.
+        out.fill(0.0)
+        for j in by_key.get(None, []):
+            out[j] = _evaluate(fs.features[j], ctx)
+
+    def key_features(key: str, groups: tuple[np.ndarray, np.ndarray]) -> None:
+        _key_features(ctx, key, groups, [fs.features[j] for j in by_key[key]], by_key[key], out)
+
+    if frame.height <= 50_000 or (os.cpu_count() or 1) < 2:
+        row_features()
+        for key, groups in zip(keys, ctx.group_rows(keys), strict=True):
+            key_features(key, groups)
+        return out.T
+    # Threads (NumPy, Polars and the compiled pass release the GIL): the row-level features
+    # while one Polars query groups every key (it uses all cores), then one thread per key.
+    with ThreadPoolExecutor(max(len(keys), 1)) as pool:
+        rows_done = pool.submit(row_features)
+        grouped = ctx.group_rows(keys)
+        rows_done.result()
+        list(pool.map(key_features, keys, grouped))
     return out.T
+
+
+def _key_features(ctx: _Table, key: str, groups: tuple[np.ndarray, np.ndarray],
+                  feats: list[Feature], columns: list[int], out: np.ndarray) -> None:
+    """Write one key's features into ``out`` (rows x features are columns x rows there)."""
+    from txanomaly.features import kernel  # Numba: imported when features are computed
+
+    windows = sorted({-1 if f.window_ms is None else f.window_ms for f in feats})
+    rows, lengths = groups
+    kernel.key_pass(rows, lengths, ctx.ts, ctx.amount, ctx.log_amount, windows, columns,
+                    [kernel.OPS[f.op] for f in feats],
+                    [windows.index(-1 if f.window_ms is None else f.window_ms) for f in feats],
+                    out)
+    keyless = ~ctx.has_key(key)  # no history (DESIGN section 3); not written by the pass
+    with np.errstate(divide="ignore", invalid="ignore"):  # keyless rows: overwritten below
+        for j, feat in zip(columns, feats, strict=True):
+            column = out[j]
+            if feat.op == "log_amount_to_mean":  # the pass wrote the window mean
+                np.log1p(column, out=column)
+                np.subtract(ctx.log_amount, column, out=column)
+            elif feat.op == "log_seconds_since_prev":  # ... the capped gap in seconds
+                first = column == kernel.NO_PREVIOUS
+                np.log1p(column, out=column)
+                column[first] = fx.LOG_GAP_CAP
+            column[keyless] = fx.SINGLETON[feat.op]
 
 
 def _evaluate(feat: Feature, ctx: _Table) -> np.ndarray:
@@ -95,35 +118,14 @@ def _evaluate(feat: Feature, ctx: _Table) -> np.ndarray:
     if op == "amount":
         return ctx.amount
     if op == "log_amount":
-        return np.log1p(ctx.amount)
-    if op in ("hour_sin", "hour_cos", "day_sin", "day_cos"):
-        angle = ctx.hour_angle if op.startswith("hour") else ctx.day_angle
-        return np.sin(angle) if op.endswith("sin") else np.cos(angle)
+        return ctx.log_amount
+    if op in fx.CYCLIC:
+        return fx.CYCLIC[op][ctx.hour_weekday[0 if op.startswith("hour") else 1]]
     if op == "cross_border":
         return ctx.differs("origin_country", "destination_country")
     if op == "currency_mismatch":
         return ctx.differs("origin_currency", "destination_currency")
     raise AssertionError(f"{op} is evaluated per key (feature_matrix)")
-
-
-def _user_op(feat: Feature, h: _KeyHistory) -> np.ndarray:
-    """The feature over the rows that have the key, in (key, time) order."""
-    a = h.amount
-    if feat.op == "mean_diff":
-        return fx.mean_diff(a, *h.window(feat.window_ms))
-    if feat.op == "count":
-        return h.window(feat.window_ms)[1].astype(np.float64)
-    if feat.op == "log_amount_to_mean":
-        return fx.log_amount_to_mean(a, *h.window(feat.window_ms))
-    if feat.op == "log_amount_zscore":
-        d, d2 = h.log_moments
-        la = np.log1p(a)
-        return fx.log_zscore(la, la[h.start], h.previous(d), h.previous(d2), h.n_prev)
-    if feat.op == "log_seconds_since_prev":
-        return fx.log_gap(h.ts, h.previous(h.ts), h.n_prev > 0)
-    if feat.op == "is_first_pair":
-        return (h.n_prev == 0).astype(np.float64)
-    raise AssertionError(f"unhandled op {feat.op}")
 
 
 class _Table:
@@ -145,12 +147,15 @@ class _Table:
                                    "txanomaly.io.load_transactions first)")
 
     @cached_property
-    def hour_angle(self) -> np.ndarray:
-        return fx.hour_angle(self.ts)
+    def log_amount(self) -> np.ndarray:
+        return np.log1p(self.amount)
 
     @cached_property
-    def day_angle(self) -> np.ndarray:
-        return fx.day_angle(self.ts)
+    def hour_weekday(self) -> tuple[np.ndarray, np.ndarray]:
+        """Hour of day and weekday of each row (see formulas.hour_of_day / weekday)."""
+        from txanomaly.features import kernel
+
+        return kernel.hour_and_weekday(np.ascontiguousarray(self.ts, dtype=np.int64))
 
     @cached_property
     def in_time_order(self) -> bool:
@@ -173,138 +178,33 @@ class _Table:
         return (a.is_not_null() & b.is_not_null() & (a != b)).fill_null(False).to_numpy(
         ).astype(np.float64)
 
-    def group_rows(self, key: str) -> tuple[np.ndarray, np.ndarray]:
-        """Rows that have ``key``, grouped by its value and in time order within a group, and
-        the length of each group.
+    def has_key(self, key: str) -> np.ndarray:
+        """True for the rows that have the key (its user id(s) are there)."""
+        present = [self.column(c).is_not_null() for c in _id_columns(key)]
+        return (present[0] & present[1] if len(present) > 1 else present[0]).to_numpy()
 
-        One multithreaded hash group-by of the ids (in time order) gives both; rows whose id is
+    def group_rows(self, keys: list[str]) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Per key: the rows that have it, grouped by its value and in time order within a
+        group, and the length of each group.
+
+        One multithreaded hash group-by per key (run together) gives both; rows whose id is
         missing are left out (they have no history).
         """
-        id_columns = ["origin_user_id", "destination_user_id"] if key == "pair" else [
-            f"{key}_user_id"]
-        ids = {c: self.column(c) for c in id_columns}
-        if not self.in_time_order:
-            ids = {c: v.gather(self.time_order) for c, v in ids.items()}
-        frame = pl.DataFrame({**ids, "_r": np.arange(self.n, dtype=np.int64)})
-        groups = (frame.drop_nulls(id_columns).group_by(id_columns)
-                  .agg(pl.col("_r"), pl.len().alias("_n")))
-        positions = groups.get_column("_r").explode().to_numpy()
-        lengths = groups.get_column("_n").to_numpy().astype(np.int64)
-        rows = positions if self.in_time_order else self.time_order[positions]
-        return rows, lengths
+        queries = []
+        for key in keys:
+            id_columns = _id_columns(key)
+            ids = {c: self.column(c) for c in id_columns}
+            if not self.in_time_order:
+                ids = {c: v.gather(self.time_order) for c, v in ids.items()}
+            queries.append(pl.LazyFrame(ids).with_row_index("_r").drop_nulls(id_columns)
+                           .group_by(id_columns).agg(pl.col("_r"), pl.len().alias("_n")))
+        out = []
+        for groups in pl.collect_all(queries):
+            positions = groups.get_column("_r").explode().to_numpy().astype(np.int64, copy=False)
+            lengths = groups.get_column("_n").to_numpy().astype(np.int64)
+            out.append((positions if self.in_time_order else self.time_order[positions],
+                        lengths))
+        return out
 
-    def histories(self, key: str) -> Iterator[_KeyHistory]:
-        """The key's history in chunks of whole groups of about HISTORY_CHUNK_ROWS rows."""
-        chunk_rows = HISTORY_CHUNK_ROWS
-        rows, lengths = self.group_rows(key)
-        ends = np.cumsum(lengths)
-        lo = 0  # group index
-        while lo < lengths.size:
-            base = int(ends[lo - 1]) if lo else 0
-            hi = max(int(np.searchsorted(ends, base + chunk_rows, side="right")), lo + 1)
-            yield _KeyHistory.build(self, rows[base:int(ends[hi - 1])], lengths[lo:hi])
-            lo = hi
-
-
-@dataclass
-class _KeyHistory:
-    """The rows that have a key, sorted by (key, time order), and their running aggregates."""
-
-    rows: np.ndarray        # table row of each sorted position
-    group: np.ndarray       # dense group id (0..G-1) per sorted position
-    start: np.ndarray       # sorted position of the first row of the same group
-    ts: np.ndarray
-    amount: np.ndarray
-    _windows: dict[int | None, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
-
-    @classmethod
-    def build(cls, table: _Table, rows: np.ndarray, lengths: np.ndarray) -> _KeyHistory:
-        """From rows grouped by key value (time order within a group) and the group lengths."""
-        group = np.repeat(np.arange(lengths.size, dtype=np.int64), lengths)
-        starts = np.cumsum(lengths) - lengths
-        return cls(rows, group, starts[group], table.ts[rows], table.amount[rows])
-
-    @cached_property
-    def first_of_group(self) -> np.ndarray:
-        return np.flatnonzero(self.start == np.arange(self.rows.size))
-
-    @cached_property
-    def position(self) -> np.ndarray:
-        """0 for a key's first transaction, 1 for its second..."""
-        return np.arange(self.rows.size, dtype=np.int64) - self.start
-
-    @property
-    def n_prev(self) -> np.ndarray:
-        return self.position
-
-    def _running_sum(self, values: np.ndarray) -> np.ndarray:
-        """Per-group inclusive running sums, added one by one as the online engine adds them."""
-        frame = pl.DataFrame({"g": self.group, "v": values})
-        return frame.select(pl.col("v").cum_sum().over("g")).to_series().to_numpy()
-
-    @cached_property
-    def prefix_sum(self) -> np.ndarray:
-        return self._running_sum(self.amount)
-
-    @cached_property
-    def log_moments(self) -> tuple[np.ndarray, np.ndarray]:
-        """Running sums of d and d^2, d = log(1+amount) - the group's first log(1+amount).
-
-        Shifted data keep the variance formula stable (Chan, Golub & LeVeque, 1983).
-        """
-        la = np.log1p(self.amount)
-        d = la - la[self.start]
-        frame = pl.DataFrame({"g": self.group, "d": d, "d2": d * d})
-        run = frame.select(pl.col("d", "d2").cum_sum().over("g"))
-        return run.get_column("d").to_numpy(), run.get_column("d2").to_numpy()
-
-    def window(self, window_ms: int | None) -> tuple[np.ndarray, np.ndarray]:
-        """(sum of amounts, count) over each row's window (all history when ``None``).
-
-        Cached per window length: several features share the same window.
-        """
-        if window_ms not in self._windows:
-            self._windows[window_ms] = self._window(window_ms)
-        return self._windows[window_ms]
-
-    def _window(self, window_ms: int | None) -> tuple[np.ndarray, np.ndarray]:
-        cum = self.prefix_sum
-        if window_ms is None:
-            return cum, self.position + 1
-        first = _window_start(self.group, self.ts, window_ms)
-        idx = np.arange(self.rows.size, dtype=np.int64)
-        return cum - self.previous(cum)[first], idx - first + 1
-
-    def previous(self, values: np.ndarray) -> np.ndarray:
-        """Each row's value at the previous position of its group (0 for a first row).
-
-        For running sums this is the exclusive sum: exactly the state the online engine holds
-        before it adds the row.
-        """
-        prev = np.empty_like(values)
-        prev[:1] = 0
-        prev[1:] = values[:-1]
-        prev[self.first_of_group] = 0
-        return prev
-
-
-def _window_start(group: np.ndarray, ts: np.ndarray, window_ms: int) -> np.ndarray:
-    """First sorted position of each row's window (t - W, t] within its group.
-
-    Groups are laid side by side on one axis (group * span + t) so a single searchsorted
-    serves all of them; span exceeds the time range plus W, so no window crosses a group.
-    """
-    if ts.size == 0:
-        return np.zeros(0, dtype=np.int64)
-    t0 = int(ts.min())
-    span = int(ts.max()) - t0 + window_ms + 1
-    per_block = max(_INT63 // span, 1)
-    out = np.empty(ts.size, dtype=np.int64)
-    lo = 0
-    while lo < ts.size:  # one block unless the ids x time range overflow int64
-        g0 = int(group[lo])
-        hi = int(np.searchsorted(group, g0 + per_block, side="left"))
-        axis = (group[lo:hi] - g0) * span + (ts[lo:hi] - t0)
-        out[lo:hi] = lo + np.searchsorted(axis, axis - window_ms, side="right")
-        lo = hi
-    return out
+def _id_columns(key: str) -> list[str]:
+    return ["origin_user_id", "destination_user_id"] if key == "pair" else [f"{key}_user_id"]

@@ -27,14 +27,32 @@ Num = Any  # float or np.ndarray
 LOG_GAP_CAP = float(np.log1p(GAP_CAP_SECONDS))
 
 
-def hour_angle(ts_ms: Num) -> Num:
-    """2 pi hour / 24, hour of day in UTC."""
-    return (2 * np.pi / 24) * ((ts_ms // HOUR_MS) % 24)
+def hour_of_day(ts_ms: Num) -> Num:
+    """Hour of day in UTC, 0-23."""
+    return (ts_ms // HOUR_MS) % 24
 
 
-def day_angle(ts_ms: Num) -> Num:
-    """2 pi weekday / 7, Monday = 0; 1970-01-01 was a Thursday, so weekday = (days + 3) mod 7."""
-    return (2 * np.pi / 7) * ((ts_ms // DAY_MS + 3) % 7)
+def weekday(ts_ms: Num) -> Num:
+    """Monday = 0; 1970-01-01 was a Thursday, so weekday = (days + 3) mod 7."""
+    return (ts_ms // DAY_MS + 3) % 7
+
+
+def _circle(steps: int) -> dict[str, np.ndarray]:
+    angle = (2 * np.pi / steps) * np.arange(steps)
+    return {"sin": np.sin(angle), "cos": np.cos(angle)}
+
+
+_HOUR, _DAY = _circle(24), _circle(7)
+#: sin and cos of 2 pi hour / 24 and of 2 pi weekday / 7, looked up by hour or weekday: both
+#: engines read the same table, so they agree to the last bit (and no sine is computed per row).
+CYCLIC: dict[str, np.ndarray] = {"hour_sin": _HOUR["sin"], "hour_cos": _HOUR["cos"],
+                                 "day_sin": _DAY["sin"], "day_cos": _DAY["cos"]}
+
+
+def cyclic(op: str, ts_ms: Num) -> Num:
+    """hour_sin / hour_cos / day_sin / day_cos of a timestamp (ms)."""
+    index = hour_of_day(ts_ms) if op.startswith("hour") else weekday(ts_ms)
+    return CYCLIC[op][index]
 
 
 def mean_diff(amount: Num, window_sum: Num, count: Num) -> Num:

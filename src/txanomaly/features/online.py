@@ -173,10 +173,8 @@ def _plain(op: str, record: Mapping[str, Any], ts: int, amount: float) -> float:
         return amount
     if op == "log_amount":
         return float(np.log1p(amount))
-    if op in ("hour_sin", "hour_cos", "day_sin", "day_cos"):
-        angle = fx.hour_angle(np.int64(ts)) if op.startswith("hour") else fx.day_angle(
-            np.int64(ts))
-        return float(np.sin(angle) if op.endswith("sin") else np.cos(angle))
+    if op in fx.CYCLIC:
+        return float(fx.cyclic(op, ts))
     sides = {"cross_border": ("origin_country", "destination_country"),
              "currency_mismatch": ("origin_currency", "destination_currency")}[op]
     left, right = record.get(sides[0]), record.get(sides[1])

@@ -124,6 +124,12 @@ def _span(ms: int) -> str:
     return f"{ms} ms"
 
 
+_KEY_COLUMNS = {"origin": ["origin_user_id"], "destination": ["destination_user_id"],
+                "pair": ["origin_user_id", "destination_user_id"]}
+_OP_COLUMNS = {"cross_border": ["origin_country", "destination_country"],
+               "currency_mismatch": ["origin_currency", "destination_currency"]}
+
+
 @dataclass(frozen=True)
 class FeatureSet:
     """An ordered, named list of features; serialisable into the model file."""
@@ -139,6 +145,16 @@ class FeatureSet:
     def __post_init__(self) -> None:
         if self.scaling not in SCALINGS:
             raise TxAnomalyError(f"feature set {self.name!r}: scaling must be one of {SCALINGS}")
+
+    @property
+    def input_columns(self) -> list[str]:
+        """The flat record columns the features read (see :mod:`txanomaly.schema`)."""
+        columns = ["timestamp", "origin_amount", "destination_amount"]
+        for f in self.features:
+            if f.key is not None:
+                columns += _KEY_COLUMNS[f.key]
+            columns += _OP_COLUMNS.get(f.op, [])
+        return list(dict.fromkeys(columns))
 
     @property
     def names(self) -> list[str]:

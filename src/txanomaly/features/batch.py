@@ -60,8 +60,7 @@ def feature_matrix(frame: pl.DataFrame, feature_set: str | FeatureSet = "standar
         by_key[feat.key].append(j)
 
     keys = [key for key in by_key if key is not None]
-    ctx.time_order  # computed once, before the threads share it  # noqa: B018
-    ctx.log_amount  # noqa: B018
+    ctx.log_amount  # computed once, before the threads share it  # noqa: B018
 
     def row_features() -> None:
         # Touch every page of ``out`` in order first: the compiled passes write it at random,
@@ -200,7 +199,7 @@ class _Table:
                            .group_by(id_columns).agg(pl.col("_r"), pl.len().alias("_n")))
         out = []
         for groups in pl.collect_all(queries):
-            positions = groups.get_column("_r").explode().to_numpy().astype(np.int64, copy=False)
+            positions = groups.get_column("_r").explode().to_numpy()  # UInt32: no copy
             lengths = groups.get_column("_n").to_numpy().astype(np.int64)
             out.append((positions if self.in_time_order else self.time_order[positions],
                         lengths))

@@ -41,10 +41,11 @@ OPS = {"mean_diff": MEAN_DIFF, "count": COUNT, "log_amount_to_mean": WINDOW_MEAN
 _zscore = numba.njit(nogil=True, cache=True)(fx.log_zscore_with_history)
 
 
+_ROWS = types.Array(types.uint32, 1, "C", readonly=True)  # Polars' row index type
 _INTS = types.Array(types.int64, 1, "C", readonly=True)
 _FLOATS = types.Array(types.float64, 1, "C", readonly=True)
 #: One signature, compiled (or loaded from Numba's cache) at import; writable arrays match it too.
-_SIGNATURE = types.void(_INTS, _INTS, _INTS, _FLOATS, _FLOATS, _INTS, _INTS, _INTS, _INTS,
+_SIGNATURE = types.void(_ROWS, _INTS, _INTS, _FLOATS, _FLOATS, _INTS, _INTS, _INTS, _INTS,
                         types.Array(types.float64, 2, "C"))
 
 
@@ -68,7 +69,10 @@ def key_pass(rows: np.ndarray, lengths: np.ndarray, ts: np.ndarray, amount: np.n
 
     if rows.size and (lengths.sum() != rows.size or rows.min() < 0 or rows.max() >= ts.size):
         raise ValueError("rows / lengths do not describe groups of table rows")
-    _key_pass(ints(rows), ints(lengths), ints(ts), floats(amount), floats(log_amount),
+    if ts.size > np.iinfo(np.uint32).max:
+        raise ValueError("more than 2**32 rows: beyond Polars' row index")
+    _key_pass(np.ascontiguousarray(rows, dtype=np.uint32), ints(lengths), ints(ts),
+              floats(amount), floats(log_amount),
               ints(windows), ints(columns), ints(ops), ints(window_of), out)
 
 

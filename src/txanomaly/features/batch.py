@@ -162,9 +162,8 @@ class _Table:
 
     @cached_property
     def time_order(self) -> np.ndarray:
-        """Row indices ordered by timestamp, ties in input order."""
-        if self.in_time_order:
-            return np.arange(self.n, dtype=np.int64)
+        """Row indices ordered by timestamp, ties in input order (needed only when the input
+        is not in time order)."""
         return np.argsort(self.ts, kind="stable")
 
     def column(self, name: str) -> pl.Series:

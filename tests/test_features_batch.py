@@ -217,14 +217,37 @@ def test_the_input_columns_a_feature_set_declares_are_all_it_reads(fs):
         feature_matrix(frame, fs))
 
 
-def test_the_compiled_pass_refuses_rows_that_are_not_groups_of_the_table():
+def test_the_compiled_pass_refuses_codes_or_an_order_that_do_not_fit_the_table():
     from txanomaly.features import kernel
 
     ts, amount = np.arange(3), np.ones(3)
     out = np.zeros((1, 3))
-    with pytest.raises(ValueError, match="groups"):
-        kernel.key_pass(np.array([0, 1, 5]), np.array([3]), ts, amount, amount, [-1], [0],
-                        [kernel.COUNT], [0], out)
-    kernel.key_pass(np.array([2, 0, 1]), np.array([1, 2]), ts, amount, amount, [-1], [0],
+    codes = np.array([7, kernel.MISSING, 7], dtype=np.uint32)
+    for bad_codes, bad_order in ((codes[:2], None), (codes, np.array([0, 1, 3])),
+                                 (codes, np.array([0, 1]))):
+        with pytest.raises(ValueError, match="one entry per table row"):
+            kernel.key_pass(bad_codes, bad_order, ts, amount, amount, [-1], [0],
+                            [kernel.COUNT], [0], out)
+    kernel.key_pass(codes, np.array([2, 1, 0]), ts, amount, amount, [-1], [0],
                     [kernel.COUNT], [0], out)
-    assert out.tolist() == [[1.0, 2.0, 1.0]]
+    assert out.tolist() == [[2.0, 0.0, 1.0]]  # row 1 has no key: left as it was
+
+
+def test_pair_codes_are_equal_exactly_for_equal_pairs():
+    from txanomaly.features import kernel
+
+    rng = np.random.default_rng(3)
+    # Small codes take the one-sort path; codes near 2**31 need more than 64 bits with the
+    # row index and take the column-by-column path.
+    for top in (5, 2**31):
+        first = rng.integers(0, top, 500).astype(np.uint32)
+        second = rng.integers(0, 3 if top == 5 else top, 500).astype(np.uint32)
+        first[:5], second[5:8] = kernel.MISSING, kernel.MISSING
+        codes = kernel.pair_codes(first, second)
+        missing = (first == kernel.MISSING) | (second == kernel.MISSING)
+        assert (codes[missing] == kernel.MISSING).all()
+        pairs = {(a, b): code for a, b, code in zip(first[~missing], second[~missing],
+                                                    codes[~missing], strict=True)}
+        assert sorted(pairs.values()) == list(range(len(pairs)))  # one code per pair
+        for a, b, code in zip(first[~missing], second[~missing], codes[~missing], strict=True):
+            assert pairs[a, b] == code

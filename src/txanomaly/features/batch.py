@@ -1,10 +1,11 @@
-"""The batch feature engine: evaluates a :class:`FeatureSet` over a whole table at once.
+"""The batch engine: evaluates a :class:`FeatureSet` over a whole table at once.
 
-Per key (origin user, destination user, pair), one Polars group-by puts the rows that have the
-key in (key, time order); a compiled pass (:mod:`txanomaly.features.kernel`) then walks each
-group once with the state the online engine keeps per key (running sums added one by one, a
-start pointer per window), so the two engines agree to the last bit on in-order streams. Keys
-run in parallel threads.
+Each user id column is coded once as uint32 (Polars categoricals; a pair key's codes come from
+one radix sort, :func:`kernel.pair_codes`). Per key (origin user, destination user, pair), a
+compiled pass (:mod:`txanomaly.features.kernel`) then walks the table once in time order with
+the state the online engine keeps per key value (running sums added one by one, a trailing
+pointer per window), so the two engines agree to the last bit on in-order streams. Keys run
+in parallel threads.
 
 >>> import polars as pl
 >>> frame = pl.DataFrame({"transaction_id": ["a", "b", "c"],
@@ -52,7 +53,8 @@ def feature_matrix(frame: pl.DataFrame, feature_set: str | FeatureSet = "standar
                    ) -> np.ndarray:
     """The features of every row as a float64 array (rows in input order, columns in spec order)."""
     fs = get_feature_set(feature_set)
-    ctx = _Table(frame)
+    ctx = _Table(frame, list(dict.fromkeys(
+        c for f in fs.features if f.key is not None for c in _id_columns(f.key))))
     # Column-major: each feature is written as one contiguous column.
     out = np.empty((len(fs.features), frame.height), dtype=np.float64)
     by_key: dict[str | None, list[int]] = defaultdict(list)
@@ -69,36 +71,38 @@ def feature_matrix(frame: pl.DataFrame, feature_set: str | FeatureSet = "standar
         for j in by_key.get(None, []):
             out[j] = _evaluate(fs.features[j], ctx)
 
-    def key_features(key: str, groups: tuple[np.ndarray, np.ndarray]) -> None:
-        _key_features(ctx, key, groups, [fs.features[j] for j in by_key[key]], by_key[key], out)
+    def key_features(key: str) -> None:
+        _key_features(ctx, key, [fs.features[j] for j in by_key[key]], by_key[key], out)
 
-    if frame.height <= 50_000 or (os.cpu_count() or 1) < 2:
+    workers = min(len(keys), os.cpu_count() or 1)
+    if frame.height <= 50_000 or workers < 2:
         row_features()
-        for key, groups in zip(keys, ctx.group_rows(keys), strict=True):
-            key_features(key, groups)
+        for key in keys:
+            key_features(key)
         return out.T
-    # Threads (NumPy, Polars and the compiled pass release the GIL): the row-level features
-    # while one Polars query groups every key (it uses all cores), then one thread per key.
-    with ThreadPoolExecutor(max(len(keys), 1)) as pool:
+    # Threads (NumPy, Polars and the compiled code release the GIL): the row-level features
+    # while one Polars query codes every id column (it uses all cores), then the keys.
+    with ThreadPoolExecutor(workers) as pool:
         rows_done = pool.submit(row_features)
-        grouped = ctx.group_rows(keys)
+        ctx.id_codes  # noqa: B018
         rows_done.result()
-        list(pool.map(key_features, keys, grouped))
+        list(pool.map(key_features, keys))
     return out.T
 
 
-def _key_features(ctx: _Table, key: str, groups: tuple[np.ndarray, np.ndarray],
-                  feats: list[Feature], columns: list[int], out: np.ndarray) -> None:
+def _key_features(ctx: _Table, key: str, feats: list[Feature], columns: list[int],
+                  out: np.ndarray) -> None:
     """Write one key's features into ``out`` (rows x features are columns x rows there)."""
     from txanomaly.features import kernel  # Numba: imported when features are computed
 
+    ids = [ctx.id_codes[c] for c in _id_columns(key)]
+    codes = ids[0] if len(ids) == 1 else kernel.pair_codes(*ids)
     windows = sorted({-1 if f.window_ms is None else f.window_ms for f in feats})
-    rows, lengths = groups
-    kernel.key_pass(rows, lengths, ctx.ts, ctx.amount, ctx.log_amount, windows, columns,
-                    [kernel.OPS[f.op] for f in feats],
+    kernel.key_pass(codes, None if ctx.in_time_order else ctx.time_order, ctx.ts, ctx.amount,
+                    ctx.log_amount, windows, columns, [kernel.OPS[f.op] for f in feats],
                     [windows.index(-1 if f.window_ms is None else f.window_ms) for f in feats],
                     out)
-    keyless = ~ctx.has_key(key)  # no history (DESIGN section 3); not written by the pass
+    keyless = codes == kernel.MISSING  # no history (DESIGN section 3): not written by the pass
     with np.errstate(divide="ignore", invalid="ignore"):  # keyless rows: overwritten below
         for j, feat in zip(columns, feats, strict=True):
             column = out[j]
@@ -130,11 +134,12 @@ def _evaluate(feat: Feature, ctx: _Table) -> np.ndarray:
 class _Table:
     """The columns every feature needs, computed once per call."""
 
-    def __init__(self, frame: pl.DataFrame):
+    def __init__(self, frame: pl.DataFrame, id_columns: list[str]):
         if "timestamp" not in frame.columns:
             raise InputFormatError("features need a 'timestamp' column (int ms since epoch)")
         self.frame = frame
         self.n = frame.height
+        self.id_columns = id_columns
         self.ts = frame.get_column("timestamp").cast(pl.Int64).to_numpy()
         amounts = [pl.col(c) for c in ("destination_amount", "origin_amount") if c in frame.columns]
         if not amounts:
@@ -166,43 +171,39 @@ class _Table:
         is not in time order)."""
         return np.argsort(self.ts, kind="stable")
 
-    def column(self, name: str) -> pl.Series:
-        if name in self.frame.columns:
-            return self.frame.get_column(name).cast(pl.String)
-        return pl.Series(name, [None] * self.n, dtype=pl.String)
+    @cached_property
+    def id_codes(self) -> dict[str, np.ndarray]:
+        """A uint32 code per row of each user id column the keys need (equal ids, equal
+        codes; ``kernel.MISSING`` for a missing id), from one Polars query.
+
+        A Categorical column's codes are used as they are; a String column is coded through
+        fresh categories of its own (so the codes stay below the number of distinct ids).
+        """
+        from txanomaly.features import kernel
+
+        missing = pl.lit(kernel.MISSING, dtype=pl.UInt32)
+        exprs = []
+        for name in self.id_columns:
+            if name not in self.frame.columns:
+                exprs.append(pl.repeat(missing, self.n).alias(name))
+                continue
+            column = pl.col(name)
+            if not isinstance(self.frame.schema[name], pl.Categorical | pl.Enum):
+                column = column.cast(pl.String).cast(pl.Categorical(pl.Categories.random()))
+            exprs.append(column.to_physical().cast(pl.UInt32).fill_null(missing))
+        codes = self.frame.select(exprs)
+        return {name: codes.get_column(name).to_numpy() for name in codes.columns}
 
     def differs(self, left: str, right: str) -> np.ndarray:
-        a, b = self.column(left), self.column(right)
-        return (a.is_not_null() & b.is_not_null() & (a != b)).fill_null(False).to_numpy(
-        ).astype(np.float64)
+        """1.0 where both columns are known and differ, else 0.0."""
+        if left not in self.frame.columns or right not in self.frame.columns:
+            return np.zeros(self.n)
+        a, b = pl.col(left), pl.col(right)
+        if self.frame.schema[left] != self.frame.schema[right]:  # e.g. text and categorical
+            a, b = a.cast(pl.String), b.cast(pl.String)
+        return self.frame.select((a != b).fill_null(False).cast(pl.Float64)).to_series(
+        ).to_numpy()
 
-    def has_key(self, key: str) -> np.ndarray:
-        """True for the rows that have the key (its user id(s) are there)."""
-        present = [self.column(c).is_not_null() for c in _id_columns(key)]
-        return (present[0] & present[1] if len(present) > 1 else present[0]).to_numpy()
-
-    def group_rows(self, keys: list[str]) -> list[tuple[np.ndarray, np.ndarray]]:
-        """Per key: the rows that have it, grouped by its value and in time order within a
-        group, and the length of each group.
-
-        One multithreaded hash group-by per key (run together) gives both; rows whose id is
-        missing are left out (they have no history).
-        """
-        queries = []
-        for key in keys:
-            id_columns = _id_columns(key)
-            ids = {c: self.column(c) for c in id_columns}
-            if not self.in_time_order:
-                ids = {c: v.gather(self.time_order) for c, v in ids.items()}
-            queries.append(pl.LazyFrame(ids).with_row_index("_r").drop_nulls(id_columns)
-                           .group_by(id_columns).agg(pl.col("_r"), pl.len().alias("_n")))
-        out = []
-        for groups in pl.collect_all(queries):
-            positions = groups.get_column("_r").explode().to_numpy()  # UInt32: no copy
-            lengths = groups.get_column("_n").to_numpy().astype(np.int64)
-            out.append((positions if self.in_time_order else self.time_order[positions],
-                        lengths))
-        return out
 
 def _id_columns(key: str) -> list[str]:
     return ["origin_user_id", "destination_user_id"] if key == "pair" else [f"{key}_user_id"]

@@ -1,10 +1,11 @@
 """The batch engine's per-key pass, compiled with Numba.
 
-One sequential pass over a key's rows, grouped by key value and in time order within a group,
-keeps exactly the state the online engine keeps per key: the running amount sum (added one by
-one), a start pointer per window (t - W, t], and the shifted log-amount moments. Each feature is
-written straight into its output column at the row's place, so the pass needs no per-row
-temporaries; it is O(rows) and releases the GIL (the batch engine runs one key per thread).
+One pass over the table in time order keeps, per key value (a user, or an origin-destination
+pair, coded as a uint32), exactly the state the online engine keeps per key: the running amount
+sum (added one by one), the last timestamp, and the shifted log-amount moments; each window
+(t - W, t] is a second pointer trailing the first by W. Each feature is written straight into
+its output column; the pass is O(rows), reads and writes the table in order, and releases the
+GIL (the batch engine runs one key per thread).
 
 Only IEEE-exact operations are done here (+ - * / and sqrt, no fused multiply-add, no fast
 math), so the results are bit-identical to the same arithmetic in NumPy or Python floats. The
@@ -29,9 +30,6 @@ ZSCORE = 3      # log-amount z-score against the previous transactions
 GAP_SECONDS = 4  # seconds since the previous transaction, capped; NO_PREVIOUS if none
 FIRST = 5       # 1.0 for the key's first transaction
 NO_PREVIOUS = -1.0
-#: Rows gathered at a time (whole groups, so a longer group makes a bigger chunk): the working
-#: arrays stay in the CPU cache while the table's columns are read and written at random.
-CHUNK_ROWS = 1 << 15
 #: The pass's op for each per-key op of the spec.
 OPS = {"mean_diff": MEAN_DIFF, "count": COUNT, "log_amount_to_mean": WINDOW_MEAN,
        "log_amount_zscore": ZSCORE, "log_seconds_since_prev": GAP_SECONDS,
@@ -41,25 +39,28 @@ OPS = {"mean_diff": MEAN_DIFF, "count": COUNT, "log_amount_to_mean": WINDOW_MEAN
 _zscore = numba.njit(nogil=True, cache=True)(fx.log_zscore_with_history)
 
 
-_ROWS = types.Array(types.uint32, 1, "C", readonly=True)  # Polars' row index type
+_CODES = types.Array(types.uint32, 1, "C", readonly=True)  # one per table row
 _INTS = types.Array(types.int64, 1, "C", readonly=True)
 _FLOATS = types.Array(types.float64, 1, "C", readonly=True)
 #: One signature, compiled (or loaded from Numba's cache) at import; writable arrays match it too.
-_SIGNATURE = types.void(_ROWS, _INTS, _INTS, _FLOATS, _FLOATS, _INTS, _INTS, _INTS, _INTS,
-                        types.Array(types.float64, 2, "C"))
+_SIGNATURE = types.void(_CODES, _CODES, types.boolean, _INTS, _FLOATS, _FLOATS, _INTS, _INTS,
+                        _INTS, _INTS, types.Array(types.float64, 2, "C"))
+#: The code of a missing id (Polars' categorical codes stay below it).
+MISSING = 0xFFFFFFFF
 
 
-def key_pass(rows: np.ndarray, lengths: np.ndarray, ts: np.ndarray, amount: np.ndarray,
+def key_pass(codes: np.ndarray, order: np.ndarray | None, ts: np.ndarray, amount: np.ndarray,
              log_amount: np.ndarray, windows: list[int], columns: list[int], ops: list[int],
              window_of: list[int], out: np.ndarray) -> None:
     """Evaluate one key's features into ``out``.
 
-    rows: table row of each position, grouped by key value, time order within a group;
-    lengths: the groups' lengths (they tile ``rows``);
+    codes: the key's value at each table row as a uint32 code (equal values, equal codes;
+    :data:`MISSING` for a row without the key: not written); order: the table rows in time
+    order (ties in input order), or None when the table already is;
     ts, amount, log_amount: per table row (log_amount = log1p(amount), computed by NumPy);
     windows: window lengths in ms, -1 for all history;
     columns, ops, window_of: per feature, its row in ``out``, its op code and its window index;
-    out: (features, table rows) float64, C order, written only at ``rows``.
+    out: (features, table rows) float64, C order.
     """
     def ints(values: np.ndarray | list[int]) -> np.ndarray:
         return np.ascontiguousarray(values, dtype=np.int64)
@@ -67,46 +68,97 @@ def key_pass(rows: np.ndarray, lengths: np.ndarray, ts: np.ndarray, amount: np.n
     def floats(values: np.ndarray) -> np.ndarray:
         return np.ascontiguousarray(values, dtype=np.float64)
 
-    if rows.size and (lengths.sum() != rows.size or rows.min() < 0 or rows.max() >= ts.size):
-        raise ValueError("rows / lengths do not describe groups of table rows")
-    if ts.size > np.iinfo(np.uint32).max:
-        raise ValueError("more than 2**32 rows: beyond Polars' row index")
-    _key_pass(np.ascontiguousarray(rows, dtype=np.uint32), ints(lengths), ints(ts),
-              floats(amount), floats(log_amount),
+    n = codes.size
+    if n > MISSING:
+        raise ValueError("more than 2**32 - 1 rows: beyond the uint32 row index")
+    if ts.size != n or (order is not None and (order.size != n or (n and (
+            order.min() < 0 or order.max() >= n)))):
+        raise ValueError("codes, order and the table's columns need one entry per table row")
+    ordered = order is None
+    _key_pass(np.ascontiguousarray(codes, dtype=np.uint32),
+              np.empty(0, np.uint32) if order is None else np.ascontiguousarray(order, np.uint32),
+              ordered, ints(ts), floats(amount), floats(log_amount),
               ints(windows), ints(columns), ints(ops), ints(window_of), out)
 
 
-@numba.njit(nogil=True, cache=True)
-def _group(lo: int, length: int, ts_at: np.ndarray, amount_at: np.ndarray, log_at: np.ndarray,
-           cum_at: np.ndarray, windows: np.ndarray, ops: np.ndarray, window_of: np.ndarray,
-           moments: bool, result: np.ndarray) -> None:  # pragma: no cover
-    """One group (positions lo..lo+length-1 of the chunk), in time order, into ``result``."""
-    n_windows = windows.size
-    first = np.full(n_windows, lo)
-    wsum = np.empty(n_windows, np.float64)
-    wcount = np.empty(n_windows, np.int64)
-    shift = log_at[lo] if moments else 0.0
-    cum = 0.0
-    d1 = 0.0
-    d2 = 0.0
-    for i in range(lo, lo + length):
-        k = i - lo  # transactions before this one
-        t = ts_at[i]
-        a = amount_at[i]
-        cum = cum + a
-        cum_at[i] = cum
-        for w in range(n_windows):
-            span = windows[w]
-            if span < 0:
+@numba.njit(_SIGNATURE, nogil=True, cache=True)
+def _key_pass(codes: np.ndarray, order: np.ndarray, ordered: bool, ts: np.ndarray,
+              amount: np.ndarray, log_amount: np.ndarray, windows: np.ndarray,
+              columns: np.ndarray, ops: np.ndarray, window_of: np.ndarray,
+              out: np.ndarray) -> None:  # pragma: no cover
+    """:func:`key_pass`, compiled. Coverage cannot see inside; the tests compare it with a
+    brute-force reference and with the online engine.
+
+    One pass in time order keeps, per key value, the state the online engine keeps: how many
+    transactions so far, the running amount sum (added one by one), the last timestamp and the
+    shifted log-amount moments. A window (t - W, t] is a second pointer that trails the first
+    by W: each transaction it passes leaves its key value's window, which then starts after it
+    (its running sum, kept per row, is the sum before the window). Every table-sized array is
+    read and written in order; only the per-value state (one cache line or two per value) is
+    reached at random.
+    """
+    size = codes.size
+    n_codes = 0
+    for i in range(size):
+        c = codes[i]
+        if c != MISSING:
+            n_codes = max(n_codes, int(c) + 1)
+    moments = False
+    for j in range(ops.size):
+        moments |= ops[j] == ZSCORE
+    # Per value, 8-byte fields: [0] transactions so far, [1] last timestamp, [2] running sum,
+    # [3] shift, [4] sum of shifted log amounts, [5] ... of their squares; then per finite
+    # window: transactions that left it, running sum up to the last of them. The float fields
+    # are a view of the same memory.
+    field = np.full(windows.size, -1, np.int64)
+    n_fields = 6
+    for w in range(windows.size):
+        if windows[w] >= 0:
+            field[w] = n_fields
+            n_fields += 2
+    state = np.zeros((n_codes, n_fields), np.int64)
+    sums = state.view(np.float64)
+    cum_at = np.empty(size if n_fields > 6 else 0, np.float64)  # running sum, by time order
+    trail = np.zeros(windows.size, np.int64)  # the windows' trailing pointers (time order)
+    wsum = np.empty(windows.size, np.float64)
+    wcount = np.empty(windows.size, np.int64)
+    for i in range(size):
+        r = np.int64(i) if ordered else np.int64(order[i])
+        t = ts[r]
+        for w in range(windows.size):  # transactions at or before t - W leave the window
+            if field[w] < 0:
+                continue
+            e = trail[w]
+            while e < i:
+                leaving = np.int64(e) if ordered else np.int64(order[e])
+                if ts[leaving] > t - windows[w]:
+                    break
+                if codes[leaving] != MISSING:
+                    gone = np.int64(codes[leaving])
+                    state[gone, field[w]] += 1
+                    sums[gone, field[w] + 1] = cum_at[e]
+                e += 1
+            trail[w] = e
+        code = codes[r]
+        if code == MISSING:
+            continue
+        c = np.int64(code)
+        a = amount[r]
+        k = state[c, 0]  # transactions before this one
+        cum = (0.0 if k == 0 else sums[c, 2]) + a
+        if cum_at.size:
+            cum_at[i] = cum
+        for w in range(windows.size):
+            f = field[w]
+            if f < 0:
                 wsum[w] = cum
                 wcount[w] = k + 1
-                continue
-            f = first[w]
-            while ts_at[f] <= t - span:  # stops at i at the latest: ts_at[i] = t
-                f += 1
-            first[w] = f
-            wsum[w] = cum - (cum_at[f - 1] if f > lo else 0.0)
-            wcount[w] = i + 1 - f
+            else:
+                left = state[c, f]
+                wsum[w] = cum - (sums[c, f + 1] if left > 0 else 0.0)
+                wcount[w] = k + 1 - left
+        if moments and k == 0:
+            sums[c, 3] = log_amount[r]
         for j in range(ops.size):
             op = ops[j]
             w = window_of[j]
@@ -117,65 +169,142 @@ def _group(lo: int, length: int, ts_at: np.ndarray, amount_at: np.ndarray, log_a
             elif op == WINDOW_MEAN:
                 value = wsum[w] / wcount[w]
             elif op == ZSCORE:
-                value = 0.0 if k == 0 else _zscore(log_at[i], shift, d1, d2, k)
+                value = 0.0 if k == 0 else _zscore(log_amount[r], sums[c, 3], sums[c, 4],
+                                                   sums[c, 5], k)
             elif op == GAP_SECONDS:
-                value = NO_PREVIOUS if k == 0 else min((t - ts_at[i - 1]) / 1000.0,
+                value = NO_PREVIOUS if k == 0 else min((t - state[c, 1]) / 1000.0,
                                                        GAP_CAP_SECONDS)
             else:  # FIRST
                 value = 1.0 if k == 0 else 0.0
-            result[j, i] = value
+            out[columns[j], r] = value
         if moments:
-            d = log_at[i] - shift
-            d1 += d
-            d2 += d * d
+            d = log_amount[r] - sums[c, 3]
+            sums[c, 4] += d
+            sums[c, 5] += d * d
+        state[c, 0] = k + 1
+        state[c, 1] = t
+        sums[c, 2] = cum
 
 
-@numba.njit(_SIGNATURE, nogil=True, cache=True)
-def _key_pass(rows: np.ndarray, lengths: np.ndarray, ts: np.ndarray, amount: np.ndarray,
-              log_amount: np.ndarray, windows: np.ndarray, columns: np.ndarray,
-              ops: np.ndarray, window_of: np.ndarray, out: np.ndarray) -> None:  # pragma: no cover
-    """:func:`key_pass`, compiled.
+def pair_codes(first: np.ndarray, second: np.ndarray) -> np.ndarray:
+    """A uint32 code per row for the pair (first, second) of code columns: equal pairs, equal
+    codes (0, 1, ... in pair order); :data:`MISSING` where either code is missing.
 
-    Coverage cannot see inside; the tests compare it with a brute-force reference.
+    Exact by construction: one LSD radix sort of 64-bit words (the two codes, then the row),
+    or one column at a time when those need more than 64 bits; O(rows).
     """
-    longest = 0
-    for g in range(lengths.size):
-        longest = max(longest, lengths[g])
-    cap = max(CHUNK_ROWS, longest)
-    moments = False
-    for j in range(ops.size):
-        moments |= ops[j] == ZSCORE
-    ts_at = np.empty(cap, np.int64)  # the chunk's rows, gathered in group order
-    amount_at = np.empty(cap, np.float64)
-    log_at = np.empty(cap, np.float64)
-    cum_at = np.empty(cap, np.float64)  # running sum of the group, including the position
-    result = np.empty((ops.size, cap), np.float64)
-    g = 0
-    start = 0  # position in ``rows`` of the chunk's first row
-    while g < lengths.size:
-        n = 0  # whole groups, at least one
-        end = g
-        while end < lengths.size and (end == g or n + lengths[end] <= cap):
-            n += lengths[end]
-            end += 1
-        for i in range(n):  # gather: independent loads, overlapped by the CPU
-            r = rows[start + i]
-            ts_at[i] = ts[r]
-            amount_at[i] = amount[r]
-        if moments:  # each random read costs: only the z-score needs log amounts
-            for i in range(n):
-                log_at[i] = log_amount[rows[start + i]]
-        lo = 0
-        for h in range(g, end):
-            _group(lo, lengths[h], ts_at, amount_at, log_at, cum_at, windows, ops, window_of,
-                   moments, result)
-            lo += lengths[h]
-        for j in range(ops.size):  # scatter
-            c = columns[j]
-            for i in range(n):
-                out[c, rows[start + i]] = result[j, i]
-        start += n
-        g = end
+    if first.size != second.size:
+        raise ValueError("both code columns need one entry per table row")
+    if first.size > MISSING:
+        raise ValueError("more than 2**32 - 1 rows: beyond the uint32 row index")
+    return _pair_codes(np.ascontiguousarray(first, dtype=np.uint32),
+                       np.ascontiguousarray(second, dtype=np.uint32))
+
+
+#: Radix digit width of the sort: at most 2**11 buckets keep the scatter in cache.
+_RADIX_BITS = 11
+_U64 = types.Array(types.uint64, 1, "C")
+
+
+@numba.njit(_U64(_U64, types.int64, types.int64), nogil=True, cache=True)
+def _radix_sort(values: np.ndarray, low: int, bits: int) -> np.ndarray:  # pragma: no cover
+    """``values`` stably sorted by their bits [low, low + bits): an LSD radix sort in as few
+    passes of at most 2**11 buckets as ``bits`` needs (one read counts every pass's digits)."""
+    if bits <= 0:
+        return values
+    n = values.size
+    passes = (bits + _RADIX_BITS - 1) // _RADIX_BITS
+    width = (bits + passes - 1) // passes
+    mask = np.uint64((1 << width) - 1)
+    starts = np.zeros((passes, 1 << width), np.int64)
+    for i in range(n):
+        v = values[i]
+        for p in range(passes):
+            starts[p, (v >> np.uint64(low + p * width)) & mask] += 1
+    out = np.empty_like(values)
+    for p in range(passes):
+        total = 0
+        for d in range(1 << width):
+            count = starts[p, d]
+            starts[p, d] = total
+            total += count
+        shift = np.uint64(low + p * width)
+        for i in range(n):
+            v = values[i]
+            d = (v >> shift) & mask
+            at = starts[p, d]
+            out[at] = v
+            starts[p, d] = at + 1
+        values, out = out, values
+    return values
+
+
+@numba.njit(nogil=True, cache=True)
+def _bits(value: int) -> int:  # pragma: no cover
+    """How many bits ``value`` (>= 0) needs."""
+    bits = 0
+    while value >> bits:
+        bits += 1
+    return bits
+
+
+@numba.njit(nogil=True, cache=True)
+def _stable_by(rows: np.ndarray, codes: np.ndarray) -> np.ndarray:  # pragma: no cover
+    """``rows`` stably sorted by their code."""
+    n = rows.size
+    keyed = np.empty(n, np.uint64)
+    top = 0
+    for i in range(n):
+        code = codes[rows[i]]
+        top = max(top, code)
+        keyed[i] = (np.uint64(code) << np.uint64(32)) | np.uint64(i)
+    keyed = _radix_sort(keyed, 32, _bits(top))
+    out = np.empty(n, np.uint32)
+    for i in range(n):
+        out[i] = rows[keyed[i] & np.uint64(0xFFFFFFFF)]
+    return out
+
+
+@numba.njit(types.Array(types.uint32, 1, "C")(_CODES, _CODES), nogil=True, cache=True)
+def _pair_codes(first: np.ndarray, second: np.ndarray) -> np.ndarray:  # pragma: no cover
+    """:func:`pair_codes`, compiled."""
+    size = first.size
+    rows = np.empty(size, np.uint32)
+    n = 0
+    top_first = 0
+    top_second = 0
+    for i in range(size):  # the rows with both codes
+        if first[i] != MISSING and second[i] != MISSING:
+            rows[n] = i
+            n += 1
+            top_first = max(top_first, first[i])
+            top_second = max(top_second, second[i])
+    rows = rows[:n]
+    codes = np.full(size, MISSING, np.uint32)
+    second_bits = _bits(top_second)
+    key_bits = _bits(top_first) + second_bits
+    low_bits = _bits(max(size - 1, 0))
+    group = -1
+    if key_bits + low_bits <= 64:
+        keyed = np.empty(n, np.uint64)
+        for i in range(n):
+            r = rows[i]
+            key = (np.uint64(first[r]) << np.uint64(second_bits)) | np.uint64(second[r])
+            keyed[i] = (key << np.uint64(low_bits)) | np.uint64(r)
+        keyed = _radix_sort(keyed, low_bits, key_bits)
+        low_mask = np.uint64((1 << low_bits) - 1)
+        for i in range(n):
+            if i == 0 or (keyed[i] ^ keyed[i - 1]) > low_mask:  # another pair
+                group += 1
+            codes[keyed[i] & low_mask] = group
+    else:
+        rows = _stable_by(_stable_by(rows, second), first)
+        for i in range(n):
+            r = rows[i]
+            if i == 0 or first[r] != first[rows[i - 1]] or second[r] != second[rows[i - 1]]:
+                group += 1
+            codes[r] = group
+    return codes
 
 
 @numba.njit(types.UniTuple(types.Array(types.int8, 1, "C"), 2)(_INTS), nogil=True, cache=True)

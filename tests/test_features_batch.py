@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from reference_features import close, reference_features
 from txanomaly.features import SEED, STANDARD
 from txanomaly.features.batch import compute_features, feature_matrix
-from txanomaly.features.spec import GAP_CAP_SECONDS
+from txanomaly.features.spec import GAP_CAP_SECONDS, Feature, FeatureSet
 from txanomaly.io import FLAT_SCHEMA
 
 DAY = 86_400_000
@@ -150,15 +150,32 @@ row_strategy = st.fixed_dictionaries({
 })
 
 
+#: Ops on keys the standard set does not combine them with: counts without sums, a pair's
+#: windowed mean and z-score, a destination gap.
+MIXED = FeatureSet("mixed", (
+    Feature("origin_count_1h", "count", "origin", HOUR),
+    Feature("origin_count", "count", "origin"),
+    Feature("destination_gap", "log_seconds_since_prev", "destination"),
+    Feature("pair_mean_diff_1d", "mean_diff", "pair", DAY),
+    Feature("pair_zscore", "log_amount_zscore", "pair"),
+))
+
+
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.lists(row_strategy, min_size=1, max_size=25))
-def test_batch_features_equal_the_brute_force_reference(rows):
-    got = feature_matrix(table(rows), STANDARD)
-    want = reference_features(rows, STANDARD)
+@given(st.lists(row_strategy, min_size=1, max_size=25), st.sampled_from([STANDARD, MIXED]),
+       st.booleans())
+def test_batch_features_equal_the_brute_force_reference(rows, fs, categorical):
+    frame = table(rows)
+    if categorical:  # as load_transactions(..., categorical=True) gives them
+        frame = frame.with_columns(pl.col(c).cast(pl.Categorical) for c in (
+            "origin_user_id", "destination_user_id", "origin_country", "destination_country",
+            "origin_currency", "destination_currency"))
+    got = feature_matrix(frame, fs)
+    want = reference_features(rows, fs)
     for i, r in enumerate(rows):
         amount = r["destination_amount"] if r["destination_amount"] is not None else (
             r["origin_amount"])
-        for j, name in enumerate(STANDARD.names):
+        for j, name in enumerate(fs.names):
             # scale: mean-differences combine the amount with a mean of the user's amounts.
             scale = max(abs(amount), max(abs(x["origin_amount"]) for x in rows))
             assert close(got[i, j], want[i][j], scale), (i, name, got[i, j], want[i][j])
@@ -197,12 +214,15 @@ def test_feature_weights_round_trip_and_validation():
         Feature("x", "amount", weight=0)
 
 
-def test_keys_in_parallel_threads_give_the_same_features(monkeypatch):
+def test_keys_in_parallel_threads_and_categorical_ids_give_the_same_features(monkeypatch):
     import txanomaly.features.batch as batch
     from txanomaly.synth import generate
 
     frame = generate(60_000, users=300, days=5, anomaly_rate=0.02, seed=5).transactions
     threaded = feature_matrix(frame, STANDARD)  # above 50,000 rows: one thread per key
+    coded = frame.with_columns(pl.col(pl.String).exclude("transaction_id", "extra")
+                               .cast(pl.Categorical))
+    np.testing.assert_array_equal(feature_matrix(coded, STANDARD), threaded)
     monkeypatch.setattr(batch.os, "cpu_count", lambda: 1)
     np.testing.assert_array_equal(feature_matrix(frame, STANDARD), threaded)
 

@@ -207,8 +207,8 @@ def test_valid_rows_with_missing_optional_fields_take_the_fast_path(tmp_path, mo
     assert calls == []
 
 
-@pytest.mark.parametrize("suffix", [".parquet", ".csv", ".jsonl"])
-def test_keeping_some_columns_still_validates_every_column(tmp_path, suffix):
+def flat_file_with_bad_rows(tmp_path: Path, suffix: str) -> Path:
+    """Records a..d: c has a too-long state, d an ISO timestamp (the slow path accepts it)."""
     frame = read_transactions(write_json(tmp_path, [rec("a"), rec("b"), rec("c"), rec("d")]))
     frame = frame.with_columns(  # c: a too-long value in a column that is not kept
         pl.when(pl.col("transaction_id") == "c").then(pl.lit("x" * 5000))
@@ -223,6 +223,12 @@ def test_keeping_some_columns_still_validates_every_column(tmp_path, suffix):
     else:
         path = write_json(tmp_path, [rec("a"), rec("b"), rec("c", transactionState="x" * 5000),
                                      rec("d", timestamp=TS + 1)], "tx.jsonl")
+    return path
+
+
+@pytest.mark.parametrize("suffix", [".parquet", ".csv", ".jsonl"])
+def test_keeping_some_columns_still_validates_every_column(tmp_path, suffix):
+    path = flat_file_with_bad_rows(tmp_path, suffix)
     whole = load_transactions(path)
     kept = load_transactions(path, ["timestamp", "origin_amount"])
     assert kept.frame.columns == ["transaction_id", "timestamp", "origin_amount"]
@@ -230,6 +236,23 @@ def test_keeping_some_columns_still_validates_every_column(tmp_path, suffix):
     assert [r.transaction_id for r in kept.rejects] == ["c"]
     assert kept.rejects[0].errors[0].field in ("state", "transactionState")
     assert kept.frame.get_column("timestamp").to_list()[-1] == TS + 1  # the slow path's value
+
+
+@pytest.mark.parametrize("suffix", [".parquet", ".csv", ".jsonl"])
+def test_categorical_columns_hold_the_same_values(tmp_path, suffix):
+    path = flat_file_with_bad_rows(tmp_path, suffix)
+    whole = load_transactions(path)
+    columns = ["timestamp", "origin_user_id", "destination_user_id", "origin_country", "state"]
+    kept = load_transactions(path, columns, categorical=True)
+    assert kept.frame.schema["transaction_id"] == pl.String
+    assert all(kept.frame.schema[c] == pl.Categorical for c in columns[1:])
+    as_text = kept.frame.with_columns(pl.col(columns[1:]).cast(pl.String))
+    assert as_text.equals(whole.frame.select("transaction_id", *columns))
+    assert [r.transaction_id for r in kept.rejects] == ["c"]
+    every = load_transactions(path, categorical=True)  # every column, in the same order
+    assert every.frame.columns == whole.frame.columns
+    assert every.frame.schema["extra"] == pl.String
+    assert every.frame.with_columns(pl.col(pl.Categorical).cast(pl.String)).equals(whole.frame)
 
 
 def test_keeping_some_columns_still_tells_exact_repeats_from_conflicts(tmp_path):
@@ -242,6 +265,10 @@ def test_keeping_some_columns_still_tells_exact_repeats_from_conflicts(tmp_path)
     assert result.frame.get_column("transaction_id").to_list() == ["a", "b"]
     assert result.exact_duplicates == 1
     assert [r.index for r in result.rejects] == [3]
+    coded = load_transactions(tmp_path / "tx.parquet", ["origin_user_id"], categorical=True)
+    assert coded.frame.schema["origin_user_id"] == pl.Categorical
+    assert coded.frame.get_column("transaction_id").to_list() == ["a", "b"]
+    assert [r.index for r in coded.rejects] == [3]
 
 
 def test_keeping_an_unknown_column_is_a_clear_error(tmp_path):

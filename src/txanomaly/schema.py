@@ -54,6 +54,9 @@ FLAT_COLUMNS: tuple[str, ...] = (
 EXTRA_COLUMN = "extra"
 STRING_COLUMNS = tuple(c for c in FLAT_COLUMNS if c not in ("timestamp", "origin_amount",
                                                             "destination_amount"))
+#: The text columns with few distinct values per row (ids, codes, enums): what
+#: ``load_transactions(..., categorical=True)`` holds as categoricals.
+CATEGORICAL_COLUMNS = tuple(c for c in STRING_COLUMNS if c != "transaction_id")
 AMOUNT_COLUMNS = ("origin_amount", "destination_amount")
 
 TRANSACTION_TYPES = ("DEPOSIT", "TRANSFER", "EXTERNAL_PAYMENT", "WITHDRAWAL", "REFUND", "OTHER")

@@ -23,13 +23,14 @@ RejectsOpt = Annotated[Path | None, typer.Option(
 
 
 def read_input(path: Path, output: Path, rejects: Path | None, out: Output,
-               columns: list[str] | None = None) -> ReadResult:
+               columns: list[str] | None = None, categorical: bool = False) -> ReadResult:
     """Read INPUT, say how many records were rejected, and write them to the rejects file.
 
     The file is written when a record was rejected, or always when ``--rejects`` is given.
-    ``columns``: keep only these (every record is still validated whole).
+    ``columns``: keep only these (every record is still validated whole); ``categorical``:
+    hold the id and code columns as categoricals (see ``load_transactions``).
     """
-    result = load_transactions(path, columns)
+    result = load_transactions(path, columns, categorical)
     where = ""
     if result.rejects or rejects is not None:  # no empty file left behind by default
         rejects_path = write_rejects(rejects or default_rejects_path(output), result.rejects)
@@ -59,7 +60,7 @@ def features(
         raise typer.BadParameter("output must end in .parquet or .csv", param_hint="--output")
     fs = get_feature_set(feature_set)
     start = time.perf_counter()
-    result = read_input(input, output, rejects, out, fs.input_columns)
+    result = read_input(input, output, rejects, out, fs.input_columns, categorical=True)
     table = compute_features(result.frame, fs)
     write_table(table, output)
     seconds = time.perf_counter() - start

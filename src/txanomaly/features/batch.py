@@ -53,10 +53,14 @@ def feature_matrix(frame: pl.DataFrame, feature_set: str | FeatureSet = "standar
                    ) -> np.ndarray:
     """The features of every row as a float64 array (rows in input order, columns in spec order)."""
     fs = get_feature_set(feature_set)
-    ctx = _Table(frame, list(dict.fromkeys(
-        c for f in fs.features if f.key is not None for c in _id_columns(f.key))))
-    # Column-major: each feature is written as one contiguous column.
+    # Column-major: each feature is written as one contiguous column. The amount and its log
+    # are computed straight into their columns when the set has them.
     out = np.empty((len(fs.features), frame.height), dtype=np.float64)
+    own = {f.op: j for j, f in reversed(list(enumerate(fs.features)))
+           if f.op in ("amount", "log_amount")}
+    ctx = _Table(frame, list(dict.fromkeys(
+        c for f in fs.features if f.key is not None for c in _id_columns(f.key))),
+        **{op: out[j] for op, j in own.items()})
     by_key: dict[str | None, list[int]] = defaultdict(list)
     for j, feat in enumerate(fs.features):
         by_key[feat.key].append(j)
@@ -65,11 +69,14 @@ def feature_matrix(frame: pl.DataFrame, feature_set: str | FeatureSet = "standar
     ctx.log_amount  # computed once, before the threads share it  # noqa: B018
 
     def row_features() -> None:
-        # Touch every page of ``out`` in order first: the compiled passes write it at random,
-        # and page faults taken at random cost much more than one sequential sweep.
-        out.fill(0.0)
-        for j in by_key.get(None, []):
-            out[j] = _evaluate(fs.features[j], ctx)
+        for j, feat in enumerate(fs.features):
+            if j in own.values():
+                continue
+            if feat.key is None:
+                _evaluate_into(feat, ctx, out[j])
+            else:  # Touch every page in order: page faults taken at random cost much more.
+                out[j].fill(0.0)
+        ctx.__dict__.pop("hour_weekday", None)
 
     def key_features(key: str) -> None:
         _key_features(ctx, key, [fs.features[j] for j in by_key[key]], by_key[key], out)
@@ -84,7 +91,8 @@ def feature_matrix(frame: pl.DataFrame, feature_set: str | FeatureSet = "standar
     # while one Polars query codes every id column (it uses all cores), then the keys.
     with ThreadPoolExecutor(workers) as pool:
         rows_done = pool.submit(row_features)
-        ctx.id_codes  # noqa: B018
+        for key in keys:  # meanwhile: the pair's sort is done before ``out`` is all touched
+            ctx.key_codes(key)
         rows_done.result()
         list(pool.map(key_features, keys))
     return out.T
@@ -95,8 +103,7 @@ def _key_features(ctx: _Table, key: str, feats: list[Feature], columns: list[int
     """Write one key's features into ``out`` (rows x features are columns x rows there)."""
     from txanomaly.features import kernel  # Numba: imported when features are computed
 
-    ids = [ctx.id_codes[c] for c in _id_columns(key)]
-    codes = ids[0] if len(ids) == 1 else kernel.pair_codes(*ids)
+    codes = ctx.key_codes(key)
     windows = sorted({-1 if f.window_ms is None else f.window_ms for f in feats})
     kernel.key_pass(codes, None if ctx.in_time_order else ctx.time_order, ctx.ts, ctx.amount,
                     ctx.log_amount, windows, columns, [kernel.OPS[f.op] for f in feats],
@@ -116,43 +123,67 @@ def _key_features(ctx: _Table, key: str, feats: list[Feature], columns: list[int
             column[keyless] = fx.SINGLETON[feat.op]
 
 
-def _evaluate(feat: Feature, ctx: _Table) -> np.ndarray:
+def _evaluate_into(feat: Feature, ctx: _Table, target: np.ndarray) -> None:
+    """Write a row-level feature into ``target`` (one column of the output)."""
     op = feat.op
     if op == "amount":
-        return ctx.amount
-    if op == "log_amount":
-        return ctx.log_amount
-    if op in fx.CYCLIC:
-        return fx.CYCLIC[op][ctx.hour_weekday[0 if op.startswith("hour") else 1]]
-    if op == "cross_border":
-        return ctx.differs("origin_country", "destination_country")
-    if op == "currency_mismatch":
-        return ctx.differs("origin_currency", "destination_currency")
-    raise AssertionError(f"{op} is evaluated per key (feature_matrix)")
+        target[:] = ctx.amount
+    elif op == "log_amount":
+        target[:] = ctx.log_amount
+    elif op in fx.CYCLIC:
+        np.take(fx.CYCLIC[op], ctx.hour_weekday[0 if op.startswith("hour") else 1], out=target)
+    elif op == "cross_border":
+        ctx.differs_into("origin_country", "destination_country", target)
+    elif op == "currency_mismatch":
+        ctx.differs_into("origin_currency", "destination_currency", target)
+    else:
+        raise AssertionError(f"{op} is evaluated per key (feature_matrix)")
+
+
+#: Rows that Polars evaluates at a time when a result is copied into NumPy: its temporaries
+#: stay small instead of costing a whole column more.
+_SLICE_ROWS = 1 << 20
+
+
+def _copy_into(frame: pl.DataFrame, expr: pl.Expr, target: np.ndarray) -> None:
+    """Evaluate ``expr`` over ``frame`` into ``target``, a slice of rows at a time."""
+    for start in range(0, frame.height, _SLICE_ROWS):
+        part = frame.slice(start, _SLICE_ROWS).select(expr).to_series().to_numpy()
+        target[start:start + part.size] = part
 
 
 class _Table:
     """The columns every feature needs, computed once per call."""
 
-    def __init__(self, frame: pl.DataFrame, id_columns: list[str]):
+    def __init__(self, frame: pl.DataFrame, id_columns: list[str],
+                 amount: np.ndarray | None = None, log_amount: np.ndarray | None = None):
+        """``amount``, ``log_amount``: where to put those columns (default: new arrays)."""
         if "timestamp" not in frame.columns:
             raise InputFormatError("features need a 'timestamp' column (int ms since epoch)")
         self.frame = frame
         self.n = frame.height
         self.id_columns = id_columns
-        self.ts = frame.get_column("timestamp").cast(pl.Int64).to_numpy()
+        ts = frame.get_column("timestamp")
+        if ts.dtype == pl.Int64 and ts.n_chunks() == 1 and not ts.has_nulls():
+            self.ts = ts.to_numpy()  # no copy
+        else:
+            self.ts = np.empty(self.n, np.int64)
+            _copy_into(frame, pl.col("timestamp").cast(pl.Int64), self.ts)
         amounts = [pl.col(c) for c in ("destination_amount", "origin_amount") if c in frame.columns]
         if not amounts:
             raise InputFormatError("features need origin_amount or destination_amount")
-        self.amount = frame.select(pl.coalesce(amounts).cast(pl.Float64)).to_series().to_numpy()
+        self.amount = np.empty(self.n) if amount is None else amount
+        _copy_into(frame, pl.coalesce(amounts).cast(pl.Float64).fill_null(np.nan), self.amount)
         if np.isnan(self.amount).any():
             bad = int(np.flatnonzero(np.isnan(self.amount))[0])
             raise InputFormatError(f"record {bad}: no amount (validate input with "
                                    "txanomaly.io.load_transactions first)")
+        self._log_amount_into = log_amount
+        self._key_codes: dict[str, np.ndarray] = {}
 
     @cached_property
     def log_amount(self) -> np.ndarray:
-        return np.log1p(self.amount)
+        return np.log1p(self.amount, out=self._log_amount_into)
 
     @cached_property
     def hour_weekday(self) -> tuple[np.ndarray, np.ndarray]:
@@ -194,15 +225,24 @@ class _Table:
         codes = self.frame.select(exprs)
         return {name: codes.get_column(name).to_numpy() for name in codes.columns}
 
-    def differs(self, left: str, right: str) -> np.ndarray:
+    def key_codes(self, key: str) -> np.ndarray:
+        """The key's uint32 code per row (``kernel.MISSING``: the row has no such key)."""
+        from txanomaly.features import kernel
+
+        if key not in self._key_codes:
+            ids = [self.id_codes[c] for c in _id_columns(key)]
+            self._key_codes[key] = ids[0] if len(ids) == 1 else kernel.pair_codes(*ids)
+        return self._key_codes[key]
+
+    def differs_into(self, left: str, right: str, target: np.ndarray) -> None:
         """1.0 where both columns are known and differ, else 0.0."""
         if left not in self.frame.columns or right not in self.frame.columns:
-            return np.zeros(self.n)
+            target.fill(0.0)
+            return
         a, b = pl.col(left), pl.col(right)
         if self.frame.schema[left] != self.frame.schema[right]:  # e.g. text and categorical
             a, b = a.cast(pl.String), b.cast(pl.String)
-        return self.frame.select((a != b).fill_null(False).cast(pl.Float64)).to_series(
-        ).to_numpy()
+        _copy_into(self.frame, (a != b).fill_null(False).cast(pl.Float64), target)
 
 
 def _id_columns(key: str) -> list[str]:

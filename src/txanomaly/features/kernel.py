@@ -81,6 +81,23 @@ def key_pass(codes: np.ndarray, order: np.ndarray | None, ts: np.ndarray, amount
               ints(windows), ints(columns), ints(ops), ints(window_of), out)
 
 
+@numba.njit(nogil=True, cache=True)
+def _ring_size(ts: np.ndarray, order: np.ndarray, ordered: bool, span: int
+               ) -> int:  # pragma: no cover
+    """The smallest power of two above the most rows any window (t - span, t] holds."""
+    most = 0
+    e = 0
+    for i in range(ts.size):
+        t = ts[i if ordered else order[i]]
+        while ts[e if ordered else order[e]] <= t - span:
+            e += 1
+        most = max(most, i + 1 - e)
+    size = 1
+    while size <= most:
+        size *= 2
+    return size
+
+
 @numba.njit(_SIGNATURE, nogil=True, cache=True)
 def _key_pass(codes: np.ndarray, order: np.ndarray, ordered: bool, ts: np.ndarray,
               amount: np.ndarray, log_amount: np.ndarray, windows: np.ndarray,
@@ -93,9 +110,9 @@ def _key_pass(codes: np.ndarray, order: np.ndarray, ordered: bool, ts: np.ndarra
     transactions so far, the running amount sum (added one by one), the last timestamp and the
     shifted log-amount moments. A window (t - W, t] is a second pointer that trails the first
     by W: each transaction it passes leaves its key value's window, which then starts after it
-    (its running sum, kept per row, is the sum before the window). Every table-sized array is
-    read and written in order; only the per-value state (one cache line or two per value) is
-    reached at random.
+    (its running sum, kept in a ring while a window trails it, is the sum before the window).
+    Every table-sized array is read and written in order; only the per-value state (a few
+    8-byte fields, as the ops need) is reached at random.
     """
     size = codes.size
     n_codes = 0
@@ -103,22 +120,43 @@ def _key_pass(codes: np.ndarray, order: np.ndarray, ordered: bool, ts: np.ndarra
         c = codes[i]
         if c != MISSING:
             n_codes = max(n_codes, int(c) + 1)
-    moments = False
+    moments = False  # the ops say which state is kept
+    gaps = False
+    summed = False
     for j in range(ops.size):
         moments |= ops[j] == ZSCORE
-    # Per value, 8-byte fields: [0] transactions so far, [1] last timestamp, [2] running sum,
-    # [3] shift, [4] sum of shifted log amounts, [5] ... of their squares; then per finite
-    # window: transactions that left it, running sum up to the last of them. The float fields
-    # are a view of the same memory.
+        gaps |= ops[j] == GAP_SECONDS
+        summed |= ops[j] == MEAN_DIFF or ops[j] == WINDOW_MEAN
+    # Per value, 8-byte fields (the float ones are a view of the same memory): [0] transactions
+    # so far; the last timestamp (LAST); the running sum (SUM); the shift, the sum of shifted
+    # log amounts and of their squares (MOMENTS); then per finite window, the transactions
+    # that left it and the running sum up to the last of them.
+    n_fields = 1
+    last = sum_at = shift = -1
+    if gaps:
+        last = n_fields
+        n_fields += 1
+    if summed:
+        sum_at = n_fields
+        n_fields += 1
+    if moments:
+        shift = n_fields
+        n_fields += 3
     field = np.full(windows.size, -1, np.int64)
-    n_fields = 6
     for w in range(windows.size):
         if windows[w] >= 0:
             field[w] = n_fields
-            n_fields += 2
+            n_fields += 2 if summed else 1
     state = np.zeros((n_codes, n_fields), np.int64)
     sums = state.view(np.float64)
-    cum_at = np.empty(size if n_fields > 6 else 0, np.float64)  # running sum, by time order
+    # The running sum at each place in time order that a window still trails, in a ring as
+    # large as the most transactions the longest window holds.
+    longest = -1
+    for w in range(windows.size):
+        if field[w] >= 0 and (longest < 0 or windows[w] > windows[longest]):
+            longest = w
+    ring = np.empty(_ring_size(ts, order, ordered, windows[longest])
+                    if summed and longest >= 0 else 0, np.float64)
     trail = np.zeros(windows.size, np.int64)  # the windows' trailing pointers (time order)
     wsum = np.empty(windows.size, np.float64)
     wcount = np.empty(windows.size, np.int64)
@@ -136,7 +174,8 @@ def _key_pass(codes: np.ndarray, order: np.ndarray, ordered: bool, ts: np.ndarra
                 if codes[leaving] != MISSING:
                     gone = np.int64(codes[leaving])
                     state[gone, field[w]] += 1
-                    sums[gone, field[w] + 1] = cum_at[e]
+                    if summed:
+                        sums[gone, field[w] + 1] = ring[e & (ring.size - 1)]
                 e += 1
             trail[w] = e
         code = codes[r]
@@ -145,9 +184,9 @@ def _key_pass(codes: np.ndarray, order: np.ndarray, ordered: bool, ts: np.ndarra
         c = np.int64(code)
         a = amount[r]
         k = state[c, 0]  # transactions before this one
-        cum = (0.0 if k == 0 else sums[c, 2]) + a
-        if cum_at.size:
-            cum_at[i] = cum
+        cum = ((0.0 if k == 0 else sums[c, sum_at]) + a) if summed else 0.0
+        if ring.size:
+            ring[i & (ring.size - 1)] = cum
         for w in range(windows.size):
             f = field[w]
             if f < 0:
@@ -155,10 +194,10 @@ def _key_pass(codes: np.ndarray, order: np.ndarray, ordered: bool, ts: np.ndarra
                 wcount[w] = k + 1
             else:
                 left = state[c, f]
-                wsum[w] = cum - (sums[c, f + 1] if left > 0 else 0.0)
+                wsum[w] = cum - (sums[c, f + 1] if summed and left > 0 else 0.0)
                 wcount[w] = k + 1 - left
         if moments and k == 0:
-            sums[c, 3] = log_amount[r]
+            sums[c, shift] = log_amount[r]
         for j in range(ops.size):
             op = ops[j]
             w = window_of[j]
@@ -169,21 +208,23 @@ def _key_pass(codes: np.ndarray, order: np.ndarray, ordered: bool, ts: np.ndarra
             elif op == WINDOW_MEAN:
                 value = wsum[w] / wcount[w]
             elif op == ZSCORE:
-                value = 0.0 if k == 0 else _zscore(log_amount[r], sums[c, 3], sums[c, 4],
-                                                   sums[c, 5], k)
+                value = 0.0 if k == 0 else _zscore(log_amount[r], sums[c, shift],
+                                                   sums[c, shift + 1], sums[c, shift + 2], k)
             elif op == GAP_SECONDS:
-                value = NO_PREVIOUS if k == 0 else min((t - state[c, 1]) / 1000.0,
+                value = NO_PREVIOUS if k == 0 else min((t - state[c, last]) / 1000.0,
                                                        GAP_CAP_SECONDS)
             else:  # FIRST
                 value = 1.0 if k == 0 else 0.0
             out[columns[j], r] = value
         if moments:
-            d = log_amount[r] - sums[c, 3]
-            sums[c, 4] += d
-            sums[c, 5] += d * d
+            d = log_amount[r] - sums[c, shift]
+            sums[c, shift + 1] += d
+            sums[c, shift + 2] += d * d
         state[c, 0] = k + 1
-        state[c, 1] = t
-        sums[c, 2] = cum
+        if gaps:
+            state[c, last] = t
+        if summed:
+            sums[c, sum_at] = cum
 
 
 def pair_codes(first: np.ndarray, second: np.ndarray) -> np.ndarray:
@@ -269,41 +310,47 @@ def _stable_by(rows: np.ndarray, codes: np.ndarray) -> np.ndarray:  # pragma: no
 def _pair_codes(first: np.ndarray, second: np.ndarray) -> np.ndarray:  # pragma: no cover
     """:func:`pair_codes`, compiled."""
     size = first.size
-    rows = np.empty(size, np.uint32)
     n = 0
     top_first = 0
     top_second = 0
     for i in range(size):  # the rows with both codes
         if first[i] != MISSING and second[i] != MISSING:
-            rows[n] = i
             n += 1
             top_first = max(top_first, first[i])
             top_second = max(top_second, second[i])
-    rows = rows[:n]
-    codes = np.full(size, MISSING, np.uint32)
     second_bits = _bits(top_second)
     key_bits = _bits(top_first) + second_bits
     low_bits = _bits(max(size - 1, 0))
     group = -1
-    if key_bits + low_bits <= 64:
-        keyed = np.empty(n, np.uint64)
-        for i in range(n):
-            r = rows[i]
-            key = (np.uint64(first[r]) << np.uint64(second_bits)) | np.uint64(second[r])
-            keyed[i] = (key << np.uint64(low_bits)) | np.uint64(r)
-        keyed = _radix_sort(keyed, low_bits, key_bits)
-        low_mask = np.uint64((1 << low_bits) - 1)
-        for i in range(n):
-            if i == 0 or (keyed[i] ^ keyed[i - 1]) > low_mask:  # another pair
-                group += 1
-            codes[keyed[i] & low_mask] = group
-    else:
+    if key_bits + low_bits > 64:  # one column at a time
+        rows = np.empty(n, np.uint32)
+        n = 0
+        for i in range(size):
+            if first[i] != MISSING and second[i] != MISSING:
+                rows[n] = i
+                n += 1
         rows = _stable_by(_stable_by(rows, second), first)
+        codes = np.full(size, MISSING, np.uint32)
         for i in range(n):
             r = rows[i]
             if i == 0 or first[r] != first[rows[i - 1]] or second[r] != second[rows[i - 1]]:
                 group += 1
             codes[r] = group
+        return codes
+    keyed = np.empty(n, np.uint64)  # (first, second, row) in one word
+    n = 0
+    for i in range(size):
+        if first[i] != MISSING and second[i] != MISSING:
+            key = (np.uint64(first[i]) << np.uint64(second_bits)) | np.uint64(second[i])
+            keyed[n] = (key << np.uint64(low_bits)) | np.uint64(i)
+            n += 1
+    keyed = _radix_sort(keyed, low_bits, key_bits)
+    codes = np.full(size, MISSING, np.uint32)
+    low_mask = np.uint64((1 << low_bits) - 1)
+    for i in range(n):
+        if i == 0 or (keyed[i] ^ keyed[i - 1]) > low_mask:  # another pair
+            group += 1
+        codes[keyed[i] & low_mask] = group
     return codes
 
 

@@ -82,3 +82,22 @@ def test_no_rejects_file_when_nothing_is_rejected_unless_asked(tmp_path):
     runner.invoke(app, ["features", str(src), "-o", str(tmp_path / "f.parquet"),
                         "--rejects", str(asked)])
     assert asked.exists() and asked.read_text() == ""
+
+
+def test_the_features_command_loads_no_model_libraries():
+    """``txanomaly features`` imports only its own module: no PyTorch, scikit-learn or
+    matplotlib (seconds of start-up and hundreds of MB)."""
+    import subprocess
+    import sys
+
+    code = ("import atexit, sys\n"
+            "atexit.register(lambda: print(sorted(m for m in ('torch', 'sklearn', 'matplotlib')"
+            " if m in sys.modules)))\n"
+            "sys.argv = ['txanomaly', 'features', '--help']\n"
+            "from txanomaly.cli import main\n"
+            "main()\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=False)
+    assert done.returncode == 0, done.stderr
+    assert "--feature-set" in done.stdout
+    assert done.stdout.strip().splitlines()[-1] == "[]"

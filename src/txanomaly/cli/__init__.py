@@ -8,17 +8,10 @@ Each concept registers its commands from its own module (``synth``: synthetic da
 from __future__ import annotations
 
 import importlib
+import sys
 
 import typer
 
-app = typer.Typer(
-    name="txanomaly",
-    help="Find anomalous financial transactions with a Self-Organizing Map.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    rich_markup_mode="rich",
-)
 
 def _version(value: bool) -> None:
     if value:
@@ -28,7 +21,6 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
-@app.callback()
 def _root(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
                                  help="Print the version and exit."),
@@ -39,12 +31,28 @@ def _root(
     """
 
 
-# Modules that add commands to ``app``; each defines ``register(app)``.
+# Modules that add commands to the app; each defines ``register(app)``.
 _COMMAND_MODULES = ("synth", "data", "model", "analysis", "serve")
+#: The module of each command: running one command imports only its module, so that
+#: ``txanomaly features`` does not load PyTorch, scikit-learn or matplotlib (seconds and
+#: hundreds of MB).
+_MODULE_OF = {"synth": "synth", "features": "data", "train": "model", "score": "model",
+              "report": "analysis", "evaluate": "analysis", "tune": "analysis",
+              "demo": "analysis", "serve": "serve"}
 
 
-def _register_all() -> None:
-    for name in _COMMAND_MODULES:
+def build_app(modules: tuple[str, ...] = _COMMAND_MODULES) -> typer.Typer:
+    """The ``txanomaly`` app with the commands of ``modules`` (default: every command)."""
+    app = typer.Typer(
+        name="txanomaly",
+        help="Find anomalous financial transactions with a Self-Organizing Map.",
+        no_args_is_help=True,
+        add_completion=False,
+        pretty_exceptions_enable=False,
+        rich_markup_mode="rich",
+    )
+    app.callback()(_root)
+    for name in modules:
         try:
             module = importlib.import_module(f"txanomaly.cli.{name}")
         except ModuleNotFoundError as exc:
@@ -52,11 +60,19 @@ def _register_all() -> None:
                 continue  # that group of commands is not part of this build yet
             raise
         module.register(app)
+    return app
 
 
-_register_all()
+def __getattr__(name: str) -> typer.Typer:
+    """``txanomaly.cli.app``: the app with every command, built on first use."""
+    if name == "app":
+        globals()["app"] = built = build_app()
+        return built
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def main() -> None:
     """Entry point of the ``txanomaly`` console script."""
-    app()
+    command = next((arg for arg in sys.argv[1:] if not arg.startswith("-")), None)
+    module = _MODULE_OF.get(command or "")
+    build_app((module,) if module else _COMMAND_MODULES)()

@@ -271,3 +271,18 @@ def test_pair_codes_are_equal_exactly_for_equal_pairs():
         assert sorted(pairs.values()) == list(range(len(pairs)))  # one code per pair
         for a, b, code in zip(first[~missing], second[~missing], codes[~missing], strict=True):
             assert pairs[a, b] == code
+
+
+def test_sparse_categorical_codes_are_recoded():
+    """Ids whose categories are shared with much other data (large codes) give the same
+    features: the engine recodes them rather than keep state for every code."""
+    from txanomaly.synth import generate
+
+    frame = generate(300, users=10, days=3, anomaly_rate=0.0, seed=4).transactions
+    shared = pl.Categorical(pl.Categories.random())
+    keep_alive = pl.Series([f"other-{i}" for i in range(5000)], dtype=shared)  # codes 0..4999
+    coded = frame.with_columns(pl.col("origin_user_id", "destination_user_id").cast(shared))
+    assert coded.get_column("origin_user_id").to_physical().min() >= 5000
+    np.testing.assert_array_equal(feature_matrix(coded, STANDARD),
+                                  feature_matrix(frame, STANDARD))
+    assert keep_alive.len() == 5000

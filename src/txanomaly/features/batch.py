@@ -200,15 +200,16 @@ class _Table:
     def time_order(self) -> np.ndarray:
         """Row indices ordered by timestamp, ties in input order (needed only when the input
         is not in time order)."""
-        return np.argsort(self.ts, kind="stable")
+        return np.argsort(self.ts, kind="stable").astype(np.uint32)
 
     @cached_property
     def id_codes(self) -> dict[str, np.ndarray]:
         """A uint32 code per row of each user id column the keys need (equal ids, equal
         codes; ``kernel.MISSING`` for a missing id), from one Polars query.
 
-        A Categorical column's codes are used as they are; a String column is coded through
-        fresh categories of its own (so the codes stay below the number of distinct ids).
+        A Categorical column's codes are used as they are, unless they are sparse (categories
+        shared with much other data: the pass keeps state per code); a String column is coded
+        through fresh categories of its own, so its codes stay below its number of ids.
         """
         from txanomaly.features import kernel
 
@@ -219,7 +220,9 @@ class _Table:
                 exprs.append(pl.repeat(missing, self.n).alias(name))
                 continue
             column = pl.col(name)
-            if not isinstance(self.frame.schema[name], pl.Categorical | pl.Enum):
+            coded = isinstance(self.frame.schema[name], pl.Categorical | pl.Enum)
+            if not coded or (self.frame.select(column.to_physical().max()).item() or 0) > (
+                    2 * self.n + 1024):
                 column = column.cast(pl.String).cast(pl.Categorical(pl.Categories.random()))
             exprs.append(column.to_physical().cast(pl.UInt32).fill_null(missing))
         codes = self.frame.select(exprs)

@@ -51,8 +51,8 @@ def test_reloaded_model_gives_identical_scores_and_explanations(saved, model):
     X = raw_seed_features(seed=2)
     np.testing.assert_array_equal(again.anomaly_score(X), model.anomaly_score(X))
     assert again.explain(X[:5]) == model.explain(X[:5])
-    assert again.feature_set == SEED
-    assert again.detector.get_params() == model.detector.get_params()
+    assert again.feature_set_ == SEED
+    assert again.detector_.get_params() == model.detector_.get_params()
 
 
 def test_model_json_records_what_the_design_asks_for(saved, model):

@@ -65,8 +65,8 @@ def test_score_writes_scores_and_reasons_in_input_order(transactions, model_dir,
              ".jsonl": pl.read_ndjson}[suffix](out)
     ids = [json.loads(line)["transactionId"] for line in transactions.read_text().splitlines()]
     assert table["transaction_id"].to_list() == ids
-    assert table.columns[:5] == ["transaction_id", "anomaly_score", "is_anomaly", "bmu",
-                                 "reason_1"]
+    assert table.columns[:6] == ["transaction_id", "anomaly_score", "is_anomaly", "risk_level",
+                                 "bmu", "reason_1"]
     assert {"reason_3", "reason_3_share", "reason_3_value", "reason_3_prototype"} <= set(
         table.columns)
     threshold = load(model_dir).detector.threshold_

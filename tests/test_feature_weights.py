@@ -44,10 +44,10 @@ def test_transaction_model_uses_the_feature_sets_weights_and_keeps_them_on_reloa
     fs = FeatureSet("w", (Feature("amount", "amount"), Feature("hour_sin", "hour_sin",
                                                                weight=2.0)))
     model = TransactionModel(fs, AnomalyDetector(map_size="3x3", epochs=2)).fit(data())
-    assert model.detector.feature_weights == [1.0, 2.0]
+    assert model.detector_.feature_weights == [1.0, 2.0]
     model.save(tmp_path / "m")
     again = TransactionModel.load(tmp_path / "m")
-    assert again.feature_set.weights == [1.0, 2.0]
+    assert again.feature_set_.weights == [1.0, 2.0]
     np.testing.assert_array_equal(again.anomaly_score(data()), model.anomaly_score(data()))
 
 
@@ -58,10 +58,10 @@ def test_auto_scaling_is_robust_alone_and_the_feature_sets_in_a_transaction_mode
     np.testing.assert_allclose(alone.center_, np.median(X, axis=0))  # robust: the median
     fs = FeatureSet("w", (Feature("amount", "amount"), Feature("hour_sin", "hour_sin")))
     model = TransactionModel(fs, AnomalyDetector(map_size="2x2", epochs=1)).fit(X)
-    assert model.detector.scaling == "standard"
-    np.testing.assert_allclose(model.detector.center_, X.mean(axis=0))
+    assert model.detector_.scaling == "standard"
+    np.testing.assert_allclose(model.detector_.center_, X.mean(axis=0))
     explicit = TransactionModel(fs, AnomalyDetector(map_size="2x2", epochs=1, scaling="none"))
-    assert explicit.fit(X).detector.scaling == "none"  # a user's choice is kept
+    assert explicit.fit(X).detector_.scaling == "none"  # a user's choice is kept
 
 
 def test_feature_set_scaling_round_trips_and_is_validated():
@@ -71,3 +71,43 @@ def test_feature_set_scaling_round_trips_and_is_validated():
     assert FeatureSet.from_dict(fs.to_dict()).scaling == "robust"
     with pytest.raises(TxAnomalyError, match="scaling"):
         FeatureSet("bad", (Feature("amount", "amount"),), scaling="minmax")
+
+
+def test_transaction_model_fit_leaves_the_callers_detector_unchanged():
+    """Regression: fit used to turn the caller's scaling="auto" into "standard" and set 23
+    feature weights on the detector object the user passed in."""
+    fs = FeatureSet("w", (Feature("amount", "amount"), Feature("hour_sin", "hour_sin",
+                                                               weight=2.0)))
+    given = AnomalyDetector(map_size="2x2", epochs=1)
+    before = given.get_params()
+    model = TransactionModel(fs, given).fit(data())
+    assert given.get_params() == before
+    assert not hasattr(given, "som_")  # the fitted one is a clone
+    assert model.detector is given and model.detector_ is not given
+    assert model.get_params()["detector__scaling"] == "auto"
+    assert model.detector_.scaling == "standard"
+    assert model.detector_.feature_weights == [1.0, 2.0]
+
+
+def test_transaction_model_clones_and_grid_searches():
+    from sklearn.base import clone
+    from sklearn.model_selection import GridSearchCV
+
+    X = data()
+    y = (np.abs(X - X.mean(0)) > 2.5 * X.std(0)).any(1).astype(int)
+    fs = FeatureSet("g", (Feature("amount", "amount"), Feature("hour_sin", "hour_sin")))
+    model = TransactionModel(fs, AnomalyDetector(map_size="2x2", epochs=2))
+    copy = clone(model)
+    assert copy.get_params(deep=False)["feature_set"] == fs
+    assert copy.get_params()["detector__map_size"] == "2x2"
+    assert copy.detector is not model.detector
+
+    def auc(estimator, X, y):
+        from sklearn.metrics import roc_auc_score
+        return roc_auc_score(y, estimator.anomaly_score(X))
+
+    search = GridSearchCV(model, {"detector__map_size": ["2x2", "3x3"]}, scoring=auc, cv=2)
+    search.fit(X, y)
+    assert search.best_params_["detector__map_size"] in ("2x2", "3x3")
+    assert search.best_estimator_.detector_.som_.rows in (2, 3)
+    assert not hasattr(model, "detector_")  # the search worked on clones

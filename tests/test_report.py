@@ -84,12 +84,12 @@ def test_without_data_the_map_sections_remain(trained):
 
 def test_initial_prototypes_reproduce_the_training_start(trained, monkeypatch):
     model, data = trained
-    inputs = model.feature_set.transform(feature_matrix(data.transactions, model.feature_set))
-    trained_weights = model.detector.som_.weights.numpy().copy()
+    inputs = model.feature_set_.transform(feature_matrix(data.transactions, model.feature_set_))
+    trained_weights = model.detector_.som_.weights.numpy().copy()
     # Fit again with training switched off: the map keeps its initial prototypes.
     monkeypatch.setattr(SelfOrganizingMap, "fit", lambda self, *a, **k: self)
-    frozen = AnomalyDetector(**model.detector.get_params()).fit(inputs)
-    before = report.initial_prototypes(model.detector, inputs)
+    frozen = AnomalyDetector(**model.detector_.get_params()).fit(inputs)
+    before = report.initial_prototypes(model.detector_, inputs)
     np.testing.assert_allclose(before, frozen.som_.weights.numpy(), rtol=1e-6, atol=1e-6)
     assert not np.allclose(before, trained_weights)  # training did move the map
 

@@ -13,10 +13,11 @@ import pytest
 from fastapi.testclient import TestClient
 
 from service_fixtures import API_KEY, assert_close, model, model_dir, raw_records, stream
+from txanomaly.errors import TxAnomalyError
 from txanomaly.features.batch import feature_matrix
 from txanomaly.pipeline import TransactionModel
+from txanomaly.scoring import Scorer
 from txanomaly.service import Settings, create_app
-from txanomaly.service.scoring import Scorer
 from txanomaly.service.settings import SettingsError, is_loopback
 
 __all__ = ["model", "model_dir", "stream"]  # fixtures, imported for pytest
@@ -306,15 +307,18 @@ def test_stream_through_the_api_gives_batch_features_and_scores(
     assert [s["isAnomaly"] for s in stored] == model.is_anomaly(batch).tolist()
 
 
-def test_the_scorers_fast_path_equals_the_models_explanations(model_dir: Path,
-                                                              model: TransactionModel,
-                                                              stream: pl.DataFrame):
+def test_verdicts_carry_the_models_explanations(model_dir: Path, model: TransactionModel,
+                                                stream: pl.DataFrame):
+    """A verdict is the model's one scoring path put in JSON: same score, flag, risk level
+    and reasons as ``TransactionModel.explain``; non-finite features are refused."""
     scorer = Scorer.load(model_dir)
     X = feature_matrix(stream, "standard")
-    fast = [s.result for s in scorer.verdicts(X, [None] * len(X))]
+    verdicts = [s.result for s in scorer.verdicts(X, [None] * len(X))]
     plain = model.explain(X, top=3)
-    assert [v["anomalyScore"] for v in fast] == [e["anomaly_score"] for e in plain]
-    assert [v["reasons"] for v in fast] == [e["reasons"] for e in plain]
-    assert [v["isAnomaly"] for v in fast] == model.is_anomaly(X).tolist()
-    with pytest.raises(ValueError, match="finite"):
-        scorer.explain(np.full((1, X.shape[1]), np.nan))
+    assert [v["anomalyScore"] for v in verdicts] == [e["anomaly_score"] for e in plain]
+    assert [v["reasons"] for v in verdicts] == [e["reasons"] for e in plain]
+    assert [v["isAnomaly"] for v in verdicts] == [e["is_anomaly"] for e in plain]
+    assert [v["riskLevel"] for v in verdicts] == [e["risk_level"] for e in plain]
+    assert [v["verdict"] == "FLAG" for v in verdicts] == model.is_anomaly(X).tolist()
+    with pytest.raises(TxAnomalyError, match="finite"):
+        scorer.verdicts(np.full((1, X.shape[1]), np.nan), [None])

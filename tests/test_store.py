@@ -20,16 +20,17 @@ from test_features_batch import DAY, T0, row_strategy
 from txanomaly.features.batch import feature_matrix
 from txanomaly.features.online import OnlineFeatures
 from txanomaly.schema import FLAT_COLUMNS
-from txanomaly.store import ConflictError, Scored, Store, StoreError, content_hash
+from txanomaly.scoring import Verdict
+from txanomaly.store import ConflictError, Store, StoreError, content_hash
 
 __all__ = ["stream"]  # the fixture, imported for pytest
 
 StoreFactory = Callable[[], Store]
 
 
-def evaluate(features: np.ndarray, records: Any) -> list[Scored]:
+def evaluate(features: np.ndarray, records: Any) -> list[Verdict]:
     """A stand-in scorer: score = the first feature, flagged above 100."""
-    return [Scored(float(f[0]), bool(f[0] > 100), {"id": r["transaction_id"],
+    return [Verdict(float(f[0]), bool(f[0] > 100), {"id": r["transaction_id"],
                                                    "score": float(f[0])})
             for f, r in zip(features, records, strict=True)]
 

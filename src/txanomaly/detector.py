@@ -41,11 +41,13 @@ from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from txanomaly.errors import NotFittedError, TxAnomalyError
+from txanomaly.scaling import SCALERS, fit_scaler
 from txanomaly.som import ALGORITHMS, INITIALIZATIONS, SelfOrganizingMap
+from txanomaly.threshold import QuantileThreshold, exceeds, risk_levels
 
 logger = logging.getLogger(__name__)
 
-SCALINGS = ("auto", "standard", "robust", "none")
+SCALINGS = ("auto", *SCALERS)
 #: Rows sampled for the silhouette score: sklearn's silhouette is O(n^2) in time and memory.
 SILHOUETTE_SAMPLE = 5_000
 #: ``partial_fit`` decays the radius and learning rate per sample with this time constant.
@@ -54,30 +56,6 @@ STREAM_DECAY_SAMPLES = 10_000
 
 class DetectorNotFittedError(NotFittedError, SklearnNotFittedError):
     """Raised by a scoring method before ``fit``; both txanomaly's and scikit-learn's kind."""
-
-
-# --------------------------------------------------------------------------- threshold
-@dataclass(frozen=True)
-class QuantileThreshold:
-    """Turns anomaly scores into flags: a score strictly above ``value`` is an anomaly.
-
-    ``value`` is the ``1 - contamination`` quantile of the scores it was fitted on, unless a
-    fixed value was given.
-
-    >>> t = QuantileThreshold.fit(np.arange(101.0), contamination=0.05)
-    >>> t.value, t.flags(np.array([95.0, 95.5])).tolist()
-    (95.0, [False, True])
-    """
-
-    value: float
-    contamination: float | None = None
-
-    @classmethod
-    def fit(cls, scores: np.ndarray, contamination: float) -> QuantileThreshold:
-        return cls(float(np.quantile(scores, 1.0 - contamination)), contamination)
-
-    def flags(self, scores: np.ndarray) -> np.ndarray:
-        return np.asarray(scores) > self.value
 
 
 # --------------------------------------------------------------------------- explanations
@@ -94,6 +72,8 @@ class Explanation:
         or to 0 for a row that sits exactly on its prototype).
     value : (n, d) array, the row's values in input (unscaled) units.
     prototype : (n, d) array, the BMU prototype in the same units.
+    threshold : float, the model's threshold (:attr:`is_anomaly` applies the one rule,
+        :func:`txanomaly.threshold.exceeds`).
     top : int, how many features :meth:`top_features` and :meth:`records` report.
     """
 
@@ -103,22 +83,40 @@ class Explanation:
     share: np.ndarray
     value: np.ndarray
     prototype: np.ndarray
+    threshold: float
     top: int = 3
+
+    @property
+    def is_anomaly(self) -> np.ndarray:
+        """``(n,)`` flags: the score strictly above the threshold."""
+        return exceeds(self.anomaly_score, self.threshold)
+
+    @property
+    def risk_level(self) -> np.ndarray:
+        """``(n,)`` risk levels (:func:`txanomaly.threshold.risk_levels`)."""
+        return risk_levels(self.anomaly_score, self.threshold)
 
     def top_features(self) -> np.ndarray:
         """``(n, top)`` feature indices by decreasing share (stable for ties)."""
         return np.argsort(-self.share, axis=1, kind="stable")[:, : self.top]
 
+    def reasons(self, top_features: np.ndarray | None = None) -> list[list[dict[str, Any]]]:
+        """Per row, the top features as ``{feature, share, value, prototype}`` dicts."""
+        idx = self.top_features() if top_features is None else top_features
+        names, share, value, proto = self.feature_names, self.share, self.value, self.prototype
+        return [[{"feature": names[j], "share": float(share[i, j]), "value": float(value[i, j]),
+                  "prototype": float(proto[i, j])} for j in row.tolist()]
+                for i, row in enumerate(idx)]
+
     def records(self) -> list[dict[str, Any]]:
-        """One dict per row: ``anomaly_score``, ``bmu`` and ``reasons`` (top features)."""
-        out = []
-        for i, idx in enumerate(self.top_features()):
-            reasons = [{"feature": self.feature_names[j], "share": float(self.share[i, j]),
-                        "value": float(self.value[i, j]),
-                        "prototype": float(self.prototype[i, j])} for j in idx]
-            out.append({"anomaly_score": float(self.anomaly_score[i]),
-                        "bmu": int(self.bmu[i]), "reasons": reasons})
-        return out
+        """One dict per row: ``anomaly_score``, ``is_anomaly``, ``risk_level``, ``bmu`` and
+        ``reasons`` (the top features)."""
+        flags, levels = self.is_anomaly.tolist(), self.risk_level.tolist()
+        return [{"anomaly_score": float(score), "is_anomaly": flag, "risk_level": level,
+                 "bmu": int(bmu), "reasons": reasons}
+                for score, flag, level, bmu, reasons in zip(
+                    self.anomaly_score.tolist(), flags, levels, self.bmu.tolist(),
+                    self.reasons(), strict=True)]
 
 
 # --------------------------------------------------------------------------- the detector
@@ -243,7 +241,7 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
 
     def _fit_scaler(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The scaler's (center, scale), with ``feature_weights`` folded into the scale."""
-        center, scale = _fit_scaler(X, "robust" if self.scaling == "auto" else self.scaling)
+        center, scale = fit_scaler(X, "robust" if self.scaling == "auto" else self.scaling)
         if self.feature_weights is None:
             return center, scale
         weights = np.asarray(self.feature_weights, dtype=np.float64)
@@ -337,7 +335,7 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
 
     def is_anomaly(self, X: Any) -> np.ndarray:
         """Boolean flags: anomaly score strictly above ``threshold_``."""
-        return QuantileThreshold(self.threshold_).flags(self.anomaly_score(X))
+        return exceeds(self.anomaly_score(X), self.threshold_)
 
     def bmu(self, X: Any) -> np.ndarray:
         """Flat index of each row's best-matching unit (``divmod(bmu, cols)`` = grid cell)."""
@@ -373,16 +371,26 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
         return out.to(self.device)
 
     # ------------------------------------------------------------------ explanations
-    def explain(self, X: Any, top: int = 3) -> Explanation:
-        """Each feature's share of the squared scaled distance to the BMU, per row.
+    def explain(self, X: Any, top: int = 3, check_input: bool = True) -> Explanation:
+        """Scores, flags and each feature's share of the squared scaled distance to the BMU.
 
-        ``value`` and ``prototype`` are in the detector's input (unscaled) units.
+        ``value`` and ``prototype`` are in the detector's input (unscaled) units. This is
+        the one scoring computation: :class:`~txanomaly.pipeline.TransactionModel` and
+        through it every report, evaluation and service verdict call it.
+
+        ``check_input=False`` skips scikit-learn's input validation (which costs about twice
+        the arithmetic on a one-row call); the caller then guarantees a finite float64
+        ``(n, n_features_in_)`` array, as ``TransactionModel`` does after its own check.
         """
         _check_int("top", top, 1)
-        X = self._validated(X)
+        if check_input:
+            X = self._validated(X)
+        else:
+            _check_fitted(self)
         Xs = self._to_tensor(X)
-        dist, bmu = self.som_.bmu_distances(Xs)
-        proto_scaled = self.som_.weights[bmu].double().cpu().numpy()
+        with torch.no_grad():
+            dist, bmu = self.som_.bmu_distances(Xs)
+            proto_scaled = self.som_.weights[bmu].double().cpu().numpy()
         diff_sq = (Xs.double().cpu().numpy() - proto_scaled) ** 2
         total = diff_sq.sum(1, keepdims=True)
         share = np.divide(diff_sq, total, out=np.zeros_like(diff_sq), where=total > 0)
@@ -390,8 +398,9 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
         return Explanation(
             feature_names=names, anomaly_score=dist.double().cpu().numpy(),
             bmu=bmu.cpu().numpy(), share=share,
-            value=X.astype(np.float64),
-            prototype=proto_scaled * self.scale_ + self.center_, top=min(top, len(names)))
+            value=np.asarray(X, dtype=np.float64),
+            prototype=proto_scaled * self.scale_ + self.center_, threshold=self.threshold_,
+            top=min(top, len(names)))
 
     def _feature_names(self) -> list[str]:
         """Input feature names (``x0``, ``x1``... when fitted on a plain array)."""
@@ -480,33 +489,6 @@ def parse_map_size(map_size: Any) -> tuple[int, int]:
         return int(value[0]), int(value[1])
     raise ValueError(f"map_size must be two positive integers such as (10, 10) or '10x10', "
                      f"got {map_size!r}")
-
-
-def _fit_scaler(X: np.ndarray, scaling: str) -> tuple[np.ndarray, np.ndarray]:
-    """``(center, scale)`` per column; a zero spread becomes 1 so constants stay finite."""
-    d = X.shape[1]
-    if scaling == "none":
-        return np.zeros(d), np.ones(d)
-    if scaling == "robust":
-        q25, center, q75 = np.quantile(X, [0.25, 0.5, 0.75], axis=0)
-        scale = q75 - q25
-        fallback = X.std(axis=0)
-        scale = np.where(scale > 0, scale, fallback)
-    else:
-        center, scale = _mean_std(X)
-    return np.asarray(center, dtype=np.float64), np.where(scale > 0, scale, 1.0)
-
-
-def _mean_std(X: np.ndarray, chunk: int = 262_144) -> tuple[np.ndarray, np.ndarray]:
-    """Column mean and (population) std in float64, chunk by chunk: no full-size temporary."""
-    total = np.zeros(X.shape[1])
-    for start in range(0, len(X), chunk):
-        total += X[start:start + chunk].sum(axis=0, dtype=np.float64)
-    mean = total / len(X)
-    squares = np.zeros(X.shape[1])
-    for start in range(0, len(X), chunk):
-        squares += ((X[start:start + chunk] - mean) ** 2).sum(axis=0)
-    return mean, np.sqrt(squares / len(X))
 
 
 def _quantiles(scores: np.ndarray) -> dict[str, float]:

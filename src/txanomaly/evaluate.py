@@ -333,7 +333,7 @@ def _som_scores(data: Prepared, model: TransactionModel | None, params: dict[str
         model.fit(data.X[data.split.train])
     scores = model.anomaly_score(data.X[data.split.test])
     seconds = time.perf_counter() - started
-    return (scores, model.threshold, seconds), float(model.detector.contamination)
+    return (scores, model.threshold, seconds), float(model.detector_.contamination)
 
 
 def _baseline_inputs(data: Prepared) -> tuple[np.ndarray, np.ndarray]:

@@ -16,6 +16,15 @@ prototype mapped back with :meth:`FeatureSet.inverse_transform`.
 [False, True]
 >>> model.explain([[50_000.0, 0.0]])[0]["reasons"][0]["feature"]
 'amount'
+
+It follows scikit-learn's estimator contract: ``__init__`` stores the parameters as given,
+``fit`` resolves them into fitted attributes ending in ``_`` (``feature_set_``, ``detector_``)
+and leaves the caller's detector untouched, so ``clone``, ``get_params`` and grid searches over
+``detector__map_size`` work.
+
+>>> from sklearn.base import clone
+>>> clone(model).get_params()["detector__map_size"]
+'4x4'
 """
 
 from __future__ import annotations
@@ -27,25 +36,36 @@ from typing import Any
 
 import numpy as np
 import polars as pl
+from sklearn.base import BaseEstimator, clone
 
 from txanomaly import artifact
-from txanomaly.detector import AnomalyDetector, Explanation, QuantileThreshold
-from txanomaly.errors import TxAnomalyError
+from txanomaly.detector import AnomalyDetector, Explanation
+from txanomaly.errors import NotFittedError, TxAnomalyError
 from txanomaly.features.spec import FeatureSet, get_feature_set
 
 #: Rows explained at a time by :meth:`TransactionModel.score_frame`.
 SCORE_CHUNK = 100_000
 
 
-class TransactionModel:
+class TransactionModel(BaseEstimator):
     """A feature set and the detector trained on its (transformed) values.
 
     Parameters
     ----------
-    feature_set : FeatureSet or str
+    feature_set : FeatureSet or str, default "standard"
         The features the rows hold, in order (``"standard"``, ``"seed"`` or a FeatureSet).
     detector : AnomalyDetector, optional
-        Unfitted (for :meth:`fit`) or fitted; default ``AnomalyDetector()``.
+        The detector's parameters (it is cloned by :meth:`fit`, never changed); default
+        ``AnomalyDetector()``.
+
+    Attributes
+    ----------
+    feature_set_ : FeatureSet
+        The resolved feature set.
+    detector_ : AnomalyDetector
+        The fitted detector: a clone of ``detector`` whose ``scaling="auto"`` became the
+        feature set's declared scaling and whose ``feature_weights`` default to the feature
+        set's weights.
 
     Inputs ``X`` are raw feature values: an ``(n, d)`` array in feature-set order, or a
     Polars/pandas DataFrame holding (at least) the feature columns.
@@ -53,59 +73,73 @@ class TransactionModel:
 
     def __init__(self, feature_set: FeatureSet | str = "standard",
                  detector: AnomalyDetector | None = None):
-        self.feature_set = get_feature_set(feature_set)
-        self.detector = detector if detector is not None else AnomalyDetector()
+        self.feature_set = feature_set
+        self.detector = detector
 
     @property
     def feature_names(self) -> list[str]:
-        return self.feature_set.names
+        """The feature set's names, in input order."""
+        fs = getattr(self, "feature_set_", None)
+        return (fs if fs is not None else get_feature_set(self.feature_set)).names
 
     @property
     def threshold(self) -> float:
-        return float(self.detector.threshold_)
+        """The fitted detector's anomaly-score threshold."""
+        return float(self._fitted().threshold_)
 
-    def fit(self, X: Any, callback: Any = None) -> TransactionModel:
-        """Train the detector on raw feature values; returns ``self``.
+    def fit(self, X: Any, y: Any = None, callback: Any = None) -> TransactionModel:
+        """Train a clone of ``detector`` on raw feature values; returns ``self``. ``y`` is ignored.
 
-        The feature set's weights become the detector's ``feature_weights`` unless the
-        detector was given its own, and its declared scaling replaces ``scaling="auto"``.
+        The clone takes the feature set's weights as ``feature_weights`` unless the detector
+        was given its own, and the feature set's declared scaling where it says
+        ``scaling="auto"``.
         """
-        if self.detector.feature_weights is None and self.feature_set.weights is not None:
-            self.detector.set_params(feature_weights=self.feature_set.weights)
-        if self.detector.scaling == "auto":
-            self.detector.set_params(scaling=self.feature_set.scaling)
-        self.detector.fit(self._inputs(X), callback=callback)
+        fs = get_feature_set(self.feature_set)
+        detector = clone(self.detector) if self.detector is not None else AnomalyDetector()
+        if detector.feature_weights is None and fs.weights is not None:
+            detector.set_params(feature_weights=fs.weights)
+        if detector.scaling == "auto":
+            detector.set_params(scaling=fs.scaling)
+        self.feature_set_ = fs
+        detector.fit(fs.transform(self._raw(X)), callback=callback)
+        self.detector_ = detector
         return self
+
+    # ------------------------------------------------------------------ the one scoring path
+    def explanation(self, X: Any, top: int = 3) -> Explanation:
+        """Scores, flags, risk levels and every feature's share, values in raw feature units.
+
+        Every caller that scores (``anomaly_score``, ``is_anomaly``, :meth:`score_frame`,
+        reports, evaluation, tuning, the service's verdicts) comes through here.
+        """
+        detector = self._fitted()
+        raw = self._raw(X)
+        found = detector.explain(self.feature_set_.transform(raw), top=top, check_input=False)
+        return replace(found, feature_names=self.feature_set_.names, value=raw,
+                       prototype=self.feature_set_.inverse_transform(found.prototype))
 
     def anomaly_score(self, X: Any) -> np.ndarray:
         """Distance to the best-matching unit in scaled space; higher = more anomalous."""
-        return self.detector.anomaly_score(self._inputs(X))
+        return self.explanation(X).anomaly_score
 
     def is_anomaly(self, X: Any) -> np.ndarray:
         """Anomaly score strictly above the model's threshold."""
-        return self.detector.is_anomaly(self._inputs(X))
+        return self.explanation(X).is_anomaly
 
     def explain(self, X: Any, top: int = 3) -> list[dict[str, Any]]:
-        """Per row: score, BMU and the ``top`` reasons, values in raw feature units."""
+        """Per row: score, flag, risk level, BMU and the ``top`` reasons, in raw units."""
         return self.explanation(X, top).records()
-
-    def explanation(self, X: Any, top: int = 3) -> Explanation:
-        """The full :class:`Explanation` (all features' shares), in raw feature units."""
-        raw = self._raw(X)
-        found = self.detector.explain(self.feature_set.transform(raw), top=top)
-        return replace(found, feature_names=self.feature_names, value=raw,
-                       prototype=self.feature_set.inverse_transform(found.prototype))
 
     def score_frame(self, features: pl.DataFrame, top: int = 3,
                     on_progress: Callable[[int], None] | None = None,
                     chunk_size: int = SCORE_CHUNK) -> pl.DataFrame:
         """Scores and reasons for every row of a feature table, in its order.
 
-        Columns: ``transaction_id``, ``anomaly_score``, ``is_anomaly``, ``bmu``, then for
-        each of the ``top`` reasons ``reason_i`` (feature), ``reason_i_share``,
-        ``reason_i_value`` and ``reason_i_prototype`` (raw units). Rows are explained in chunks
-        (an explanation holds three rows x features float64 arrays); ``on_progress(rows)`` is
-        called after each.
+        Columns: ``transaction_id``, ``anomaly_score``, ``is_anomaly``, ``risk_level``,
+        ``bmu``, then for each of the ``top`` reasons ``reason_i`` (feature),
+        ``reason_i_share``, ``reason_i_value`` and ``reason_i_prototype`` (raw units). Rows are
+        explained in chunks (an explanation holds three rows x features float64 arrays);
+        ``on_progress(rows)`` is called after each.
         """
         parts = []
         for start in range(0, features.height, chunk_size):
@@ -118,12 +152,13 @@ class TransactionModel:
     def _score_chunk(self, chunk: pl.DataFrame, top: int) -> pl.DataFrame:
         if chunk.height == 0:
             return pl.DataFrame(schema={"transaction_id": pl.String, "anomaly_score": pl.Float64,
-                                        "is_anomaly": pl.Boolean, "bmu": pl.Int64})
+                                        "is_anomaly": pl.Boolean, "risk_level": pl.String,
+                                        "bmu": pl.Int64})
         exp = self.explanation(chunk.select(self.feature_names), top=top)
         columns: dict[str, Any] = {
             "transaction_id": chunk.get_column("transaction_id"),
-            "anomaly_score": exp.anomaly_score,
-            "is_anomaly": QuantileThreshold(self.threshold).flags(exp.anomaly_score),
+            "anomaly_score": exp.anomaly_score, "is_anomaly": exp.is_anomaly,
+            "risk_level": pl.Series(exp.risk_level.tolist(), dtype=pl.String),
             "bmu": exp.bmu.astype(np.int64)}
         rows = np.arange(chunk.height)
         names = np.asarray(exp.feature_names)
@@ -134,9 +169,10 @@ class TransactionModel:
             columns[f"reason_{rank}_prototype"] = exp.prototype[rows, idx]
         return pl.DataFrame(columns)
 
+    # ------------------------------------------------------------------ persistence
     def save(self, path: str | Path) -> Path:
         """Write the model directory (see :mod:`txanomaly.artifact`)."""
-        return artifact.save(path, self.detector, self.feature_set)
+        return artifact.save(path, self._fitted(), self.feature_set_)
 
     @classmethod
     def load(cls, path: str | Path, device: str = "cpu") -> TransactionModel:
@@ -145,9 +181,26 @@ class TransactionModel:
         if loaded.feature_set is None:
             raise TxAnomalyError(f"{path}: the model has no feature set; load it with "
                                  "txanomaly.artifact.load")
-        return cls(loaded.feature_set, loaded.detector)
+        return cls.from_fitted(loaded.feature_set, loaded.detector)
+
+    @classmethod
+    def from_fitted(cls, feature_set: FeatureSet, detector: AnomalyDetector
+                    ) -> TransactionModel:
+        """A fitted model from a feature set and a detector already fitted on its inputs."""
+        model = cls(feature_set, clone(detector))
+        model.feature_set_ = feature_set
+        model.detector_ = detector
+        return model
+
+    # ------------------------------------------------------------------ input checks
+    def _fitted(self) -> AnomalyDetector:
+        detector = getattr(self, "detector_", None)
+        if detector is None:
+            raise NotFittedError(f"this {type(self).__name__} is not fitted yet; call fit first")
+        return detector
 
     def _raw(self, X: Any) -> np.ndarray:
+        """``X`` as a finite float64 ``(n, d)`` array in feature order (checked once, here)."""
         names = self.feature_names
         if isinstance(X, pl.DataFrame) or hasattr(X, "columns"):
             missing = [n for n in names if n not in list(X.columns)]
@@ -158,8 +211,10 @@ class TransactionModel:
         raw = np.asarray(X, dtype=np.float64)
         if raw.ndim != 2 or raw.shape[1] != len(names):
             raise TxAnomalyError(f"expected rows of {len(names)} features "
-                                 f"({self.feature_set.name!r}), got shape {raw.shape}")
+                                 f"({get_feature_set(self.feature_set).name!r}), got shape "
+                                 f"{raw.shape}")
+        if not np.isfinite(raw).all():
+            row, col = np.argwhere(~np.isfinite(raw))[0]
+            raise TxAnomalyError(f"row {row}: feature {names[col]!r} is {raw[row, col]}; "
+                                 "features must be finite")
         return raw
-
-    def _inputs(self, X: Any) -> np.ndarray:
-        return self.feature_set.transform(self._raw(X))

@@ -71,9 +71,9 @@ class ScoredData:
 
 def score_data(model: TransactionModel, frame: pl.DataFrame) -> ScoredData:
     """Compute features of ``frame`` and score them with ``model``."""
-    X = feature_matrix(frame, model.feature_set)
-    inputs = model.feature_set.transform(X)
-    det = model.detector
+    X = feature_matrix(frame, model.feature_set_)
+    inputs = model.feature_set_.transform(X)
+    det = model.detector_
     return ScoredData(frame, X, inputs, det.anomaly_score(inputs), det.bmu(inputs),
                       model.threshold)
 
@@ -147,10 +147,10 @@ def write_report(path: str | Path, document: str) -> Path:
 # --------------------------------------------------------------------------- sections
 def _summary_section(model: TransactionModel, meta: dict[str, Any],
                      data: ScoredData | None) -> str:
-    det = model.detector
+    det = model.detector_
     summary = dict(det.training_summary_ or {})
     rows: list[tuple[str, Any]] = [
-        ("feature set", f"{model.feature_set.name} ({len(model.feature_names)} features)"),
+        ("feature set", f"{model.feature_set_.name} ({len(model.feature_names)} features)"),
         ("map", f"{det.som_.rows} x {det.som_.cols} units, algorithm {det.algorithm}, "
                 f"{det.epochs} epochs, init {det.init}, scaling {det.scaling}"),
         ("threshold", f"{model.threshold:.4g} (contamination {det.contamination})"),
@@ -172,7 +172,7 @@ def _summary_section(model: TransactionModel, meta: dict[str, Any],
 
 
 def _map_section(model: TransactionModel, data: ScoredData | None) -> str:
-    det = model.detector
+    det = model.detector_
     rows, cols = det.som_.rows, det.som_.cols
     parts = ["<section><h2>The map</h2>",
              "<p>The U-matrix shows how far each prototype is from its neighbours: bright "
@@ -187,7 +187,7 @@ def _map_section(model: TransactionModel, data: ScoredData | None) -> str:
                   "behaviour lives.</p>",
                   _img(plots.hit_map(hits, flagged), "hit map")]
     protos = _prototypes_original(model)
-    logs = [f.transform != "none" for f in model.feature_set.features]
+    logs = [f.transform != "none" for f in model.feature_set_.features]
     parts += ["<p>Component planes: each feature's value on every prototype, in the "
               "feature's original units (log-transformed features on a symmetric-log colour "
               "scale).</p>",
@@ -197,7 +197,7 @@ def _map_section(model: TransactionModel, data: ScoredData | None) -> str:
 
 
 def _projection_section(model: TransactionModel, data: ScoredData, seed: int) -> str:
-    det = model.detector
+    det = model.detector_
     rng = np.random.default_rng(seed)
     take = rng.choice(len(data.inputs), min(SCATTER_ROWS, len(data.inputs)), replace=False)
     scaled = (data.inputs[take] - det.center_) / det.scale_
@@ -270,7 +270,7 @@ def _anomaly_row(rank: int, rec: dict[str, Any]) -> str:
 
 
 def _distributions_section(model: TransactionModel, data: ScoredData) -> str:
-    axes = [_TRANSFORM_AXIS[f.transform] for f in model.feature_set.features]
+    axes = [_TRANSFORM_AXIS[f.transform] for f in model.feature_set_.features]
     fig = plots.feature_distributions(data.inputs, model.feature_names, data.flags, axes)
     return ("<section><h2>Flagged vs normal, per feature</h2><p>Values on the model's input "
             "scale (heavy-tailed features log-transformed, as the x-axis labels say).</p>"
@@ -311,16 +311,16 @@ def _features_section(model: TransactionModel) -> str:
     body = "".join(
         f"<tr><td>{html.escape(f.name)}</td><td>{html.escape(f.describe())}</td>"
         f"<td>{html.escape(f.transform)}{' clip ' + str(f.clip) if f.clip else ''}</td></tr>"
-        for f in model.feature_set.features)
+        for f in model.feature_set_.features)
     return ("<section><h2>Features</h2><table><tr><th>feature</th><th>definition</th>"
             f"<th>transform</th></tr>{body}</table></section>")
 
 
 # --------------------------------------------------------------------------- helpers
 def _prototypes_original(model: TransactionModel) -> np.ndarray:
-    det = model.detector
+    det = model.detector_
     inputs = det.som_.weights.detach().cpu().double().numpy() * det.scale_ + det.center_
-    return model.feature_set.inverse_transform(inputs)
+    return model.feature_set_.inverse_transform(inputs)
 
 
 def _img(fig: Any, alt: str) -> str:

@@ -29,7 +29,7 @@ of the process (kill -9: the committed WAL frames are in the OS page cache) but 
 >>> rec = {"transaction_id": "t1", "timestamp": 0, "origin_user_id": "u",
 ...        "destination_user_id": None, "origin_amount": 10.0, "destination_amount": None}
 >>> def evaluate(features, records):
-...     return [Scored(0.5, False, {"score": 0.5}) for _ in features]
+...     return [Verdict(0.5, False, {"score": 0.5}) for _ in features]
 >>> store.ingest([rec], evaluate)[0].result
 {'score': 0.5}
 >>> store.ingest([rec], evaluate)[0].replayed
@@ -57,6 +57,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from txanomaly.errors import TxAnomalyError
 from txanomaly.features.online import KeyId, KeyLog, OnlineFeatures
+from txanomaly.scoring import Verdict
 
 logger = logging.getLogger(__name__)
 
@@ -135,15 +136,6 @@ class ConflictError(StoreError):
 
 
 @dataclass(frozen=True)
-class Scored:
-    """What the scoring callback returns for one transaction."""
-
-    anomaly_score: float
-    is_anomaly: bool
-    result: dict[str, Any]
-
-
-@dataclass(frozen=True)
 class Ingested:
     """One transaction's outcome: its result, and whether it was already stored."""
 
@@ -163,7 +155,7 @@ class StoredTransaction:
     result: dict[str, Any]
 
 
-Evaluate = Callable[[np.ndarray, Sequence[Mapping[str, Any]]], Sequence[Scored]]
+Evaluate = Callable[[np.ndarray, Sequence[Mapping[str, Any]]], Sequence[Verdict]]
 
 
 def content_hash(record: Mapping[str, Any]) -> str:
@@ -187,7 +179,7 @@ def normalize_url(url: str) -> str:
 
 
 class Store:
-    """Scored transactions and per-key state in SQLite or PostgreSQL.
+    """Verdict transactions and per-key state in SQLite or PostgreSQL.
 
     Parameters
     ----------
@@ -352,7 +344,7 @@ class Store:
             Flat records from :func:`txanomaly.schema.parse_record`.
         evaluate : callable
             ``evaluate(features, records)`` gets the ``(n, d)`` raw features of the
-            transactions not stored yet (and their records) and returns one :class:`Scored`
+            transactions not stored yet (and their records) and returns one :class:`Verdict`
             per row.
         persist : bool
             False: compute and score against the stored history, store nothing.
@@ -415,7 +407,7 @@ class Store:
         return [Ingested(s.result, False, feats[j]) for j, s in enumerate(scored)]
 
     def _write(self, cur: Any, recs: list[Mapping[str, Any]], hashes: list[str],
-               seqs: list[int], feats: np.ndarray, scored: list[Scored],
+               seqs: list[int], feats: np.ndarray, scored: list[Verdict],
                logs: dict[KeyId, KeyLog], dirty: dict[KeyId, int]) -> None:
         dumps = orjson.dumps
         cur.executemany(self._sql(_SQL_INSERT_TX), [

@@ -141,7 +141,7 @@ def _measure(data: Prepared, size: str, params: dict[str, Any], labelled: bool,
     model = TransactionModel(data.feature_set, AnomalyDetector(map_size=size, **params))
     model.fit(data.X[data.split.train])
     inputs = data.feature_set.transform(data.X[data.split.test])
-    det = model.detector
+    det = model.detector_
     scores = det.anomaly_score(inputs)
     extra: dict[str, Any] = {}
     if labelled:

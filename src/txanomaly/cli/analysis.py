@@ -139,10 +139,10 @@ def evaluate(
     names = _baseline_names(baselines)
     model = TransactionModel.load(model_dir) if model_dir is not None else None
     params = _detector_params(map_size, epochs, contamination, seed)
-    if model is not None and feature_set not in (None, model.feature_set.name):
-        raise typer.BadParameter(f"the model uses the {model.feature_set.name!r} feature set",
+    if model is not None and feature_set not in (None, model.feature_set_.name):
+        raise typer.BadParameter(f"the model uses the {model.feature_set_.name!r} feature set",
                                  param_hint="--feature-set")
-    fs = model.feature_set if model is not None else (feature_set or "standard")
+    fs = model.feature_set_ if model is not None else (feature_set or "standard")
     frame = read_input(input, output or input.with_suffix(".json"), rejects, out).frame
     prepared = ev.prepare(frame, ev.load_labels(labels), fs, train_fraction)
     with _steps(out, "evaluating", 1 + len(names)) as step:

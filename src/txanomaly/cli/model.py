@@ -65,7 +65,7 @@ def train(
         model.fit(features.select(fs.names), callback=lambda done, _: bar.update(
             task, completed=done))
     model.save(output)
-    train = model.detector.training_summary_
+    train = model.detector_.training_summary_
     summary = {**train, "train_seconds": train["seconds"],
                "seconds": round(time.perf_counter() - started, 3), "model": str(output),
                "feature_set": fs.name, "map": map_size, "rejected": len(result.rejects)}
@@ -108,7 +108,7 @@ def score(
     started = time.perf_counter()
     model = TransactionModel.load(model_dir)
     result = read_input(input, output, rejects, out)
-    features = compute_features(result.frame, model.feature_set)
+    features = compute_features(result.frame, model.feature_set_)
     table = score_table(model, features, out)
     write_table(table, output)
     flagged = int(table["is_anomaly"].sum()) if table.height else 0

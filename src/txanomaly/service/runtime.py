@@ -12,8 +12,8 @@ from typing import Any, TypeVar
 import torch
 from starlette.concurrency import run_in_threadpool
 
+from txanomaly.scoring import Scorer
 from txanomaly.service.metrics import Metrics
-from txanomaly.service.scoring import Scorer
 from txanomaly.service.settings import Settings
 from txanomaly.store import Ingested, Store
 

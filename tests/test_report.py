@@ -9,6 +9,7 @@ import re
 
 import matplotlib.image as mpimg
 import numpy as np
+import polars as pl
 import pytest
 
 from txanomaly import evaluate as ev
@@ -72,7 +73,47 @@ def test_reasons_name_features_with_value_and_typical_value(trained, document):
     text, scored = document
     top = int(np.argmax(scored.scores))
     reason = model.explain(scored.X[[top]])[0]["reasons"][0]
-    assert html.escape(report.format_reason(reason)) in text
+    feature = next(f for f in model.feature_set_.features if f.name == reason["feature"])
+    shown = html.escape(report.format_reason(reason, feature))
+    assert shown in text
+    assert shown.startswith(html.escape(feature.label))  # in words, not the internal name
+    assert f"title='{reason['feature']}'" in text  # which the reason's tooltip still gives
+
+
+def test_a_labelled_reports_top_table_has_a_label_column(trained):
+    """Regression: the demo report's top-anomalies table had no label column although the
+    console showed the labels."""
+    model, data = trained
+    y = data.labels["is_anomaly"].to_numpy()
+    kind = np.asarray(data.labels["kind"].to_list(), dtype=object)
+    scored = report.score_data(model, data.transactions, labels=report.label_names(y, kind))
+    text = report.build_report(model, None, scored, top=5)
+    assert "<th>label</th>" in text
+    first = report.top_anomalies(model, scored, scored.top_rows(1))[0]
+    row = int(np.flatnonzero(scored.frame["transaction_id"] == first["transaction_id"])[0])
+    assert first["label"] == (str(kind[row] or "anomaly") if y[row] else "normal")
+    assert f"<td>{first['label']}</td>" in text
+
+
+def test_report_scores_come_from_the_models_scoring_path(trained, document):
+    model, _ = trained
+    _, scored = document
+    table = model.score_frame(pl.DataFrame(scored.X, schema=model.feature_names)
+                              .insert_column(0, scored.frame["transaction_id"]))
+    assert scored.table.equals(table)
+    assert scored.flags.tolist() == model.is_anomaly(scored.X).tolist()
+
+
+def test_a_clipped_reason_says_what_the_model_saw():
+    from txanomaly.features.spec import Feature
+
+    z = Feature("z", "log_amount_zscore", "origin", clip=(-10.0, 10.0))
+    text = report.format_reason({"feature": "z", "value": 12.5, "prototype": 0.2,
+                                 "share": 0.4}, z)
+    assert "12.50, model sees 10" in text
+    inside = report.format_reason({"feature": "z", "value": 3.0, "prototype": 0.2,
+                                   "share": 0.4}, z)
+    assert "model sees" not in inside
 
 
 def test_without_data_the_map_sections_remain(trained):

@@ -98,7 +98,10 @@ def run_demo(directory: str | Path = DEFAULT_DIR, n: int = DEFAULT_ROWS, *, seed
     model.fit(prepared.X[prepared.split.train])
     model.save(files["model"])
     clock.start("score")
-    scored = _score(model, prepared, data.transactions, files["scores"])
+    scored = report.score_data(model, data.transactions, X=prepared.X,
+                               training_rows=prepared.split.train,
+                               labels=report.label_names(prepared.y, prepared.kind))
+    _write_scores(scored, prepared, files["scores"])
     clock.start("evaluate")
     evaluation = ev.evaluate(prepared, model=model, baselines=baselines, seed=seed,
                              max_fit_rows=DEMO_FIT_ROWS)
@@ -108,36 +111,19 @@ def run_demo(directory: str | Path = DEFAULT_DIR, n: int = DEFAULT_ROWS, *, seed
     metadata = json.loads((files["model"] / METADATA_FILE).read_text())
     report.write_report(files["report"], report.build_report(
         model, metadata, scored, title="txanomaly demo report", evaluation=evaluation))
-    top_rows = _top_rows(scored, top)
+    top_rows = scored.top_rows(top)
     found = report.top_anomalies(model, scored, top_rows) if len(top_rows) else []
-    for rec, row in zip(found, top_rows, strict=True):  # the demo knows the truth: show it
-        rec["label"] = str(prepared.kind[row] or "anomaly") if prepared.y[row] else "normal"
     clock.stop()
     logger.info("demo finished in %.1f s: %s", sum(clock.seconds.values()), out)
     return DemoResult(out, files, len(scored.scores), int(scored.flags.sum()), evaluation,
                       found, clock.seconds)
 
 
-def _score(model: TransactionModel, prepared: ev.Prepared, frame: pl.DataFrame,
-           path: Path) -> report.ScoredData:
-    inputs = prepared.feature_set.transform(prepared.X)
-    features = pl.DataFrame(prepared.X, schema=prepared.feature_set.names).insert_column(
-        0, frame.get_column("transaction_id"))
-    table = model.score_frame(features)  # scores + the top-3 reasons, as `txanomaly score`
-    scored = report.ScoredData(frame, prepared.X, inputs,
-                               table.get_column("anomaly_score").to_numpy(),
-                               table.get_column("bmu").to_numpy(), model.threshold,
-                               prepared.split.train)
-    split = np.full(len(inputs), "test", dtype=object)
+def _write_scores(scored: report.ScoredData, prepared: ev.Prepared, path: Path) -> None:
+    """The scores table as `txanomaly score` writes it, plus each row's split."""
+    split = np.full(len(scored.X), "test", dtype=object)
     split[prepared.split.train] = "train"
-    write_table(table.with_columns(split=pl.Series(split.tolist(), dtype=pl.Utf8)), path)
-    return scored
-
-
-
-def _top_rows(scored: report.ScoredData, top: int) -> np.ndarray:
-    flagged = np.flatnonzero(scored.flags)
-    return flagged[np.argsort(-scored.scores[flagged], kind="stable")][:top]
+    write_table(scored.table.with_columns(split=pl.Series(split.tolist(), dtype=pl.Utf8)), path)
 
 
 class _Clock:

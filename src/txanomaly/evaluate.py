@@ -46,6 +46,8 @@ from txanomaly.errors import TxAnomalyError
 from txanomaly.features.batch import feature_matrix
 from txanomaly.features.spec import FeatureSet, get_feature_set
 from txanomaly.pipeline import TransactionModel
+from txanomaly.scaling import apply_scaler, fit_scaler
+from txanomaly.threshold import QuantileThreshold, exceeds
 
 logger = logging.getLogger(__name__)
 
@@ -144,12 +146,13 @@ def detection_metrics(y: np.ndarray, scores: np.ndarray, threshold: float, k: in
                       kind: np.ndarray | None = None) -> dict[str, Any]:
     """Ranking and flagging metrics of anomaly ``scores`` (higher = more anomalous) vs ``y``.
 
-    A row is flagged when its score is strictly above ``threshold``. The top ``k`` are the ``k``
+    A row is flagged when its score is strictly above ``threshold`` (the one rule,
+    :func:`txanomaly.threshold.exceeds`). The top ``k`` are the ``k``
     highest scores (ties broken by row order). AUCs are NaN when ``y`` has a single class.
     """
     y = np.asarray(y).astype(bool)
     scores = np.asarray(scores, dtype=np.float64)
-    flags = scores > threshold
+    flags = exceeds(scores, threshold)
     top = top_k_mask(scores, k)
     positives = int(y.sum())
     out: dict[str, Any] = {
@@ -317,7 +320,7 @@ def evaluate(data: Prepared, *, model: TransactionModel | None = None,
         rows = _fit_rows(len(Xs_fit), max_fit_rows, rng) if base.subsample else slice(None)
         started = time.perf_counter()
         fit_scores, test_scores = base.fit_score(Xs_fit[rows], Xs_test, seed)
-        threshold = float(np.quantile(fit_scores, 1.0 - contamination))
+        threshold = QuantileThreshold.fit(fit_scores, contamination).value
         _record(result, base.name, data, (test_scores, threshold,
                                           time.perf_counter() - started), k)
     return result
@@ -340,9 +343,8 @@ def _baseline_inputs(data: Prepared) -> tuple[np.ndarray, np.ndarray]:
     """Transformed, then standardised with the training rows' mean and standard deviation."""
     Z = data.feature_set.transform(data.X)
     train, test = Z[data.split.train], Z[data.split.test]
-    mean, std = train.mean(0), train.std(0)
-    std = np.where(std > 0, std, 1.0)
-    return (train - mean) / std, (test - mean) / std
+    center, scale = fit_scaler(train, "standard")
+    return apply_scaler(train, center, scale), apply_scaler(test, center, scale)
 
 
 def _fit_rows(n: int, limit: int, rng: np.random.Generator) -> np.ndarray | slice:

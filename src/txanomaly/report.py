@@ -36,6 +36,7 @@ from txanomaly import plots
 from txanomaly.detector import AnomalyDetector
 from txanomaly.evaluate import Evaluation, pr_figure
 from txanomaly.features.batch import feature_matrix
+from txanomaly.features.spec import Feature
 from txanomaly.pipeline import TransactionModel
 
 logger = logging.getLogger(__name__)
@@ -51,31 +52,67 @@ _TRANSFORM_AXIS = {"log1p": "log(1 + value)", "signed_log1p": "sign * log(1 + |v
 
 @dataclass(frozen=True)
 class ScoredData:
-    """Transactions scored by a model: what the data-dependent sections need."""
+    """Transactions scored by a model: what the data-dependent sections need.
+
+    ``table`` is :meth:`TransactionModel.score_frame
+    <txanomaly.pipeline.TransactionModel.score_frame>`'s output for the rows (scores, flags,
+    risk levels, BMUs and the top reasons), so every number the report shows comes from the
+    model's one scoring path.
+    """
 
     frame: pl.DataFrame
     X: np.ndarray
     inputs: np.ndarray
-    scores: np.ndarray
-    bmu: np.ndarray
-    threshold: float
+    table: pl.DataFrame
     #: Indices of the rows the model was trained on, when known: the "before training"
     #: picture is then rebuilt from exactly those rows.
     training_rows: np.ndarray | None = None
+    #: Per row, a label to show beside the top anomalies ("normal", "anomaly" or the
+    #: anomaly's kind), when the data is labelled.
+    labels: np.ndarray | None = None
+
+    @property
+    def scores(self) -> np.ndarray:
+        """Anomaly scores (higher = more anomalous)."""
+        return self.table.get_column("anomaly_score").to_numpy()
+
+    @property
+    def bmu(self) -> np.ndarray:
+        """Flat index of each row's best-matching unit."""
+        return self.table.get_column("bmu").to_numpy()
 
     @property
     def flags(self) -> np.ndarray:
-        """Anomaly score strictly above the threshold."""
-        return self.scores > self.threshold
+        """The model's flags (anomaly score strictly above the threshold)."""
+        return self.table.get_column("is_anomaly").to_numpy()
+
+    def top_rows(self, top: int) -> np.ndarray:
+        """Indices of the ``top`` highest-scoring flagged rows, highest first."""
+        flagged = np.flatnonzero(self.flags)
+        return flagged[np.argsort(-self.scores[flagged], kind="stable")][:top]
 
 
-def score_data(model: TransactionModel, frame: pl.DataFrame) -> ScoredData:
-    """Compute features of ``frame`` and score them with ``model``."""
-    X = feature_matrix(frame, model.feature_set_)
-    inputs = model.feature_set_.transform(X)
-    det = model.detector_
-    return ScoredData(frame, X, inputs, det.anomaly_score(inputs), det.bmu(inputs),
-                      model.threshold)
+def score_data(model: TransactionModel, frame: pl.DataFrame, *, X: np.ndarray | None = None,
+               training_rows: np.ndarray | None = None, labels: np.ndarray | None = None,
+               top: int = 3) -> ScoredData:
+    """Score the transactions of ``frame`` with ``model`` (features computed unless ``X``)."""
+    if X is None:
+        X = feature_matrix(frame, model.feature_set_)
+    features = pl.DataFrame(X, schema=model.feature_names).insert_column(
+        0, frame.get_column("transaction_id"))
+    return ScoredData(frame, X, model.feature_set_.transform(X),
+                      model.score_frame(features, top=top), training_rows, labels)
+
+
+def label_names(y: np.ndarray, kind: np.ndarray | None = None) -> np.ndarray:
+    """Per row, ``"normal"``, or the anomaly's kind (``"anomaly"`` when it has none).
+
+    >>> label_names(np.array([0, 1, 1]), np.array([None, "burst", None])).tolist()
+    ['normal', 'burst', 'anomaly']
+    """
+    kind = np.full(len(y), None, dtype=object) if kind is None else kind
+    return np.array(["normal" if not flag else str(k or "anomaly") for flag, k in zip(
+        np.asarray(y).tolist(), kind.tolist(), strict=True)], dtype=object)
 
 
 def initial_prototypes(detector: AnomalyDetector, inputs: np.ndarray) -> np.ndarray:
@@ -218,55 +255,95 @@ def _scores_section(model: TransactionModel, data: ScoredData) -> str:
 
 
 def _top_section(model: TransactionModel, data: ScoredData, top: int) -> str:
-    flagged = np.flatnonzero(data.flags)
-    order = flagged[np.argsort(-data.scores[flagged], kind="stable")][:top]
-    head = (f"<section><h2>Top anomalies</h2><p>{len(flagged):,} transactions are flagged "
+    flagged = int(data.flags.sum())
+    order = data.top_rows(top)
+    head = (f"<section><h2>Top anomalies</h2><p>{flagged:,} transactions are flagged "
             f"(score &gt; {model.threshold:.4g}); the {len(order):,} highest are listed. Each "
-            "reason gives the feature's value, the typical value (the prototype of the "
-            "transaction's best-matching unit) and the feature's share of the distance.</p>")
+            "reason gives the feature in words, the transaction's value, the typical value (the "
+            "prototype of the transaction's best-matching unit) and the feature's share of the "
+            "distance. Values are the features' raw values, before the transforms and clipping "
+            "the model applies (the feature table below lists them); a value beyond a "
+            "feature's clipping range says what the model saw instead.</p>")
     if not len(order):
         return head + "</section>"
     records = top_anomalies(model, data, order)
-    cells = "".join(_anomaly_row(i + 1, rec) for i, rec in enumerate(records))
+    labelled = data.labels is not None
+    features = {f.name: f for f in model.feature_set_.features}
+    cells = "".join(_anomaly_row(i + 1, rec, labelled, features)
+                    for i, rec in enumerate(records))
     header = ("<tr><th>#</th><th>transaction</th><th>time (UTC)</th><th>amount</th>"
-              "<th>origin &rarr; destination</th><th>score</th><th>reasons</th></tr>")
+              "<th>origin &rarr; destination</th><th>score</th><th>risk</th>"
+              + ("<th>label</th>" if labelled else "") + "<th>reasons</th></tr>")
     return f"{head}<table class='top'>{header}{cells}</table></section>"
 
 
 def top_anomalies(model: TransactionModel, data: ScoredData, rows: np.ndarray
                   ) -> list[dict[str, Any]]:
-    """Records of the given rows: id, time, amount, users, score and the top reasons."""
-    explained = model.explain(data.X[rows], top=3)
+    """Records of the given rows: id, time, amount, users, score, risk level, the top reasons
+    (from the scores table) and, for labelled data, the label."""
+    rows = np.asarray(rows, dtype=np.int64)
+    table = data.table[rows.tolist()]
     frame = data.frame[rows.tolist()]
+    n_reasons = sum(1 for c in table.columns if c.startswith("reason_") and c[7:].isdigit())
     out = []
-    for rec, row in zip(explained, frame.iter_rows(named=True), strict=True):
+    for i, (scored, row) in enumerate(zip(table.iter_rows(named=True),
+                                          frame.iter_rows(named=True), strict=True)):
         amount = row.get("destination_amount") or row.get("origin_amount")
         currency = row.get("destination_currency") or row.get("origin_currency") or ""
-        out.append({"transaction_id": row["transaction_id"],
-                    "time": _iso(row.get("timestamp")), "amount": amount,
-                    "currency": currency, "origin_user_id": row.get("origin_user_id"),
-                    "destination_user_id": row.get("destination_user_id"), **rec})
+        reasons = [{"feature": scored[f"reason_{r}"], "share": scored[f"reason_{r}_share"],
+                    "value": scored[f"reason_{r}_value"],
+                    "prototype": scored[f"reason_{r}_prototype"]}
+                   for r in range(1, n_reasons + 1)]
+        rec = {"transaction_id": row["transaction_id"], "time": _iso(row.get("timestamp")),
+               "amount": amount, "currency": currency,
+               "origin_user_id": row.get("origin_user_id"),
+               "destination_user_id": row.get("destination_user_id"),
+               "anomaly_score": scored["anomaly_score"], "is_anomaly": scored["is_anomaly"],
+               "risk_level": scored["risk_level"], "bmu": scored["bmu"], "reasons": reasons}
+        if data.labels is not None:
+            rec["label"] = str(data.labels[rows[i]])
+        out.append(rec)
     return out
 
 
-def format_reason(reason: dict[str, Any]) -> str:
-    """One reason as text: ``feature = value (typical prototype; share of the distance)``.
+def format_reason(reason: dict[str, Any], feature: Feature | None = None) -> str:
+    """One reason as text: ``words = value (typical prototype; share of the distance)``.
+
+    With the :class:`~txanomaly.features.spec.Feature`, the feature is named in words and a
+    value beyond its clipping range says what the model saw.
 
     >>> format_reason({"feature": "amount", "value": 12500.0, "prototype": 80.5, "share": 0.71})
     'amount = 12,500 (typical 80.50; 71%)'
+    >>> from txanomaly.features.spec import Feature
+    >>> z = Feature("origin_log_amount_zscore", "log_amount_zscore", "origin", clip=(-10, 10))
+    >>> format_reason({"feature": z.name, "value": -13.9, "prototype": 0.1, "share": 0.5}, z)
+    "amount vs the sender's usual amounts (z-score) = -13.90, model sees -10.00 (typical 0.1; 50%)"
     """
-    return (f"{reason['feature']} = {format_value(reason['value'])} "
-            f"(typical {format_value(reason['prototype'])}; {reason['share']:.0%})")
+    name = feature.label if feature is not None else reason["feature"]
+    value = format_value(reason["value"])
+    if feature is not None and feature.clip is not None:
+        low, high = feature.clip
+        if not low <= reason["value"] <= high:
+            value += f", model sees {format_value(min(max(reason['value'], low), high))}"
+    return (f"{name} = {value} (typical {format_value(reason['prototype'])}; "
+            f"{reason['share']:.0%})")
 
 
-def _anomaly_row(rank: int, rec: dict[str, Any]) -> str:
-    reasons = "<br>".join(html.escape(format_reason(r)) for r in rec["reasons"])
+def _anomaly_row(rank: int, rec: dict[str, Any], labelled: bool,
+                 features: dict[str, Feature] | None = None) -> str:
+    features = features or {}
+    reasons = "<br>".join(
+        f"<span title='{html.escape(r['feature'])}'>"
+        f"{html.escape(format_reason(r, features.get(r['feature'])))}</span>"
+        for r in rec["reasons"])
     amount = "" if rec["amount"] is None else f"{format_value(rec['amount'])} {rec['currency']}"
-    users = f"{rec['origin_user_id'] or '&ndash;'} &rarr; {rec['destination_user_id'] or '&ndash;'}"
+    users = (f"{html.escape(str(rec['origin_user_id'] or '–'))} &rarr; "
+             f"{html.escape(str(rec['destination_user_id'] or '–'))}")
+    label = f"<td>{html.escape(rec['label'])}</td>" if labelled else ""
     return (f"<tr><td>{rank}</td><td>{html.escape(str(rec['transaction_id']))}</td>"
             f"<td>{rec['time']}</td><td class='num'>{html.escape(amount)}</td>"
             f"<td>{users}</td><td class='num'>{rec['anomaly_score']:.3f}</td>"
-            f"<td>{reasons}</td></tr>")
+            f"<td>{html.escape(rec['risk_level'])}</td>{label}<td>{reasons}</td></tr>")
 
 
 def _distributions_section(model: TransactionModel, data: ScoredData) -> str:
@@ -309,11 +386,22 @@ def _evaluation_section(evaluation: Evaluation) -> str:
 
 def _features_section(model: TransactionModel) -> str:
     body = "".join(
-        f"<tr><td>{html.escape(f.name)}</td><td>{html.escape(f.describe())}</td>"
-        f"<td>{html.escape(f.transform)}{' clip ' + str(f.clip) if f.clip else ''}</td></tr>"
+        f"<tr><td>{html.escape(f.label)}<br><code>{html.escape(f.name)}</code></td>"
+        f"<td>{html.escape(f.describe())}</td><td>{html.escape(_model_input(f))}</td></tr>"
         for f in model.feature_set_.features)
-    return ("<section><h2>Features</h2><table><tr><th>feature</th><th>definition</th>"
-            f"<th>transform</th></tr>{body}</table></section>")
+    return ("<section><h2>Features</h2><p>Reasons show each feature's raw value; the model "
+            "sees it after the transform and clipping listed here.</p><table><tr>"
+            "<th>feature</th><th>definition</th><th>what the model sees</th></tr>"
+            f"{body}</table></section>")
+
+
+def _model_input(feature: Feature) -> str:
+    """The feature's transform and clipping in words, e.g. ``log(1 + value), clipped to
+    [-10, 10]``."""
+    text = _TRANSFORM_AXIS[feature.transform]
+    if feature.clip is not None:
+        text += f", clipped to [{format_value(feature.clip[0])}, {format_value(feature.clip[1])}]"
+    return text
 
 
 # --------------------------------------------------------------------------- helpers

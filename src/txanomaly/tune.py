@@ -140,12 +140,14 @@ def _measure(data: Prepared, size: str, params: dict[str, Any], labelled: bool,
     started = time.perf_counter()
     model = TransactionModel(data.feature_set, AnomalyDetector(map_size=size, **params))
     model.fit(data.X[data.split.train])
-    inputs = data.feature_set.transform(data.X[data.split.test])
+    X_test = data.X[data.split.test]
+    scored = model.explanation(X_test)
+    inputs = model.feature_set_.transform(X_test)
     det = model.detector_
-    scores = det.anomaly_score(inputs)
+    scores = scored.anomaly_score
     extra: dict[str, Any] = {}
     if labelled:
-        m = detection_metrics(data.y[data.split.test], scores, det.threshold_, k)
+        m = detection_metrics(data.y[data.split.test], scores, scored.threshold, k)
         extra = {"roc_auc": m["roc_auc"], "pr_auc": m["pr_auc"],
                  "precision_at_k": m["precision_at_k"]}
     rows, cols = parse_map_size(size)

@@ -60,6 +60,25 @@ OPS: dict[str, str] = {
     "currency_mismatch": "1 if origin and destination currencies are both known and differ",
 }
 KEYS = ("origin", "destination", "pair")
+#: What a feature means to an analyst, in a few words ({whose}: the key's owner; {span}: the
+#: window). The origin is the sender (payer); the destination the recipient (payee, merchant).
+_LABELS: dict[str, str] = {
+    "amount": "amount",
+    "log_amount": "amount (log scale)",
+    "hour_sin": "time of day (sine)",
+    "hour_cos": "time of day (cosine)",
+    "day_sin": "day of week (sine)",
+    "day_cos": "day of week (cosine)",
+    "mean_diff": "amount minus the {whose} average {span}",
+    "count": "{whose} transactions {span}",
+    "log_amount_zscore": "amount vs the {whose} usual amounts (z-score)",
+    "log_seconds_since_prev": "time since the {whose} previous transaction (log seconds)",
+    "log_amount_to_mean": "amount vs the {whose} average {span} (log ratio)",
+    "is_first_pair": "first payment between this sender and recipient",
+    "cross_border": "cross-border (countries differ)",
+    "currency_mismatch": "currencies differ between the two sides",
+}
+_WHOSE = {"origin": "sender's", "destination": "recipient's", "pair": "pair's"}
 #: Ops evaluated over a user's history (need ``key``).
 USER_OPS = frozenset({"mean_diff", "count", "log_amount_zscore", "log_seconds_since_prev",
                       "log_amount_to_mean", "is_first_pair"})
@@ -101,6 +120,18 @@ class Feature:
             raise TxAnomalyError(f"feature {self.name!r}: window_ms must be > 0")
         if not (isinstance(self.weight, int | float) and 0 < self.weight < float("inf")):
             raise TxAnomalyError(f"feature {self.name!r}: weight must be a number > 0")
+
+    @property
+    def label(self) -> str:
+        """The feature in a few plain words, for analysts (reports, reasons).
+
+        >>> Feature("origin_count_1h", "count", "origin", HOUR_MS).label
+        "sender's transactions in the last 1 h"
+        """
+        whose = _WHOSE.get(self.key or "", "")
+        window = "24 h" if self.window_ms == DAY_MS else _span(self.window_ms or 0)
+        span = "so far" if self.window_ms is None else f"in the last {window}"
+        return _LABELS[self.op].format(whose=whose, span=span)
 
     def describe(self) -> str:
         """The feature's definition in words (used by docs and reports)."""

@@ -12,7 +12,7 @@ from fastapi import APIRouter, Query
 from txanomaly.schema import parse_timestamp
 from txanomaly.service.deps import AuthorizedRuntime
 from txanomaly.service.errors import ApiError
-from txanomaly.service.routers.transactions import json_response
+from txanomaly.service.responses import json_response
 from txanomaly.service.schemas import AnomalyPage, error_responses
 from txanomaly.store import StoredTransaction
 

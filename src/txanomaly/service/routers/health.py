@@ -9,7 +9,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.responses import Response
 
 from txanomaly.service.deps import AuthorizedRuntime
-from txanomaly.service.routers.transactions import json_response
+from txanomaly.service.responses import json_response
 from txanomaly.service.schemas import Status, error_responses
 
 router = APIRouter(tags=["health"])

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from txanomaly.service.deps import AuthorizedRuntime
-from txanomaly.service.routers.transactions import json_response
+from txanomaly.service.responses import json_response
 from txanomaly.service.schemas import ModelInfo, error_responses
 
 router = APIRouter(prefix="/v1", tags=["model"])

@@ -6,6 +6,9 @@
   the feature names is allowed) and answers ``[{"anomaly_index": i}, ...]`` for the rows the
   model flags, as the prototype did;
 * ``application/json``: transactions, answered as ``POST /v1/score`` does.
+
+Both go through the same scoring path: the CSV rows are scored by ``Scorer.verdicts``, the
+function that scores the JSON transactions after their features are computed.
 """
 
 from __future__ import annotations
@@ -16,11 +19,11 @@ import numpy as np
 from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
 
-from txanomaly.service.deps import Runtime, require_api_key
+from txanomaly.service.deps import get_runtime, require_api_key
 from txanomaly.service.errors import ApiError
 from txanomaly.service.inputs import media_type, read_body
+from txanomaly.service.responses import VERDICT_SCHEMA, json_response, verdicts_response
 from txanomaly.service.routers.health import is_ready
-from txanomaly.service.routers.transactions import _VERDICT_SCHEMA, json_response, process
 from txanomaly.service.schemas import Status, error_responses
 
 
@@ -76,7 +79,7 @@ def register(max_batch: int, authorize: bool) -> APIRouter:
             {"type": "array", "items": {"$ref": "#/components/schemas/TransactionIn"},
              "minItems": 1, "maxItems": max_batch}]}}}}}
     csv_answer = {"type": "array", "items": {"$ref": "#/components/schemas/AnomalyIndex"}}
-    json_answer = _VERDICT_SCHEMA
+    json_answer = VERDICT_SCHEMA
     responses = {200: {"description": "CSV in: flagged row indices; JSON in: verdicts",
                        "content": {"application/json": {"schema": {"oneOf": [
                            csv_answer, json_answer]}}}},
@@ -89,20 +92,19 @@ def register(max_batch: int, authorize: bool) -> APIRouter:
     @router.post("/invocations", response_model=None, openapi_extra=body,
                  responses=responses, summary="SageMaker inference", dependencies=dependencies)
     async def invocations(request: Request) -> Response:
-        runtime: Runtime | None = getattr(request.app.state, "runtime", None)
-        if runtime is None:
-            raise ApiError(503, "the service is starting or stopping")
+        runtime = get_runtime(request)
         kind = media_type(request)
         if kind == "application/json":
-            return await process(request, runtime, persist=False)
+            return await verdicts_response(request, runtime, persist=False)
         if kind != "text/csv":
             raise ApiError(415, "send text/csv feature rows or application/json transactions")
         body = await read_body(request, runtime.settings.max_body_bytes)
-        names = runtime.scorer.model.feature_names
-        rows = parse_csv(body, names, runtime.settings.max_csv_rows)
-        flags = runtime.scorer.model.is_anomaly(rows)
+        scorer = runtime.scorer
+        rows = parse_csv(body, scorer.feature_names, runtime.settings.max_csv_rows)
+        verdicts = scorer.verdicts(rows, [None] * len(rows))
         runtime.metrics.count("scored", len(rows))
-        return json_response([{"anomaly_index": int(i)} for i in np.flatnonzero(flags)])
+        return json_response([{"anomaly_index": i} for i, v in enumerate(verdicts)
+                              if v.is_anomaly])
 
     return router
 

@@ -2,44 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
-import orjson
 from fastapi import APIRouter, Path, Request
 from starlette.responses import Response
 
 from txanomaly.schema import MAX_STRING_LENGTH, to_raw
 from txanomaly.service.deps import AuthorizedRuntime
 from txanomaly.service.errors import ApiError
-from txanomaly.service.inputs import parse_transactions, read_json
-from txanomaly.service.runtime import Runtime
+from txanomaly.service.responses import VERDICT_RESPONSES, json_response, verdicts_response
 from txanomaly.service.schemas import (
     StoredTransactionOut,
     error_responses,
     transactions_body_schema,
 )
-
-_VERDICT_SCHEMA: dict[str, Any] = {"oneOf": [
-    {"$ref": "#/components/schemas/Verdict"},
-    {"type": "array", "items": {"$ref": "#/components/schemas/Verdict"}}]}
-_VERDICTS: dict[int | str, dict[str, Any]] = {
-    200: {"description": "A verdict, or a list of verdicts for a list",
-          "content": {"application/json": {"schema": _VERDICT_SCHEMA}}}}
-
-
-def json_response(data: Any, status: int = 200) -> Response:
-    """An orjson-encoded response (faster than FastAPI's encoder, exact floats)."""
-    return Response(orjson.dumps(data), status_code=status, media_type="application/json")
-
-
-async def process(request: Request, runtime: Runtime, persist: bool) -> Response:
-    """Shared by POST /v1/transactions, /v1/score and SageMaker's JSON /invocations."""
-    settings = runtime.settings
-    payload = await read_json(request, settings.max_body_bytes)
-    records, single = parse_transactions(payload, settings.max_batch)
-    out = await runtime.call(runtime.ingest, records, persist)
-    results = [r.result for r in out]
-    return json_response(results[0] if single else results)
 
 
 def register(max_batch: int) -> APIRouter:
@@ -48,7 +24,7 @@ def register(max_batch: int) -> APIRouter:
     body = {"requestBody": transactions_body_schema(max_batch)}
 
     @router.post("/transactions", response_model=None, openapi_extra=body,
-                 responses={**_VERDICTS, **error_responses(400, 401, 409, 413, 415, 422)},
+                 responses={**VERDICT_RESPONSES, **error_responses(400, 401, 409, 413, 415, 422)},
                  summary="Score and store transactions",
                  description="One transaction or a list (up to the batch limit). Each is scored "
                              "from the per-user history in the store and stored with its "
@@ -57,7 +33,7 @@ def register(max_batch: int) -> APIRouter:
                              "nothing; the same id with different content is a 409. A list "
                              "with any invalid transaction is rejected whole (422).")
     async def post_transactions(request: Request, runtime: AuthorizedRuntime) -> Response:
-        return await process(request, runtime, persist=True)
+        return await verdicts_response(request, runtime, persist=True)
 
     router.add_api_route("/transactions/{transaction_id}", get_transaction,
                          response_model=StoredTransactionOut, methods=["GET"],
@@ -73,7 +49,7 @@ async def get_transaction(
     found = await runtime.call(runtime.store.get, transaction_id)
     if found is None:
         raise ApiError(404, f"no stored transaction {transaction_id!r}")
-    names = runtime.scorer.model.feature_names
+    names = runtime.scorer.feature_names
     features = dict(zip(names, found.features, strict=False))
     return json_response({**found.result, "timestamp": found.timestamp,
                           "transaction": to_raw(found.record), "features": features})

@@ -250,3 +250,18 @@ def test_wrong_shapes_and_unknown_names_are_refused():
         som.initialize(torch.zeros(4, 3), "kmeans")
     with pytest.raises(ValueError, match="rows"):
         SelfOrganizingMap(0, 2, 3)
+
+
+def test_cached_unit_norms_follow_every_change_of_the_prototypes():
+    """bmu_distances keeps |w|^2 between calls; an in-place update or a restore must not
+    leave it stale."""
+    som = SelfOrganizingMap(3, 3, 2, seed=0)
+    X = torch.randn(50, 2, generator=torch.Generator().manual_seed(1))
+    som.initialize(X, "sample")
+    first = som.bmu_distances(X)
+    som.weights.mul_(2.0)  # in place: the version counter moves
+    fresh = SelfOrganizingMap(3, 3, 2, seed=0)
+    fresh.weights.copy_(som.weights)
+    for got, want in zip(som.bmu_distances(X), fresh.bmu_distances(X), strict=True):
+        assert torch.equal(got, want)
+    assert not torch.equal(first[0], som.bmu_distances(X)[0])

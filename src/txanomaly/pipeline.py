@@ -30,7 +30,6 @@ and leaves the caller's detector untouched, so ``clone``, ``get_params`` and gri
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -114,9 +113,10 @@ class TransactionModel(BaseEstimator):
         """
         detector = self._fitted()
         raw = self._raw(X)
-        found = detector.explain(self.feature_set_.transform(raw), top=top, check_input=False)
-        return replace(found, feature_names=self.feature_set_.names, value=raw,
-                       prototype=self.feature_set_.inverse_transform(found.prototype))
+        fs = self.feature_set_
+        found = detector.explain(fs.transform(raw), top=top, check_input=False)
+        return Explanation(fs.names, found.anomaly_score, found.bmu, found.share, raw,
+                           fs.inverse_transform(found.prototype), found.threshold, found.top)
 
     def anomaly_score(self, X: Any) -> np.ndarray:
         """Distance to the best-matching unit in scaled space; higher = more anomalous."""

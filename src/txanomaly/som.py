@@ -273,11 +273,11 @@ class SelfOrganizingMap(torch.nn.Module):
         the distance is then recomputed directly from ``x - w_bmu`` so that it carries no
         cancellation error and does not depend on how the rows were chunked.
         """
-        X = self._check(X)
-        dist = torch.empty(len(X), dtype=torch.float32, device=self.device)
-        bmu = torch.empty(len(X), dtype=torch.int64, device=self.device)
         w = self.weights
-        w_sq = (w * w).sum(1)
+        X = self._check(X, w.device)
+        dist = torch.empty(len(X), dtype=torch.float32, device=w.device)
+        bmu = torch.empty(len(X), dtype=torch.int64, device=w.device)
+        w_sq = self._unit_norms(w)
         step = chunk_size or chunk_rows(self.n_units)
         for start in range(0, len(X), step):
             x = X[start:start + step]
@@ -328,12 +328,21 @@ class SelfOrganizingMap(torch.nn.Module):
         """Grid ``(row, col)`` of flat unit indices."""
         return bmu // self.cols, bmu % self.cols
 
-    def _check(self, X: torch.Tensor) -> torch.Tensor:
+    def _check(self, X: torch.Tensor, device: torch.device | None = None) -> torch.Tensor:
         if X.ndim != 2 or X.shape[1] != self.n_features:
             raise ValueError(f"X must have shape (n, {self.n_features}), got {tuple(X.shape)}")
         if len(X) == 0:
             raise ValueError("X has no rows")
-        return X.to(self.device, torch.float32)
+        return X.to(device if device is not None else self.device, torch.float32)
+
+    def _unit_norms(self, w: torch.Tensor) -> torch.Tensor:
+        """``|w|^2`` per unit, kept until the prototypes change (a scoring service asks for
+        it on every request; in-place updates bump the tensor's version counter)."""
+        key = (w.data_ptr(), w._version)
+        if self.__dict__.get("_norms_key") != key:
+            self.__dict__["_norms"] = (w * w).sum(1)
+            self.__dict__["_norms_key"] = key
+        return self.__dict__["_norms"]
 
 
 # --------------------------------------------------------------------------- batch kernel

@@ -21,6 +21,7 @@ True
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -216,25 +217,49 @@ class FeatureSet:
     def transform(self, X: np.ndarray) -> np.ndarray:
         """Apply each feature's transform (and clip) column-wise: raw values -> model inputs."""
         X = np.array(X, dtype=np.float64, copy=True)
-        for j, feat in enumerate(self.features):
-            col = X[:, j]
-            if feat.transform == "log1p":
-                np.log1p(np.maximum(col, 0.0), out=col)
-            elif feat.transform == "signed_log1p":
-                X[:, j] = np.sign(col) * np.log1p(np.abs(col))
-            if feat.clip is not None:
-                np.clip(X[:, j], feat.clip[0], feat.clip[1], out=X[:, j])
+        plan = self._columns
+        if len(plan.log1p):
+            X[:, plan.log1p] = np.log1p(np.maximum(X[:, plan.log1p], 0.0))
+        if len(plan.signed):
+            col = X[:, plan.signed]
+            X[:, plan.signed] = np.sign(col) * np.log1p(np.abs(col))
+        if len(plan.clipped):
+            X[:, plan.clipped] = np.clip(X[:, plan.clipped], plan.low, plan.high)
         return X
 
     def inverse_transform(self, Z: np.ndarray) -> np.ndarray:
         """Map model inputs back to original units (clipping cannot be undone)."""
         Z = np.array(Z, dtype=np.float64, copy=True)
-        for j, feat in enumerate(self.features):
-            if feat.transform == "log1p":
-                Z[:, j] = np.expm1(Z[:, j])
-            elif feat.transform == "signed_log1p":
-                Z[:, j] = np.sign(Z[:, j]) * np.expm1(np.abs(Z[:, j]))
+        plan = self._columns
+        if len(plan.log1p):
+            Z[:, plan.log1p] = np.expm1(Z[:, plan.log1p])
+        if len(plan.signed):
+            col = Z[:, plan.signed]
+            Z[:, plan.signed] = np.sign(col) * np.expm1(np.abs(col))
         return Z
+
+    @cached_property
+    def _columns(self) -> _TransformColumns:
+        """Which columns each transform applies to: the transforms run one vectorised
+        operation per kind (a per-column loop cost ~20 us on a one-row request)."""
+        def where(kind: str) -> np.ndarray:
+            return np.array([j for j, f in enumerate(self.features) if f.transform == kind],
+                            dtype=np.intp)
+        clipped = [(j, f.clip) for j, f in enumerate(self.features) if f.clip is not None]
+        return _TransformColumns(
+            where("log1p"), where("signed_log1p"),
+            np.array([j for j, _ in clipped], dtype=np.intp),
+            np.array([c[0] for _, c in clipped], dtype=np.float64),
+            np.array([c[1] for _, c in clipped], dtype=np.float64))
+
+
+@dataclass(frozen=True)
+class _TransformColumns:
+    log1p: np.ndarray
+    signed: np.ndarray
+    clipped: np.ndarray
+    low: np.ndarray
+    high: np.ndarray
 
 
 def _feature_dict(f: Feature) -> dict[str, Any]:

@@ -1,67 +1,31 @@
-"""The transaction record: parse, validate and flatten raw (Flagright-shaped) JSON.
+"""The input rules, per field, written once: for one value, a flat table's cell, a column.
 
-A raw record is the nested camelCase object payment platforms such as Flagright export::
+There are three kinds of field (:data:`RULES`): text (:func:`check_string`), the timestamp
+(:func:`parse_timestamp`) and amounts (:func:`check_amount`). Each :class:`Rule` says how a
+value is checked, how a flat table's cell is read first (a CSV holds text), and which rows of a
+whole Polars column may break it. On top of them: ``transaction_id`` and ``timestamp`` are
+required, and at least one amount (:func:`check_required`, :func:`bulk_check`).
 
-    {"transactionId": "t1", "timestamp": {"$numberLong": "1662358419786"},
-     "originUserId": "u1", "destinationUserId": "u2",
-     "originAmountDetails": {"transactionAmount": 12.5, "transactionCurrency": "EUR",
-                             "country": "DE"},
-     "destinationAmountDetails": {"transactionAmount": 12.5, "transactionCurrency": "EUR"},
-     "originPaymentDetails": {"method": "CARD"}}
-
-It flattens to the snake_case record of :data:`FLAT_COLUMNS` plus ``extra``: a JSON object with
-every field the model does not use (unknown top-level fields and unknown sub-fields of known
-objects), so nothing is lost.
-
->>> rec = parse_record({"transactionId": "t1", "timestamp": "2022-09-05T06:13:39.786Z",
-...                     "destinationAmountDetails": {"transactionAmount": 10}, "note": "x"})
->>> rec["timestamp"], rec["destination_amount"], rec["origin_amount"], rec["extra"]
-(1662358419786, 10.0, None, '{"note":"x"}')
->>> parse_record({"transactionId": "t2", "timestamp": "yesterday"}, index=7)
+>>> check_amount(12)
+12.0
+>>> check_string("a\\x00b")
 Traceback (most recent call last):
 ...
-txanomaly.errors.RecordError: record 7 (transactionId='t2'): timestamp: ...
+ValueError: must not contain NUL characters
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import orjson
+import polars as pl
 
-from txanomaly.errors import FieldError, RecordError
-
-#: Columns of the flattened record, in order (DESIGN section 2). ``extra`` follows them.
-FLAT_COLUMNS: tuple[str, ...] = (
-    "transaction_id",
-    "timestamp",
-    "type",
-    "state",
-    "origin_user_id",
-    "destination_user_id",
-    "origin_amount",
-    "origin_currency",
-    "origin_country",
-    "destination_amount",
-    "destination_currency",
-    "destination_country",
-    "origin_method",
-    "destination_method",
-)
-EXTRA_COLUMN = "extra"
-STRING_COLUMNS = tuple(c for c in FLAT_COLUMNS if c not in ("timestamp", "origin_amount",
-                                                            "destination_amount"))
-#: The text columns with few distinct values per row (ids, codes, enums): what
-#: ``load_transactions(..., categorical=True)`` holds as categoricals.
-CATEGORICAL_COLUMNS = tuple(c for c in STRING_COLUMNS if c != "transaction_id")
-AMOUNT_COLUMNS = ("origin_amount", "destination_amount")
-
-TRANSACTION_TYPES = ("DEPOSIT", "TRANSFER", "EXTERNAL_PAYMENT", "WITHDRAWAL", "REFUND", "OTHER")
-TRANSACTION_STATES = ("CREATED", "PROCESSING", "SENT", "EXPIRED", "DECLINED", "SUSPENDED",
-                      "REFUNDED", "SUCCESSFUL", "REVERSED")
+from txanomaly.errors import FieldError
+from txanomaly.schema.columns import AMOUNT_COLUMNS, EXTRA_COLUMN, FLAT_COLUMNS, REQUIRED_COLUMNS
 
 #: Timestamps are ms since the epoch (UTC); outside [1970, 10000) they are almost surely a
 #: unit mistake or garbage, and the datetime conversions downstream could not represent them.
@@ -72,32 +36,7 @@ MAX_STRING_LENGTH = 256
 #: are overflows or garbage and would dominate every sum they enter.
 MAX_AMOUNT = 1e15
 
-# Raw path -> flat column, for the scalar fields at the top level.
-_TOP_LEVEL = {
-    "transactionId": "transaction_id",
-    "type": "type",
-    "transactionState": "state",
-    "originUserId": "origin_user_id",
-    "destinationUserId": "destination_user_id",
-}
-# Raw nested object -> {sub-field: flat column}.
-_NESTED = {
-    "originAmountDetails": {"transactionAmount": "origin_amount",
-                            "transactionCurrency": "origin_currency",
-                            "country": "origin_country"},
-    "destinationAmountDetails": {"transactionAmount": "destination_amount",
-                                 "transactionCurrency": "destination_currency",
-                                 "country": "destination_country"},
-    "originPaymentDetails": {"method": "origin_method"},
-    "destinationPaymentDetails": {"method": "destination_method"},
-}
-#: Flat column -> the raw field path that error messages name.
-RAW_PATHS: dict[str, str] = {
-    **{flat: raw for raw, flat in _TOP_LEVEL.items()},
-    "timestamp": "timestamp",
-    **{flat: f"{obj}.{sub}" for obj, subs in _NESTED.items() for sub, flat in subs.items()},
-}
-
+# --- one value -------------------------------------------------------------------------------
 
 def parse_timestamp(value: Any) -> int:
     """Return ms since the epoch (UTC) from any accepted timestamp form, or raise ValueError.
@@ -116,7 +55,6 @@ def parse_timestamp(value: Any) -> int:
         value = value["$numberLong"]
         if not isinstance(value, str | int) or isinstance(value, bool):
             raise ValueError("$numberLong must hold a string of digits")
-    ms: int
     if isinstance(value, bool) or value is None:
         raise ValueError(f"expected ms since epoch or an ISO-8601 string, got {value!r}")
     if isinstance(value, int):
@@ -126,26 +64,28 @@ def parse_timestamp(value: Any) -> int:
             raise ValueError(f"expected whole milliseconds, got {value!r}")
         ms = int(value)
     elif isinstance(value, str):
-        text = value.strip()
-        if text.lstrip("-").isdigit():
-            ms = int(text)
-        else:
-            try:
-                dt = datetime.fromisoformat(text)
-            except ValueError:
-                raise ValueError(
-                    f"cannot parse {value[:64]!r}: expected ms since epoch or ISO-8601"
-                ) from None
-            if dt.tzinfo is None:
-                dt = dt.replace(tzinfo=UTC)
-            delta = dt - datetime(1970, 1, 1, tzinfo=UTC)
-            ms = (delta.days * 86_400 + delta.seconds) * 1000 + delta.microseconds // 1000
+        ms = _timestamp_from_text(value)
     else:
         raise ValueError("expected ms since epoch or an ISO-8601 string, "
                          f"got {type(value).__name__}")
     if not MIN_TIMESTAMP_MS <= ms < MAX_TIMESTAMP_MS:
         raise ValueError(f"{ms} ms is outside 1970..9999")
     return ms
+
+
+def _timestamp_from_text(value: str) -> int:
+    text = value.strip()
+    if text.lstrip("-").isdigit():
+        return int(text)
+    try:
+        dt = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"cannot parse {value[:64]!r}: expected ms since epoch or ISO-8601"
+                         ) from None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    delta = dt - datetime(1970, 1, 1, tzinfo=UTC)
+    return (delta.days * 86_400 + delta.seconds) * 1000 + delta.microseconds // 1000
 
 
 def check_amount(value: Any) -> float:
@@ -173,104 +113,109 @@ def check_amount(value: Any) -> float:
 
 
 def check_string(value: Any) -> str:
-    """Return a valid non-empty string of at most MAX_STRING_LENGTH characters."""
+    """Return a valid string: non-empty, at most MAX_STRING_LENGTH characters, no NUL.
+
+    NUL is refused because PostgreSQL text cannot hold it and C-based tools cut strings there.
+    """
     if not isinstance(value, str):
         raise ValueError(f"expected a string, got {type(value).__name__}")
     if not value:
         raise ValueError("must not be empty")
     if len(value) > MAX_STRING_LENGTH:
         raise ValueError(f"longer than {MAX_STRING_LENGTH} characters")
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
     return value
 
 
-def parse_record(raw: Any, index: int | None = None) -> dict[str, Any]:
-    """Validate and flatten one raw record; raise :class:`RecordError` listing every bad field."""
-    if not isinstance(raw, dict):
-        raise RecordError(index, None, [FieldError("$", f"expected a JSON object, got "
-                                                        f"{type(raw).__name__}")])
-    errors: list[FieldError] = []
-    flat: dict[str, Any] = dict.fromkeys(FLAT_COLUMNS)
-    extra: dict[str, Any] = {}
-    tid = raw.get("transactionId")
-    for key, value in raw.items():
-        if key in _TOP_LEVEL:
-            if value is None and key != "transactionId":
-                continue
-            try:
-                flat[_TOP_LEVEL[key]] = check_string(value)
-            except ValueError as exc:
-                errors.append(FieldError(key, str(exc)))
-        elif key == "timestamp":
-            try:
-                flat["timestamp"] = parse_timestamp(value)
-            except ValueError as exc:
-                errors.append(FieldError(key, str(exc)))
-        elif key in _NESTED:
-            _parse_nested(key, value, flat, extra, errors)
-        else:
-            extra[key] = value
-    if "transactionId" not in raw:
-        errors.append(FieldError("transactionId", "required"))
-    if "timestamp" not in raw:
-        errors.append(FieldError("timestamp", "required"))
-    has_amount = flat["origin_amount"] is not None or flat["destination_amount"] is not None
-    if not has_amount and not any(e.field.endswith("transactionAmount") for e in errors):
-        errors.append(FieldError("originAmountDetails.transactionAmount",
-                                 "at least one of originAmountDetails / destinationAmountDetails "
-                                 "with a transactionAmount is required"))
-    if errors:
-        raise RecordError(index, tid if isinstance(tid, str) else None, errors)
-    flat[EXTRA_COLUMN] = orjson.dumps(extra).decode() if extra else None
-    return flat
+def _string_from_cell(value: Any) -> str:
+    """A table column has a type: an id column of integers holds ids all the same."""
+    return check_string(str(value) if isinstance(value, int | float) else value)
 
 
-def _parse_nested(key: str, value: Any, flat: dict[str, Any], extra: dict[str, Any],
-                  errors: list[FieldError]) -> None:
-    if value is None:
-        return
-    if not isinstance(value, dict):
-        errors.append(FieldError(key, f"expected an object, got {type(value).__name__}"))
-        return
-    subs = _NESTED[key]
-    rest: dict[str, Any] = {}
-    for sub, sub_value in value.items():
-        column = subs.get(sub)
-        if column is None:
-            rest[sub] = sub_value
-            continue
-        if sub_value is None:
-            continue
+def _amount_from_cell(value: Any) -> float:
+    """A CSV cell is text: its amount is the number the text spells."""
+    if isinstance(value, str):
         try:
-            if column in AMOUNT_COLUMNS:
-                flat[column] = check_amount(sub_value)
-            else:
-                flat[column] = check_string(sub_value)
-        except ValueError as exc:
-            errors.append(FieldError(f"{key}.{sub}", str(exc)))
-    if "AmountDetails" in key and "transactionAmount" not in value:
-        errors.append(FieldError(f"{key}.transactionAmount", "required when " + key + " is given"))
-    if rest:
-        extra[key] = rest
+            value = float(value)
+        except ValueError:
+            raise ValueError(f"expected a number, got {value[:32]!r}") from None
+    return check_amount(value)
 
 
-def to_raw(flat: Mapping[str, Any]) -> dict[str, Any]:
-    """Rebuild the raw camelCase record from a flat one (inverse of :func:`parse_record`).
+# --- whole columns ---------------------------------------------------------------------------
 
-    >>> raw = {"transactionId": "t1", "timestamp": 5, "originUserId": "u",
-    ...        "originAmountDetails": {"transactionAmount": 2.0, "transactionCurrency": "EUR"}}
-    >>> to_raw(parse_record(raw)) == raw
-    True
+def _string_breaks(values: pl.Expr) -> pl.Expr:
+    # Bytes >= characters: a cheap bound, made exact by the per-row check.
+    return (values.str.len_bytes() > MAX_STRING_LENGTH) | values.str.contains("\x00",
+                                                                              literal=True)
+
+
+def _timestamp_breaks(values: pl.Expr) -> pl.Expr:
+    return ~values.is_between(MIN_TIMESTAMP_MS, MAX_TIMESTAMP_MS - 1)
+
+
+def _amount_breaks(values: pl.Expr) -> pl.Expr:
+    return ~(values.is_finite() & values.is_between(0.0, MAX_AMOUNT))
+
+
+@dataclass(frozen=True)
+class Rule:
+    """How one kind of field is checked: a value, a flat table's cell, a whole column.
+
+    Attributes
+    ----------
+    dtype : polars data type
+        The flat column's type.
+    check : callable
+        A JSON value -> the clean value; raises ValueError with the reason.
+    from_cell : callable
+        A flat table's cell (text, in a CSV) -> the clean value, by the same rule.
+    breaks : callable
+        A column of values already cast to ``dtype`` -> True where a value may break the rule
+        (a superset: :func:`parse_flat_row` decides).
     """
-    raw: dict[str, Any] = {}
-    for raw_key, column in _TOP_LEVEL.items():
-        if flat.get(column) is not None:
-            raw[raw_key] = flat[column]
-    raw["timestamp"] = flat["timestamp"]
-    extra = orjson.loads(flat[EXTRA_COLUMN]) if flat.get(EXTRA_COLUMN) else {}
-    for obj, subs in _NESTED.items():
-        inner = {sub: flat[col] for sub, col in subs.items() if flat.get(col) is not None}
-        inner.update(extra.pop(obj, {}) or {})
-        if inner:
-            raw[obj] = inner
-    raw.update(extra)
-    return raw
+
+    dtype: type[pl.DataType]
+    check: Callable[[Any], Any]
+    from_cell: Callable[[Any], Any]
+    breaks: Callable[[pl.Expr], pl.Expr]
+
+
+TEXT = Rule(pl.String, check_string, _string_from_cell, _string_breaks)
+TIMESTAMP = Rule(pl.Int64, parse_timestamp, parse_timestamp, _timestamp_breaks)
+AMOUNT = Rule(pl.Float64, check_amount, _amount_from_cell, _amount_breaks)
+#: Flat column -> its rule.
+RULES: dict[str, Rule] = {c: TEXT for c in FLAT_COLUMNS} | {"timestamp": TIMESTAMP} | {
+    c: AMOUNT for c in AMOUNT_COLUMNS}
+#: Polars types of the flat frame.
+FLAT_SCHEMA: dict[str, Any] = {**{c: RULES[c].dtype for c in FLAT_COLUMNS},
+                               EXTRA_COLUMN: pl.String}
+
+
+def bulk_check(values: Mapping[str, pl.Expr]) -> pl.Expr:
+    """True for the rows of a flat table that may break a rule (a superset).
+
+    Only the rows it finds go through the per-row check, which decides and names the field.
+
+    ``values`` holds an expression per flat column, already cast to its :data:`FLAT_SCHEMA`
+    type (null where a cell was missing or did not convert).
+    """
+    checks = [RULES[c].breaks(values[c]) for c in FLAT_COLUMNS]
+    checks += [values[c].is_null() for c in REQUIRED_COLUMNS]
+    checks.append(pl.all_horizontal([values[c].is_null() for c in AMOUNT_COLUMNS]))
+    # A check that is null (a comparison with a missing value) is not a failure.
+    return pl.any_horizontal([check.fill_null(False) for check in checks])
+
+
+def check_required(flat: Mapping[str, Any], errors: list[FieldError],
+                   name: Callable[[str], str]) -> None:
+    """Add an error for each missing required field; ``name`` turns a column into its field."""
+    failed = {e.field for e in errors}
+    for column in REQUIRED_COLUMNS:
+        if flat[column] is None and name(column) not in failed:
+            errors.append(FieldError(name(column), "required"))
+    amounts = [name(c) for c in AMOUNT_COLUMNS]
+    if all(flat[c] is None for c in AMOUNT_COLUMNS) and failed.isdisjoint(amounts):
+        errors.append(FieldError(amounts[0], f"at least one of {' / '.join(amounts)} is "
+                                             "required"))

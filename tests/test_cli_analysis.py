@@ -76,6 +76,17 @@ def test_evaluate_missing_labels_file_exits_1(workdir):
     assert "nope.csv" in result.output
 
 
+def test_evaluate_without_pyod_names_the_peers_extra_with_its_brackets(workdir, monkeypatch):
+    """Regression: Rich read ``[peers]`` as markup; the hint said ``pip install 'txanomaly'``."""
+    from txanomaly import baselines
+
+    monkeypatch.setattr(baselines, "installed", lambda module: module is None)
+    result = run("evaluate", workdir / "tx.parquet", "--labels", workdir / "tx.labels.csv",
+                 "--baselines", "ecod", "--epochs", "1")
+    assert result.exit_code == 1
+    assert "pip install 'txanomaly[peers]'" in result.output
+
+
 def test_evaluate_bad_map_is_a_usage_error(workdir):
     result = run("evaluate", workdir / "tx.parquet", "--labels", workdir / "tx.labels.csv",
                  "--map", "ten")

@@ -24,6 +24,14 @@ from sklearn.decomposition import PCA
 
 #: Dots per inch of every PNG: sharp in a browser, small enough to embed.
 DPI = 100
+#: The widest figure, in inches: the HTML report's column is 1,200 px less 1 em of padding a
+#: side (report.py's style sheet), and a PNG wider than that is shrunk to fit, its text with it.
+#: At or under this width a font of ``s`` points shows at ``s * DPI / 72`` px.
+MAX_WIDTH = 11.6
+#: Font sizes (points) of the small multiples: 8 pt is 11 px at :data:`DPI`, the smallest
+#: that reads comfortably; titles a step larger.
+SMALL_FONT = 8
+PANEL_TITLE_FONT = 9
 FLAGGED_COLOUR = "#d62728"
 NORMAL_COLOUR = "#1f77b4"
 #: Above this magnitude a heavy-tailed component plane switches to a symmetric-log colour scale
@@ -52,7 +60,7 @@ def _grid_image(ax: Axes, fig: Figure, values: np.ndarray, cmap: str, label: str
     rows, cols = values.shape
     ax.set_xticks(range(cols))
     ax.set_yticks(range(rows))
-    ax.tick_params(labelsize=7)
+    ax.tick_params(labelsize=SMALL_FONT)
     ax.set_xlabel("map column")
     ax.set_ylabel("map row")
     fig.colorbar(image, ax=ax, label=label, shrink=0.85)
@@ -92,18 +100,18 @@ def component_planes(prototypes: np.ndarray, names: Sequence[str], rows: int, co
     Features flagged in ``log_colour`` (heavy-tailed ones) get a symmetric-log colour scale when
     their values exceed :data:`WIDE_RANGE`.
     """
-    fig, axes = _small_multiples(len(names), 5, (3.3, 2.9))
+    fig, axes = _small_multiples(len(names), 4, (MAX_WIDTH / 4, 2.6))
     for j, (name, ax) in enumerate(zip(names, axes, strict=True)):
         plane = np.asarray(prototypes)[:, j].reshape(rows, cols)
         wide = np.abs(plane).max() > WIDE_RANGE
         norm = SymLogNorm(linthresh=1.0) if log_colour is not None and log_colour[j] and wide \
             else None
         image = ax.imshow(plane, cmap="coolwarm", interpolation="nearest", norm=norm)
-        ax.set_title(_wrap(name), fontsize=8)
+        ax.set_title(_wrap(name), fontsize=PANEL_TITLE_FONT)
         ax.set_xticks([])
         ax.set_yticks([])
         bar = fig.colorbar(image, ax=ax, shrink=0.8)
-        bar.ax.tick_params(labelsize=6)
+        bar.ax.tick_params(labelsize=SMALL_FONT)
     fig.suptitle("Component planes: each feature's prototype values across the map "
                  "(original units)", fontsize=11)
     return fig
@@ -129,7 +137,7 @@ def prototype_projection(sample: np.ndarray, before: np.ndarray, after: np.ndarr
         ratio = pca.explained_variance_ratio_
         ax.set_xlabel(f"PC 1 ({ratio[0]:.0%} of variance, scaled features)")
         ax.set_ylabel(f"PC 2 ({ratio[1]:.0%} of variance)")
-        ax.legend(loc="upper right", fontsize=8)
+        ax.legend(loc="upper right", fontsize=SMALL_FONT)
     return fig
 
 
@@ -168,7 +176,7 @@ def feature_distributions(values: np.ndarray, names: Sequence[str], flagged: np.
     values = np.asarray(values, dtype=np.float64)
     flagged = np.asarray(flagged, dtype=bool)
     ncols = min(4, len(names))
-    fig, axes = _small_multiples(len(names), ncols, (3.8, 2.6))
+    fig, axes = _small_multiples(len(names), ncols, (MAX_WIDTH / 4, 2.6))
     for j, (name, ax) in enumerate(zip(names, axes, strict=True)):
         col = values[:, j]
         lo, hi = np.quantile(col, [0.001, 0.999]) if len(col) else (0.0, 1.0)
@@ -176,14 +184,14 @@ def feature_distributions(values: np.ndarray, names: Sequence[str], flagged: np.
         _density(ax, col[~flagged], bins, NORMAL_COLOUR, "normal")
         if flagged.any():
             _density(ax, col[flagged], bins, FLAGGED_COLOUR, "flagged")
-        ax.set_title(_wrap(name), fontsize=8)
-        ax.set_xlabel(axis_labels[j] if axis_labels else "value", fontsize=7)
-        ax.tick_params(labelsize=6)
+        ax.set_title(_wrap(name), fontsize=PANEL_TITLE_FONT)
+        ax.set_xlabel(axis_labels[j] if axis_labels else "value", fontsize=SMALL_FONT)
+        ax.tick_params(labelsize=SMALL_FONT)
         ax.set_yticks([])
         if j % ncols == 0:
-            ax.set_ylabel("density", fontsize=7)
+            ax.set_ylabel("density", fontsize=SMALL_FONT)
         if j == 0:
-            ax.legend(fontsize=7)
+            ax.legend(fontsize=SMALL_FONT)
     fig.suptitle("Feature distributions, flagged vs normal (density; ends clipped at the "
                  "0.1% / 99.9% quantiles)", fontsize=11)
     return fig
@@ -205,7 +213,7 @@ def pr_curves(curves: Mapping[str, tuple[np.ndarray, np.ndarray]],
     ax.set_xlabel("recall (share of labelled anomalies found)")
     ax.set_ylabel("precision (share of flags that are anomalies)")
     ax.set_title(title or "Precision-recall on the test rows")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=SMALL_FONT)
     ax.grid(alpha=0.3)
     return fig
 
@@ -213,7 +221,7 @@ def pr_curves(curves: Mapping[str, tuple[np.ndarray, np.ndarray]],
 def tune_curves(labels: Sequence[str], metrics: Mapping[str, Sequence[float | None]],
                 chosen: str) -> Figure:
     """One panel per metric across map sizes (in the given order); the recommended one starred."""
-    fig, axes = _small_multiples(len(metrics), 3, (3.8, 3.4))
+    fig, axes = _small_multiples(len(metrics), 3, (MAX_WIDTH / 3, 3.4))
     pick = list(labels).index(chosen)
     for i, ((name, values), ax) in enumerate(zip(metrics.items(), axes, strict=True)):
         ys = [np.nan if v is None else v for v in values]
@@ -222,12 +230,12 @@ def tune_curves(labels: Sequence[str], metrics: Mapping[str, Sequence[float | No
         ax.plot([pick], [ys[pick]], marker="*", ms=16, color=FLAGGED_COLOUR,
                 label=f"recommended {chosen}")
         ax.set_xticks(xs)
-        ax.set_xticklabels(list(labels), fontsize=8)
+        ax.set_xticklabels(list(labels), fontsize=SMALL_FONT)
         ax.set_xlabel("map size (rows x cols)")
         ax.set_title(name, fontsize=10)
         ax.grid(alpha=0.3)
         if i == 0:
-            ax.legend(fontsize=8)
+            ax.legend(fontsize=SMALL_FONT)
     fig.suptitle("Map-size search (test rows)", fontsize=11)
     return fig
 
@@ -240,14 +248,17 @@ def _density(ax: Axes, values: np.ndarray, bins: np.ndarray, colour: str, label:
 
 def _small_multiples(n: int, max_cols: int, size: tuple[float, float]
                      ) -> tuple[Figure, list[Axes]]:
-    """A figure with ``n`` panels, at most ``max_cols`` a row, each ``size`` inches."""
+    """A figure with ``n`` panels, at most ``max_cols`` a row, each ``size`` inches.
+
+    ``max_cols * size[0]`` should not exceed :data:`MAX_WIDTH`, or the text is shrunk.
+    """
     ncols = max(1, min(max_cols, n))
     nrows = math.ceil(n / ncols)
     fig = Figure(figsize=(size[0] * ncols, size[1] * nrows), layout="constrained")
     return fig, [fig.add_subplot(nrows, ncols, j + 1) for j in range(n)]
 
 
-def _wrap(name: str, width: int = 28) -> str:
+def _wrap(name: str, width: int = 26) -> str:
     """Break a long snake_case name onto two lines at an underscore."""
     if len(name) <= width:
         return name

@@ -11,6 +11,9 @@ import importlib
 import sys
 
 import typer
+from typer.core import TyperCommand
+
+from txanomaly.cli._common import FlagCommand, FlagGroup
 
 
 def _version(value: bool) -> None:
@@ -50,6 +53,7 @@ def build_app(modules: tuple[str, ...] = _COMMAND_MODULES) -> typer.Typer:
         add_completion=False,
         pretty_exceptions_enable=False,
         rich_markup_mode="rich",
+        cls=FlagGroup,
     )
     app.callback()(_root)
     for name in modules:
@@ -60,6 +64,9 @@ def build_app(modules: tuple[str, ...] = _COMMAND_MODULES) -> typer.Typer:
                 continue  # that group of commands is not part of this build yet
             raise
         module.register(app)
+    for command in app.registered_commands:
+        if command.cls in (None, TyperCommand):  # Typer's default: give it ours
+            command.cls = FlagCommand
     return app
 
 

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from typer.core import TyperCommand, TyperGroup
 
 from txanomaly.errors import TxAnomalyError
 
@@ -26,21 +29,83 @@ Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but er
 JsonOut = Annotated[bool, typer.Option("--json", help="Print a machine-readable JSON summary.")]
 
 
+def print_error(message: str) -> None:
+    """Print ``error: MESSAGE`` on stderr, as text: square brackets in it are kept."""
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False,
+                      soft_wrap=True)
+
+
 def handle_errors(func: F) -> F:
-    """Turn a :class:`TxAnomalyError` into a one-line message on stderr and exit code 1."""
+    """Turn the errors a user can fix into a one-line message on stderr and exit code 1.
+
+    Those are a :class:`TxAnomalyError`, a file that cannot be opened, and an optional
+    dependency that is not installed (the message names the extra that installs it).
+    """
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
-        except TxAnomalyError as exc:
-            err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
-            raise typer.Exit(EXIT_ERROR) from None
-        except (FileNotFoundError, IsADirectoryError, PermissionError) as exc:
-            err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
-            raise typer.Exit(EXIT_ERROR) from None
+        except (TxAnomalyError, FileNotFoundError, IsADirectoryError, PermissionError) as exc:
+            print_error(str(exc))
+        except ModuleNotFoundError as exc:
+            if not exc.name or exc.name.split(".")[0] == "txanomaly":
+                raise  # a missing module of our own is a bug: keep the traceback
+            print_error(missing_module_message(func.__name__.replace("_", "-"), exc.name))
+        raise typer.Exit(EXIT_ERROR)
 
     return wrapper  # type: ignore[return-value]
+
+
+def missing_module_message(command: str, module: str) -> str:
+    """What to install when ``command`` fails to import ``module``.
+
+    >>> missing_module_message("serve", "uvicorn.config")
+    "txanomaly serve needs the [serve] extra: pip install 'txanomaly[serve]' (uvicorn is missing)"
+    """
+    top = module.split(".")[0]
+    extra = extra_providing(top)
+    if extra is None:
+        return f"txanomaly {command} needs the Python package {top}, which is not installed"
+    return (f"txanomaly {command} needs the [{extra}] extra: "
+            f"pip install 'txanomaly[{extra}]' ({top} is missing)")
+
+
+_REQUIREMENT = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*).*;.*extra\s*==\s*['\"]([\w-]+)['\"]")
+
+
+def extra_providing(module: str) -> str | None:
+    """The extra of txanomaly's package metadata (pyproject.toml) that installs ``module``.
+
+    Distribution names map to module names as ours do (``prometheus-client`` ->
+    ``prometheus_client``). ``dev`` is never named: it is for working on txanomaly.
+    """
+    from importlib.metadata import PackageNotFoundError, requires
+
+    try:
+        requirements = requires("txanomaly") or []
+    except PackageNotFoundError:  # running from a source tree that was never installed
+        return None
+    for requirement in requirements:
+        match = _REQUIREMENT.match(requirement)
+        if match and match[2] != "dev" and _module_name(match[1]) == module:
+            return match[2]
+    return None
+
+
+def _module_name(distribution: str) -> str:
+    return distribution.lower().replace("-", "_").replace(".", "_")
+
+
+def check_exists(*paths: Path | None, what: str = "file") -> None:
+    """Refuse a missing input (``what``: file, model directory...) before any slow import.
+
+    The readers say the same, but only after ``train`` or ``score`` has spent seconds
+    loading PyTorch.
+    """
+    for path in paths:
+        if path is not None and not path.exists():
+            raise TxAnomalyError(f"{path}: no such {what}")
 
 
 class Output:
@@ -74,3 +139,38 @@ class Output:
 def default_rejects_path(output: Path) -> Path:
     """The rejects file next to an output: ``out.parquet`` -> ``out.rejects.jsonl``."""
     return output.with_name(output.stem + ".rejects.jsonl")
+
+
+# --------------------------------------------------------------------------- help
+def _hide_flag_types(params: Iterable[Any]) -> None:
+    """Leave the type column of a flag blank in ``--help``.
+
+    Typer's rich help prints every option's type, ``<bool>`` after a flag too, as if it took a
+    value; an option's own metavar replaces that text, so an empty one leaves nothing.
+    """
+    for param in params:
+        if getattr(param, "is_flag", False) and param.metavar is None:
+            param.metavar = ""
+
+
+class _FlagsWithoutType:
+    """Mixin for Typer's command classes: flags are shown without a type in ``--help``."""
+
+    params: list[Any]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        _hide_flag_types(self.params)
+
+    def get_help_option(self, ctx: Any) -> Any:
+        option = super().get_help_option(ctx)  # type: ignore[misc]  # built on first use
+        _hide_flag_types([option])
+        return option
+
+
+class FlagCommand(_FlagsWithoutType, TyperCommand):
+    """A command whose ``--help`` shows flags (``--quiet``, ``--help``) without ``<bool>``."""
+
+
+class FlagGroup(_FlagsWithoutType, TyperGroup):
+    """The ``txanomaly`` group, with flags shown as in :class:`FlagCommand`."""

@@ -12,24 +12,32 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from matplotlib.figure import Figure
+from rich.markup import escape
 from rich.table import Table
 
 from txanomaly import baselines as bl
-from txanomaly import demo as demo_core
-from txanomaly import evaluate as ev
-from txanomaly import plots
-from txanomaly import report as report_core
-from txanomaly import tune as tune_core
-from txanomaly.artifact import METADATA_FILE
-from txanomaly.cli._common import JsonOut, Output, Quiet, handle_errors
+from txanomaly.cli._common import JsonOut, Output, Quiet, check_exists, handle_errors
 from txanomaly.cli.data import RejectsOpt, read_input
-from txanomaly.detector import AnomalyDetector
 from txanomaly.features import FEATURE_SETS
-from txanomaly.pipeline import TransactionModel
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+    from txanomaly import demo as demo_core
+    from txanomaly import evaluate as ev
+    from txanomaly import tune as tune_core
+
+# The commands import the model, report, evaluation and tuning modules when they run: those
+# load PyTorch, scikit-learn and matplotlib (seconds, hundreds of MB), which ``--help`` and a
+# mistyped path do not need. For the same reason the defaults the options show live here.
+#: ``txanomaly demo``: where it writes and how many transactions it generates.
+DEMO_DIR = Path("txanomaly-demo")
+DEMO_ROWS = 200_000
+#: ``txanomaly tune``: the map sizes tried when ``--maps`` is not given.
+TUNE_MAPS = ("5x5", "10x10", "15x15", "20x20")
 
 InputArg = Annotated[Path, typer.Argument(help="Transactions: .json, .jsonl, .csv or .parquet.")]
 LabelsOpt = Annotated[Path, typer.Option(
@@ -80,6 +88,12 @@ def report(
 ) -> None:
     """Write one self-contained HTML report: the model, its map, its flags and their reasons."""
     out = Output(quiet, as_json)
+    check_exists(model_dir, what="model directory")
+    check_exists(data)
+    from txanomaly import report as report_core
+    from txanomaly.artifact import METADATA_FILE
+    from txanomaly.pipeline import TransactionModel
+
     started = time.perf_counter()
     model = TransactionModel.load(model_dir)
     metadata = json.loads((model_dir / METADATA_FILE).read_text())
@@ -93,7 +107,7 @@ def report(
     flagged = int(scored.flags.sum()) if scored is not None else None
     seconds = round(time.perf_counter() - started, 3)
     rows = len(scored.scores) if scored is not None else 0
-    out.print(f"wrote {output} ({len(document) / 1e6:.1f} MB"
+    out.print(f"wrote {escape(str(output))} ({len(document) / 1e6:.1f} MB"
               + (f"; {rows:,} transactions, {flagged:,} flagged" if scored is not None else "")
               + f") in {seconds:.1f} s", highlight=False)
     out.summary({"output": str(output), "model": str(model_dir), "rows": rows,
@@ -136,7 +150,13 @@ def evaluate(
     at top-k, and recall per anomaly kind when the labels have a kind column.
     """
     out = Output(quiet, as_json)
+    check_exists(input, labels)
+    check_exists(model_dir, what="model directory")
     names = _baseline_names(baselines)
+    from txanomaly import evaluate as ev
+    from txanomaly import plots
+    from txanomaly.pipeline import TransactionModel
+
     model = TransactionModel.load(model_dir) if model_dir is not None else None
     params = _detector_params(map_size, epochs, contamination, seed)
     if model is not None and feature_set not in (None, model.feature_set_.name):
@@ -154,7 +174,7 @@ def evaluate(
     if plot is not None:
         plots.save_png(ev.pr_figure(result), plot)
     _print_evaluation(out, result)
-    written = ", ".join(str(p) for p in (output, plot) if p is not None)
+    written = ", ".join(escape(str(p)) for p in (output, plot) if p is not None)
     if written:
         out.print(f"wrote {written}", highlight=False)
     out.summary(result.to_dict())
@@ -177,6 +197,8 @@ def _detector_params(map_size: str, epochs: int, contamination: float, seed: int
                      ) -> dict[str, Any]:
     params: dict[str, Any] = {"map_size": map_size, "epochs": epochs,
                               "contamination": contamination, "random_state": seed}
+    from txanomaly.detector import AnomalyDetector
+
     try:
         AnomalyDetector(**params).check_params()
     except ValueError as exc:
@@ -231,7 +253,7 @@ def tune(
         "--labels", "-l", help="Labels CSV; with it the PR-AUC decides, without it the "
                                "silhouette.")] = None,
     maps: Annotated[str, typer.Option(help="Comma-separated map sizes to try.")] =
-    ",".join(tune_core.DEFAULT_MAPS),
+    ",".join(TUNE_MAPS),
     epochs: EpochsOpt = 20,
     feature_set: FeatureSetOpt = None,
     train_fraction: FractionOpt = 0.6,
@@ -254,6 +276,11 @@ def tune(
     out = Output(quiet, as_json)
     if output.suffix.lower() not in (".csv", ".json"):
         raise typer.BadParameter("output must end in .csv or .json", param_hint="--output")
+    check_exists(input, labels)
+    from txanomaly import evaluate as ev
+    from txanomaly import plots
+    from txanomaly import tune as tune_core
+
     sizes = _maps(maps)
     params = _detector_params(sizes[0], epochs, 0.05, seed)
     params.pop("map_size")
@@ -268,11 +295,13 @@ def tune(
     out.print(_tune_table(result))
     out.print(f"[bold]recommended: {result.recommendation.map_size}[/] -- "
               f"{result.recommendation.reason}", highlight=False)
-    out.print(f"wrote {output} and {plot}", highlight=False)
+    out.print(f"wrote {escape(str(output))} and {escape(str(plot))}", highlight=False)
     out.summary(result.to_dict())
 
 
 def _maps(text: str) -> list[str]:
+    from txanomaly import tune as tune_core
+
     try:
         return tune_core.parse_maps(text)
     except Exception as exc:
@@ -318,6 +347,9 @@ def _write_tune_table(result: tune_core.TuneResult, path: Path) -> None:
 
 
 def _tune_figure(result: tune_core.TuneResult) -> Figure:
+    from txanomaly import plots
+    from txanomaly import tune as tune_core
+
     columns = _tune_columns(result)
     order = tune_core.units_order(result.candidates)
     cands = [result.candidates[i] for i in order]
@@ -331,10 +363,10 @@ def _tune_figure(result: tune_core.TuneResult) -> Figure:
 @handle_errors
 def demo(
     directory: Annotated[Path, typer.Option(
-        "--dir", help="Where to write everything.")] = demo_core.DEFAULT_DIR,
+        "--dir", help="Where to write everything.")] = DEMO_DIR,
     n: Annotated[int, typer.Option("-n", "--transactions", min=1_000,
                                    help="Synthetic transactions to generate.")] =
-    demo_core.DEFAULT_ROWS,
+    DEMO_ROWS,
     feature_set: Annotated[str, typer.Option(
         "--feature-set", "-f", help=f"Feature set: {', '.join(FEATURE_SETS)}.")] = "standard",
     baselines: Annotated[str | None, typer.Option(
@@ -352,6 +384,8 @@ def demo(
     """
     out = Output(quiet, as_json)
     names = _baseline_names(baselines)
+    from txanomaly import demo as demo_core
+
     started = time.perf_counter()
     with _steps(out, "demo", len(demo_core.STEPS)) as step:
         result = demo_core.run_demo(directory, n, seed=seed, feature_set=feature_set,
@@ -362,8 +396,11 @@ def demo(
 
 
 def _print_demo(out: Output, result: demo_core.DemoResult, seconds: float) -> None:
+    from txanomaly import report as report_core
+
     out.print(f"[bold]{result.rows:,} transactions[/], {result.flagged:,} flagged; "
-              f"everything is in {result.directory}/ ({seconds:.1f} s)", highlight=False)
+              f"everything is in {escape(str(result.directory))}/ ({seconds:.1f} s)",
+              highlight=False)
     _print_evaluation(out, result.evaluation)
     out.print(f"[bold]top {len(result.top)} anomalies[/] (reasons: value, typical value, "
               "share of the distance; \\[label] is the synthetic ground truth)", highlight=False)
@@ -376,7 +413,7 @@ def _print_demo(out: Output, result: demo_core.DemoResult, seconds: float) -> No
         for reason in rec["reasons"]:
             out.print(f"      {report_core.format_reason(reason)}", highlight=False,
                       markup=False)
-    out.print(f"report: [bold]{result.files['report']}[/]  (open it in a browser)",
+    out.print(f"report: [bold]{escape(str(result.files['report']))}[/]  (open it in a browser)",
               highlight=False)
 
 

@@ -2,25 +2,32 @@
 
 Thin: read transactions (rejects as in ``features``), compute features, call
 :class:`~txanomaly.pipeline.TransactionModel`, write the model directory or the scores.
+
+PyTorch (seconds and ~350 MB) is imported inside the commands, after their paths are
+checked: ``--help`` and a mistyped file name answer at once.
 """
 
 from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
-import polars as pl
 import typer
+from rich.markup import escape
 
-from txanomaly.cli._common import JsonOut, Output, Quiet, handle_errors
+from txanomaly.cli._common import JsonOut, Output, Quiet, check_exists, handle_errors
 from txanomaly.cli.data import FeatureSetOpt, RejectsOpt, read_input
-from txanomaly.detector import AnomalyDetector
 from txanomaly.errors import TxAnomalyError
-from txanomaly.features import get_feature_set
+from txanomaly.features import FeatureSet, get_feature_set
 from txanomaly.features.batch import compute_features
 from txanomaly.io import write_table
-from txanomaly.pipeline import TransactionModel
+
+if TYPE_CHECKING:
+    import polars as pl
+
+    from txanomaly.detector import AnomalyDetector
+    from txanomaly.pipeline import TransactionModel
 
 SCORE_FORMATS = (".csv", ".parquet", ".jsonl")
 _TOP_REASONS = 3
@@ -49,21 +56,19 @@ def train(
     Example: [bold]txanomaly train tx.json -o model/ --map 10x10 --epochs 20[/]
     """
     out = Output(quiet, json_out)
+    check_exists(input)
+    fs = get_feature_set(feature_set)
+    from txanomaly.detector import AnomalyDetector  # PyTorch: see the module's docstring
+
     detector = AnomalyDetector(map_size=map_size, epochs=epochs, algorithm=algorithm,
                                contamination=contamination, random_state=seed, device=device)
     _check_options(detector)
-    fs = get_feature_set(feature_set)
     started = time.perf_counter()
     result = read_input(input, output, rejects, out)
     if result.frame.height < 2:
         raise TxAnomalyError(f"{input}: {result.frame.height} valid transaction(s); "
                              "training needs at least 2")
-    features = compute_features(result.frame, fs)
-    model = TransactionModel(fs, detector)
-    with out.progress() as bar:
-        task = bar.add_task("training", total=epochs)
-        model.fit(features.select(fs.names), callback=lambda done, _: bar.update(
-            task, completed=done))
+    model = _fit(detector, fs, compute_features(result.frame, fs), out)
     model.save(output)
     train = model.detector_.training_summary_
     summary = {**train, "train_seconds": train["seconds"],
@@ -71,8 +76,21 @@ def train(
                "feature_set": fs.name, "map": map_size, "rejected": len(result.rejects)}
     out.print(f"trained on {summary['rows']:,} rows: QE {summary['quantization_error']:.4f}, "
               f"TE {summary['topographic_error']:.4f}, threshold {summary['threshold']:.4f}, "
-              f"{summary['seconds']:.2f} s -> {output}")
+              f"{summary['seconds']:.2f} s -> {escape(str(output))}")
     out.summary(summary)
+
+
+def _fit(detector: AnomalyDetector, fs: FeatureSet, features: pl.DataFrame, out: Output
+         ) -> TransactionModel:
+    """Fit a :class:`TransactionModel` on ``features``, with a bar over the epochs."""
+    from txanomaly.pipeline import TransactionModel
+
+    model = TransactionModel(fs, detector)
+    with out.progress() as bar:
+        task = bar.add_task("training", total=detector.epochs)
+        model.fit(features.select(fs.names), callback=lambda done, _: bar.update(
+            task, completed=done))
+    return model
 
 
 def _check_options(detector: AnomalyDetector) -> None:
@@ -105,7 +123,11 @@ def score(
     if output.suffix.lower() not in SCORE_FORMATS:
         raise typer.BadParameter(f"output must end in {', '.join(SCORE_FORMATS)}",
                                  param_hint="--output")
+    check_exists(input)
+    check_exists(model_dir, what="model directory")
     started = time.perf_counter()
+    from txanomaly.pipeline import TransactionModel  # PyTorch: see the module's docstring
+
     model = TransactionModel.load(model_dir)
     result = read_input(input, output, rejects, out)
     features = compute_features(result.frame, model.feature_set_)
@@ -114,7 +136,7 @@ def score(
     flagged = int(table["is_anomaly"].sum()) if table.height else 0
     seconds = time.perf_counter() - started
     out.print(f"scored {table.height:,} rows: {flagged:,} anomalies (threshold "
-              f"{model.threshold:.4f}) -> {output} in {seconds:.2f} s")
+              f"{model.threshold:.4f}) -> {escape(str(output))} in {seconds:.2f} s")
     out.summary({"input": str(input), "output": str(output), "model": str(model_dir),
                  "rows": table.height, "anomalies": flagged, "threshold": model.threshold,
                  "rejected": len(result.rejects), "seconds": round(seconds, 3)})

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import errno
 import os
+import socket
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from txanomaly.cli._common import handle_errors
+from txanomaly.errors import TxAnomalyError
 
 EXAMPLE = (
     "Example: [bold]txanomaly serve --model models/standard --db sqlite:///tx.db[/] then "
@@ -53,8 +56,11 @@ def serve(
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
 ) -> None:
     """Serve the scoring API: raw transactions in, verdicts and reasons out."""
+    # The [serve] extra, imported here, in this process: when it is missing, handle_errors
+    # says so in one line (in uvicorn's worker it would be a traceback).
     import uvicorn
 
+    from txanomaly.service.app import create_app
     from txanomaly.service.runtime import Runtime
     from txanomaly.service.settings import Settings, get_settings
 
@@ -65,10 +71,36 @@ def serve(
         max_body_bytes=max_body_bytes, sqlite_synchronous=sqlite_synchronous,
         sagemaker=sagemaker)
     settings.check_exposure()
+    port = port or (8080 if sagemaker else 8000)
+    # Before the database is opened: a busy port must not leave a new database file behind.
+    check_port_free(settings.host, port)
     # A bad model directory or database fails here, with its message, not inside a worker.
     Runtime.open(settings).close()
     os.environ.update(settings.to_env())
     get_settings.cache_clear()
-    uvicorn.run("txanomaly.service.app:create_app", factory=True, host=settings.host,
-                port=port or (8080 if sagemaker else 8000), workers=workers,
-                access_log=access_log, log_level=log_level)
+    # By name: each worker process imports the app itself.
+    uvicorn.run(f"{create_app.__module__}:{create_app.__name__}", factory=True, host=settings.host,
+                port=port, workers=workers, access_log=access_log, log_level=log_level)
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Raise :class:`TxAnomalyError` unless a server could listen on ``host:port`` now.
+
+    Binds and closes a socket as uvicorn will (``SO_REUSEADDR``: a port left in TIME_WAIT by
+    a server that just stopped is free; one another server listens on is not).
+    """
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+    except socket.gaierror as exc:
+        raise TxAnomalyError(f"cannot listen on {host}: {exc.strerror}") from None
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise TxAnomalyError(
+                    f"port {port} on {host} is in use (another server?): stop it or "
+                    "choose another with --port") from None
+            raise TxAnomalyError(f"cannot listen on {host}:{port}: {exc.strerror}") from None

@@ -14,6 +14,7 @@ from txanomaly import synth
 from txanomaly.cli import app
 from txanomaly.detector import AnomalyDetector
 from txanomaly.features.batch import feature_matrix
+from txanomaly.io import write_table
 from txanomaly.pipeline import TransactionModel
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -25,7 +26,7 @@ def workdir(tmp_path_factory):
     """3,000 labelled transactions, their labels and a small model trained on them."""
     root = tmp_path_factory.mktemp("analysis")
     data = synth.generate(3_000, users=60, days=10, anomaly_rate=0.05, seed=2)
-    synth.write_transactions(data.transactions, root / "tx.parquet")
+    write_table(data.transactions, root / "tx.parquet")
     synth.write_labels(data.labels, root / "tx.labels.csv")
     model = TransactionModel("seed", AnomalyDetector(map_size="4x4", epochs=5))
     model.fit(feature_matrix(data.transactions, "seed"))

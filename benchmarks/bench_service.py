@@ -37,10 +37,9 @@ import orjson
 
 from txanomaly.detector import AnomalyDetector
 from txanomaly.features.batch import compute_features
-from txanomaly.features.online import OnlineFeatures
 from txanomaly.pipeline import TransactionModel
 from txanomaly.schema import to_raw
-from txanomaly.store import Store
+from txanomaly.storage.sql import SqlStorage
 from txanomaly.synth import generate
 
 
@@ -154,7 +153,7 @@ def run_backend(backend: str, db: str, schema: str | None, model: Path, phases: 
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=30)
-    store = Store(db, OnlineFeatures("standard"), schema=schema)
+    store = SqlStorage(db, schema=schema)
     stored = store.count()
     if schema:
         store.drop_tables()

@@ -1,4 +1,4 @@
-"""Shared fixtures of the store and service tests (imported by them; not a conftest).
+"""Shared fixtures of the ingestion and service tests (imported by them; not a conftest).
 
 A small model is trained once per session on synthetic data (5x5 map, 3 epochs), so every
 service test runs against a real model directory.
@@ -18,10 +18,9 @@ import pytest
 
 from txanomaly.detector import AnomalyDetector
 from txanomaly.features.batch import compute_features
-from txanomaly.features.online import OnlineFeatures
 from txanomaly.pipeline import TransactionModel
 from txanomaly.schema import to_raw
-from txanomaly.store import Store
+from txanomaly.storage.sql import SqlStorage
 from txanomaly.synth import generate
 
 POSTGRES_ENV = "TXANOMALY_TEST_POSTGRES_URL"
@@ -80,9 +79,9 @@ def stream() -> pl.DataFrame:
 
 
 @pytest.fixture
-def pg_store() -> Iterator[Store]:
-    """A store in a fresh PostgreSQL schema, dropped afterwards."""
-    store = Store(postgres_url(), OnlineFeatures("standard"), schema=unique_schema())
+def pg_store() -> Iterator[SqlStorage]:
+    """A SQL storage in a fresh PostgreSQL schema, dropped afterwards."""
+    store = SqlStorage(postgres_url(), schema=unique_schema())
     try:
         yield store
     finally:

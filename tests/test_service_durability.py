@@ -22,7 +22,7 @@ import pytest
 from service_fixtures import model_dir, raw_records, stream
 from txanomaly.features.online import OnlineFeatures
 from txanomaly.schema import parse_record
-from txanomaly.store import Store
+from txanomaly.storage.sql import SqlStorage
 
 __all__ = ["model_dir", "stream"]  # fixtures, imported for pytest
 
@@ -88,7 +88,7 @@ def servers() -> Iterator[list[Server]]:
 
 
 def key_state(db: Path) -> list[tuple[Any, ...]]:
-    store = Store(f"sqlite:///{db}", OnlineFeatures("standard"), create=False)
+    store = SqlStorage(f"sqlite:///{db}", create=False)
     try:
         return store.key_rows()
     finally:

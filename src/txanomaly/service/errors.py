@@ -15,7 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
-from txanomaly.store import ConflictError
+from txanomaly.ingest import ConflictError
 
 logger = logging.getLogger(__name__)
 

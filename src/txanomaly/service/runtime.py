@@ -1,6 +1,8 @@
-"""What the app holds while it runs: settings, the loaded model, the store, the metrics.
+"""What the app holds while it runs: settings, the loaded model, the storage, the metrics.
 
 Built once at startup (the app's lifespan, or the Lambda handler's cold start), never at import.
+Ingestion itself is the core's (:func:`txanomaly.ingest.ingest`): the runtime hands it the
+scorer and the SQL storage, and counts what came back.
 """
 
 from __future__ import annotations
@@ -12,24 +14,26 @@ from typing import Any, TypeVar
 import torch
 from starlette.concurrency import run_in_threadpool
 
+from txanomaly.ingest import Ingested, ingest
 from txanomaly.scoring import Scorer
 from txanomaly.service.metrics import Metrics
 from txanomaly.service.settings import Settings
-from txanomaly.store import Ingested, Store
+from txanomaly.storage.sql import SqlStorage
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
 class Runtime:
-    """The model, the store and the metrics of one app.
+    """The model, the storage and the metrics of one app.
 
     Database work runs inline on the event loop for SQLite (one writer: handing each request
     to a thread costs more than the transaction itself and overlaps nothing) and in the thread
     pool for PostgreSQL (network round trips, many concurrent writers).
     """
 
-    def __init__(self, settings: Settings, scorer: Scorer, store: Store, metrics: Metrics):
+    def __init__(self, settings: Settings, scorer: Scorer, store: SqlStorage,
+                 metrics: Metrics):
         self.settings = settings
         self.scorer = scorer
         self.store = store
@@ -44,8 +48,9 @@ class Runtime:
         # 6 us with 1 (torch 2.13 CPU); a worker scores one request at a time anyway.
         torch.set_num_threads(1)
         scorer = Scorer.load(settings.model_dir, top=settings.top_reasons)
-        store = Store(settings.db_url, scorer.online, schema=settings.db_schema,
-                      synchronous=settings.sqlite_synchronous, pool_size=settings.pool_size)
+        store = SqlStorage(settings.db_url, schema=settings.db_schema,
+                           synchronous=settings.sqlite_synchronous,
+                           pool_size=settings.pool_size)
         runtime = cls(settings, scorer, store, metrics if metrics is not None else Metrics())
         runtime.metrics.ready.set(1)
         logger.info("model %s loaded; database %s", scorer.version, store.dialect)
@@ -63,7 +68,7 @@ class Runtime:
 
     def ingest(self, records: Sequence[Mapping[str, Any]], persist: bool) -> list[Ingested]:
         """Features from the stored history, verdicts, and (``persist``) storage."""
-        out = self.store.ingest(records, self._evaluate, persist=persist)
+        out = ingest(records, self.scorer, self.store, persist=persist)
         if persist:
             replayed = sum(1 for r in out if r.replayed)
             self.metrics.count("replayed", replayed)
@@ -73,6 +78,3 @@ class Runtime:
         self.metrics.count("flagged", sum(1 for r in out
                                           if not r.replayed and r.result.get("isAnomaly")))
         return out
-
-    def _evaluate(self, features: Any, records: Sequence[Mapping[str, Any]]) -> Any:
-        return self.scorer.verdicts(features, [r["transaction_id"] for r in records])

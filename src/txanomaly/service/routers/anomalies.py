@@ -14,7 +14,7 @@ from txanomaly.service.deps import AuthorizedRuntime
 from txanomaly.service.errors import ApiError
 from txanomaly.service.responses import json_response
 from txanomaly.service.schemas import AnomalyPage, error_responses
-from txanomaly.store import StoredTransaction
+from txanomaly.storage import StoredTransaction
 
 router = APIRouter(prefix="/v1", tags=["anomalies"])
 

@@ -1,0 +1,108 @@
+"""``txanomaly history load``: store a history file, so that the service starts where batch
+scoring is.
+
+A new database has no history: the service's first verdicts then see each user as new, and
+differ from batch scoring of the same transactions after their history. Loading the history
+first (through the one ingestion path, :func:`txanomaly.ingest.ingest_history`) makes the
+service answer what batch scoring gives.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.markup import escape
+
+from txanomaly.cli._common import (
+    FlagCommand,
+    FlagGroup,
+    JsonOut,
+    Output,
+    Quiet,
+    check_exists,
+    handle_errors,
+)
+from txanomaly.cli.data import read_input
+from txanomaly.ingest import ingest_history
+from txanomaly.storage import DEFAULT_DB_URL, Storage, sql_storage
+
+if TYPE_CHECKING:
+    import polars as pl
+
+    from txanomaly.scoring import Scorer
+
+EXAMPLE = ("Example: [bold]txanomaly history load tx.json --model model/ --db sqlite:///tx.db[/] "
+           "then [bold]txanomaly serve --model model/ --db sqlite:///tx.db[/]")
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``history`` group (``history load``) to ``app``."""
+    history = typer.Typer(name="history", no_args_is_help=True, cls=FlagGroup,
+                          help="The per-user history the scoring service keeps.")
+    history.command("load", cls=FlagCommand, epilog=EXAMPLE)(load)
+    app.add_typer(history)
+
+
+@handle_errors
+def load(
+    input: Annotated[Path, typer.Argument(
+        help="Past transactions: .json, .jsonl, .csv or .parquet.")],
+    model: Annotated[Path, typer.Option("--model", "-m", envvar="TXANOMALY_MODEL",
+                                        help="Model directory (the one the service serves).")],
+    db: Annotated[str, typer.Option(
+        envvar="TXANOMALY_DB", help="The service's database: sqlite:///PATH or "
+                                    "postgresql://USER@HOST:PORT/DB.")] = DEFAULT_DB_URL,
+    db_schema: Annotated[str | None, typer.Option(
+        envvar="TXANOMALY_DB_SCHEMA", help="PostgreSQL schema (default: search_path).")
+                         ] = None,
+    batch_size: Annotated[int, typer.Option(min=1, help="Transactions per database "
+                                                        "transaction.")] = 1000,
+    rejects: Annotated[Path | None, typer.Option(
+        help="Where rejected records go (JSON lines with reasons). Default: next to INPUT, "
+             "INPUT.rejects.jsonl, written only when a record is rejected.")] = None,
+    quiet: Quiet = False,
+    json_out: JsonOut = False,
+) -> None:
+    """Load past transactions into the service's database, scored as the service would.
+
+    In timestamp order (ties in file order): the stored history, features and verdicts are
+    then exactly batch scoring's. Running it again changes nothing (all are replayed).
+    """
+    out = Output(quiet, json_out)
+    check_exists(input)
+    check_exists(model, what="model directory")
+    started = time.perf_counter()
+    from txanomaly.scoring import Scorer  # PyTorch: only once the inputs are known to exist
+
+    result = read_input(input, input, rejects, out)
+    scorer = Scorer.load(model)
+    storage = sql_storage(db, schema=db_schema)
+    try:
+        stored, replayed, flagged = _load(result.frame, scorer, storage, batch_size, out)
+        location = storage.location
+    finally:
+        storage.close()
+    seconds = time.perf_counter() - started
+    out.print(f"loaded {escape(str(input))} into {escape(location)}: {stored:,} stored, "
+              f"{replayed:,} replayed, {flagged:,} flagged in {seconds:.1f} s", highlight=False)
+    out.summary({"input": str(input), "db": location, "stored": stored, "replayed": replayed,
+                 "flagged": flagged, "rejected": len(result.rejects),
+                 "seconds": round(seconds, 3)})
+
+
+def _load(frame: pl.DataFrame, scorer: Scorer, storage: Storage, batch_size: int,
+          out: Output) -> tuple[int, int, int]:
+    """Ingest the history with a progress bar; (stored, replayed, flagged) counts."""
+    stored = replayed = flagged = 0
+    with out.progress() as bar:
+        task = bar.add_task("loading", total=frame.height)
+        for outcomes in ingest_history(frame, scorer, storage, batch_size):
+            fresh = [o for o in outcomes if not o.replayed]
+            stored += len(fresh)
+            replayed += len(outcomes) - len(fresh)
+            flagged += sum(1 for o in fresh if o.result["isAnomaly"])
+            bar.advance(task, len(outcomes))
+    return stored, replayed, flagged

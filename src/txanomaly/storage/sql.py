@@ -1,0 +1,308 @@
+"""The SQL storage: SQLite (a file, WAL) or PostgreSQL. Needs the ``[serve]`` extra.
+
+This is the only module that imports SQLAlchemy (and, for PostgreSQL, psycopg), which only
+``pip install 'txanomaly[serve]'`` installs; open it through
+:func:`txanomaly.storage.sql_storage`, which says so in one line when they are missing.
+
+Tables: ``transactions`` (arrival number, transactionId unique, timestamp, content hash, flat
+record, features, score, flag, verdict JSON; a partial index on the flagged ones) and
+``key_history`` (one row per :data:`~txanomaly.storage.base.KeyRow`, clustered on
+(kind, key, ts, seq): a key's rows in log order, read by one range scan).
+
+Concurrency: SQLite has a single writer (``BEGIN IMMEDIATE``, plus an in-process lock so that
+threads queue instead of spinning on ``busy_timeout``), so keys need no locks. PostgreSQL takes
+the transaction-scoped advisory locks :func:`txanomaly.ingest.ingest` asks for, on every key
+and transactionId of a batch, in the order it gives them, before anything is read.
+
+Durability: SQLite runs in WAL mode; ``synchronous=NORMAL`` (the default here) survives a crash
+of the process (kill -9: the committed WAL frames are in the OS page cache) but not a power loss;
+``synchronous=FULL`` survives both at the cost of an fsync per commit.
+
+>>> import tempfile
+>>> storage = SqlStorage(f"sqlite:///{tempfile.mkdtemp()}/tx.db")
+>>> storage.count(), storage.dialect
+(0, 'sqlite')
+>>> storage.close()
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.engine import Connection, Engine
+
+from txanomaly.storage.base import (
+    KEY_COLUMNS,
+    MISSING_SQL_EXTRA,
+    KeyRow,
+    StorageError,
+    StoredTransaction,
+)
+from txanomaly.storage.sql_transaction import PG_SEQUENCE, SqlTransaction
+
+logger = logging.getLogger(__name__)
+
+SYNCHRONOUS_MODES = ("NORMAL", "FULL")
+
+metadata = sa.MetaData()
+#: ``INTEGER PRIMARY KEY`` is SQLite's rowid: the arrival number costs no extra index there.
+_SEQ = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+transactions = sa.Table(
+    "transactions", metadata,
+    sa.Column("seq", _SEQ, primary_key=True, autoincrement=False),  # arrival number
+    sa.Column("transaction_id", sa.Text, nullable=False, unique=True),
+    sa.Column("ts", sa.BigInteger, nullable=False),
+    sa.Column("content_hash", sa.Text, nullable=False),
+    sa.Column("record", sa.Text, nullable=False),      # the flat record, JSON
+    sa.Column("features", sa.Text, nullable=False),    # raw feature values, JSON array
+    sa.Column("anomaly_score", sa.Double, nullable=False),
+    sa.Column("is_anomaly", sa.Boolean, nullable=False),
+    sa.Column("result", sa.Text, nullable=False),      # the verdict as answered, JSON
+    # Partial: only the flagged few are indexed (fewer pages written per commit).
+    sa.Index("ix_transactions_flagged", "ts", "transaction_id",
+             sqlite_where=sa.text("is_anomaly = 1"), postgresql_where=sa.text("is_anomaly")),
+)
+key_history = sa.Table(
+    "key_history", metadata,
+    sa.Column("kind", sa.Text, primary_key=True),
+    sa.Column("key", sa.Text, primary_key=True),
+    sa.Column("ts", sa.BigInteger, primary_key=True),
+    sa.Column("seq", sa.BigInteger, primary_key=True),
+    sa.Column("pos", sa.BigInteger, nullable=False),
+    sa.Column("amount", sa.Double, nullable=False),
+    sa.Column("cum_before", sa.Double, nullable=False),
+    sa.Column("cum", sa.Double, nullable=False),
+    sa.Column("d1", sa.Double, nullable=False),
+    sa.Column("d2", sa.Double, nullable=False),
+    sa.Column("shift", sa.Double, nullable=False),  # the key's, repeated: saves a lookup
+    sqlite_with_rowid=False,
+)
+
+
+def normalize_url(url: str) -> str:
+    """SQLAlchemy URL for a ``sqlite:///path`` or ``postgresql://`` URL (psycopg 3 driver)."""
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix):]
+    if url.startswith(("sqlite:///", "postgresql+psycopg://")):
+        return url
+    raise StorageError(f"unsupported database URL {url.split('://')[0]!r}://...: expected "
+                       "sqlite:///PATH or postgresql://USER@HOST:PORT/DB")
+
+
+class SqlStorage:
+    """Scored transactions and per-key state in SQLite or PostgreSQL.
+
+    Parameters
+    ----------
+    url : str
+        ``sqlite:///path/to/file.db`` or ``postgresql://user@host:port/db``.
+    schema : str, optional
+        PostgreSQL only: the schema to use (created if missing); default ``search_path``.
+    synchronous : {"NORMAL", "FULL"}
+        SQLite only: ``NORMAL`` survives a process crash, ``FULL`` also a power loss.
+    pool_size : int
+        Connections kept open (PostgreSQL: per process).
+    create : bool
+        Create the tables if they do not exist.
+    """
+
+    def __init__(self, url: str, *, schema: str | None = None, synchronous: str = "NORMAL",
+                 pool_size: int = 8, create: bool = True):
+        if synchronous.upper() not in SYNCHRONOUS_MODES:
+            raise StorageError(f"synchronous must be one of {SYNCHRONOUS_MODES}, "
+                               f"got {synchronous!r}")
+        self.url = normalize_url(url)
+        self.dialect = "sqlite" if self.url.startswith("sqlite") else "postgresql"
+        #: SQLite has one writer at a time; PostgreSQL serialises writers per key.
+        self.locks_keys = self.dialect == "postgresql"
+        self.schema = schema
+        self._write_lock = threading.Lock() if self.dialect == "sqlite" else None
+        self.engine = self._engine(synchronous.upper(), pool_size)
+        self._stop = threading.Event()
+        self._checkpointer: threading.Thread | None = None
+        if create:
+            try:
+                self.create_tables()
+            except sa.exc.OperationalError as exc:
+                self.engine.dispose()
+                raise StorageError(f"cannot open the database: {exc.orig}") from None
+        if self.dialect == "sqlite":
+            self._checkpointer = threading.Thread(target=self._checkpoint_loop, daemon=True,
+                                                  name="txanomaly-wal-checkpoint")
+            self._checkpointer.start()
+
+    @property
+    def location(self) -> str:
+        """The database URL without its password (for messages and logs)."""
+        return self.engine.url.render_as_string(hide_password=True)
+
+    # ------------------------------------------------------------------ setup
+    def _engine(self, synchronous: str, pool_size: int) -> Engine:
+        if self.dialect == "sqlite":
+            engine = sa.create_engine(self.url, pool_size=pool_size, max_overflow=pool_size,
+                                      connect_args={"check_same_thread": False})
+            _sqlite_events(engine, synchronous)
+            return engine
+        connect_args: dict[str, Any] = {"prepare_threshold": 2}
+        if self.schema is not None:
+            if not self.schema.replace("_", "").isalnum():
+                raise StorageError(f"invalid schema name {self.schema!r}")
+            connect_args["options"] = f"-csearch_path={self.schema}"
+        try:
+            return sa.create_engine(self.url, pool_size=pool_size, max_overflow=pool_size,
+                                    pool_pre_ping=True, connect_args=connect_args)
+        except ModuleNotFoundError as exc:  # the driver: psycopg
+            raise StorageError(f"{MISSING_SQL_EXTRA} ({exc.name} is missing)") from None
+
+    def create_tables(self) -> None:
+        """Create the tables (and, on PostgreSQL, the schema and sequence) if missing."""
+        with self.engine.connect().execution_options(txanomaly_write=True) as conn:
+            if self.dialect == "postgresql":
+                # Concurrent replicas may start together: serialise the DDL.
+                conn.exec_driver_sql("SELECT pg_advisory_xact_lock(7386411)")
+                if self.schema is not None:
+                    conn.exec_driver_sql(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
+                conn.exec_driver_sql(f"CREATE SEQUENCE IF NOT EXISTS {PG_SEQUENCE}")
+            metadata.create_all(conn)
+            conn.commit()
+
+    def drop_tables(self) -> None:
+        """Drop everything the storage created (tests use this to clean up)."""
+        with self.engine.connect().execution_options(txanomaly_write=True) as conn:
+            metadata.drop_all(conn)
+            if self.dialect == "postgresql":
+                conn.exec_driver_sql(f"DROP SEQUENCE IF EXISTS {PG_SEQUENCE}")
+                if self.schema is not None:
+                    conn.exec_driver_sql(f'DROP SCHEMA IF EXISTS "{self.schema}" CASCADE')
+            conn.commit()
+
+    def close(self) -> None:
+        """Stop the checkpointer and close every pooled connection."""
+        self._stop.set()
+        if self._checkpointer is not None:
+            self._checkpointer.join(timeout=10)
+        self.engine.dispose()
+
+    def _checkpoint_loop(self, every: float = 1.0) -> None:
+        """SQLite: copy committed WAL frames into the database file once a second.
+
+        PASSIVE never blocks writers or readers. A crash between checkpoints loses nothing:
+        the WAL is replayed when the database is next opened.
+        """
+        while not self._stop.wait(every):
+            try:
+                conn = self.engine.raw_connection()  # autocommit: no transaction around it
+                try:
+                    conn.cursor().execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                finally:
+                    conn.close()
+            except (sa.exc.SQLAlchemyError, sqlite3.Error):
+                logger.warning("WAL checkpoint failed; will retry", exc_info=True)
+
+    def ping(self) -> None:
+        """Raise if the database cannot answer a trivial query."""
+        with self.engine.connect() as conn:
+            conn.exec_driver_sql("SELECT 1").scalar()
+
+    # ------------------------------------------------------------------ ingestion
+    @contextmanager
+    def transaction(self, write: bool) -> Iterator[SqlTransaction]:
+        """One database transaction on a driver cursor (committed if ``write``)."""
+        lock = self._write_lock if write else None
+        if lock is not None:
+            lock.acquire()
+        try:
+            conn = self.engine.raw_connection()
+            try:
+                cur = conn.cursor()
+                if self.dialect == "sqlite":
+                    cur.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+                try:
+                    yield SqlTransaction(cur, self.dialect)
+                except BaseException:
+                    conn.rollback()
+                    raise
+                if write:
+                    conn.commit()
+                else:
+                    conn.rollback()
+            finally:
+                conn.close()  # back to the pool
+        finally:
+            if lock is not None:
+                lock.release()
+
+    # ------------------------------------------------------------------ reading
+    def get(self, transaction_id: str) -> StoredTransaction | None:
+        """The stored transaction, or None."""
+        t = transactions.c
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(t.transaction_id, t.ts, t.record, t.features, t.result)
+                               .where(t.transaction_id == transaction_id)).first()
+        return None if row is None else StoredTransaction.from_json(*row)
+
+    def anomalies(self, start: int | None = None, end: int | None = None, limit: int = 100,
+                  after: tuple[int, str] | None = None) -> list[StoredTransaction]:
+        """Flagged transactions with ``start <= timestamp < end``, by (timestamp, id).
+
+        ``after`` is the (timestamp, transactionId) of the last row of the previous page.
+        """
+        t = transactions.c
+        query = (sa.select(t.transaction_id, t.ts, t.record, t.features, t.result)
+                 .where(t.is_anomaly == sa.true()).order_by(t.ts, t.transaction_id).limit(limit))
+        if start is not None:
+            query = query.where(t.ts >= start)
+        if end is not None:
+            query = query.where(t.ts < end)
+        if after is not None:
+            query = query.where(sa.tuple_(t.ts, t.transaction_id) > sa.tuple_(
+                sa.literal(after[0], sa.BigInteger), sa.literal(after[1], sa.Text)))
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).all()
+        return [StoredTransaction.from_json(*r) for r in rows]
+
+    def count(self) -> int:
+        """Number of stored transactions."""
+        with self.engine.connect() as conn:
+            return int(conn.execute(sa.select(sa.func.count()).select_from(transactions))
+                       .scalar_one())
+
+    def key_rows(self) -> list[KeyRow]:
+        """Every key-history row, by (kind, key, pos): the whole per-key state."""
+        h = key_history.c
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(*[h[c] for c in KEY_COLUMNS])
+                                .order_by(h.kind, h.key, h.pos)).all()
+        return [tuple(r) for r in rows]
+
+
+def _sqlite_events(engine: Engine, synchronous: str) -> None:
+    """Pragmas on every new SQLite connection; ``BEGIN IMMEDIATE`` for SQLAlchemy writes."""
+
+    @event.listens_for(engine, "connect")
+    def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute(f"PRAGMA synchronous={synchronous}")
+        cur.execute("PRAGMA busy_timeout=30000")
+        # Checkpoints run in a background thread (SqlStorage._checkpoint_loop), not inside a
+        # request's commit, where they made the slowest 1 % of requests several times slower.
+        cur.execute("PRAGMA wal_autocheckpoint=0")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn: Connection) -> None:
+        write = conn.get_execution_options().get("txanomaly_write", False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+
+__all__ = ["SqlStorage", "normalize_url"]

@@ -138,7 +138,7 @@ def ingest(records: Sequence[Mapping[str, Any]], scorer: Scorer, storage: Storag
         fresh = _score(tx, scorer, [records[i] for i in todo], [hashes[i] for i in todo],
                        persist)
     by_id = {tid: Ingested(orjson.loads(result), True) for tid, (_, result) in stored.items()}
-    by_id.update(zip((records[i]["transaction_id"] for i in todo), fresh, strict=True))
+    by_id.update({records[i]["transaction_id"]: out for i, out in zip(todo, fresh, strict=True)})
     return [by_id[r["transaction_id"]] for r in records]
 
 

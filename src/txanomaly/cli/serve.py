@@ -12,6 +12,7 @@ import typer
 
 from txanomaly.cli._common import handle_errors
 from txanomaly.errors import TxAnomalyError
+from txanomaly.storage import DEFAULT_DB_URL
 
 EXAMPLE = (
     "Example: [bold]txanomaly serve --model models/standard --db sqlite:///tx.db[/] then "
@@ -32,7 +33,7 @@ def serve(
     db: Annotated[str, typer.Option(
         envvar="TXANOMALY_DB",
         help="sqlite:///PATH (embedded, one machine) or postgresql://USER@HOST:PORT/DB "
-             "(several replicas).")] = "sqlite:///txanomaly.db",
+             "(several replicas).")] = DEFAULT_DB_URL,
     host: Annotated[str | None, typer.Option(
         help="Address to bind; beyond loopback an API key is required. Default 127.0.0.1 "
              "(0.0.0.0 with --sagemaker).")] = None,

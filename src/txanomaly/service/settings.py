@@ -30,6 +30,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from txanomaly.errors import TxAnomalyError
+from txanomaly.storage import DEFAULT_DB_URL
 
 API_KEY_HEADER = "X-API-Key"
 _LOOPBACK_NAMES = ("localhost", "localhost.localdomain", "ip6-localhost")
@@ -44,7 +45,7 @@ class Settings:
     """Everything the service needs to start; see the module docstring for the env vars."""
 
     model_dir: Path
-    db_url: str = "sqlite:///txanomaly.db"
+    db_url: str = DEFAULT_DB_URL
     db_schema: str | None = None
     host: str = "127.0.0.1"
     api_keys: tuple[str, ...] = field(default=(), repr=False)

@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from txanomaly.defaults import TUNE_MAPS
 from txanomaly.detector import AnomalyDetector, parse_map_size
 from txanomaly.errors import TxAnomalyError
 from txanomaly.evaluate import Prepared, detection_metrics, json_safe
@@ -41,7 +42,7 @@ logger = logging.getLogger(__name__)
 
 #: Absolute difference in the deciding metric under which two candidates count as tied.
 TIE_TOLERANCE = 0.005
-DEFAULT_MAPS = ("5x5", "10x10", "15x15", "20x20")
+DEFAULT_MAPS = TUNE_MAPS
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ from rich.table import Table
 from txanomaly import baselines as bl
 from txanomaly.cli._common import JsonOut, Output, Quiet, check_exists, handle_errors
 from txanomaly.cli.data import RejectsOpt, read_input
+from txanomaly.defaults import DEMO_DIR, DEMO_ROWS, TUNE_MAPS
 from txanomaly.features import FEATURE_SETS
 
 if TYPE_CHECKING:
@@ -32,12 +33,8 @@ if TYPE_CHECKING:
 
 # The commands import the model, report, evaluation and tuning modules when they run: those
 # load PyTorch, scikit-learn and matplotlib (seconds, hundreds of MB), which ``--help`` and a
-# mistyped path do not need. For the same reason the defaults the options show live here.
-#: ``txanomaly demo``: where it writes and how many transactions it generates.
-DEMO_DIR = Path("txanomaly-demo")
-DEMO_ROWS = 200_000
-#: ``txanomaly tune``: the map sizes tried when ``--maps`` is not given.
-TUNE_MAPS = ("5x5", "10x10", "15x15", "20x20")
+# mistyped path do not need. For the same reason the defaults the options show come from
+# txanomaly.defaults, which loads nothing heavy.
 
 InputArg = Annotated[Path, typer.Argument(help="Transactions: .json, .jsonl, .csv or .parquet.")]
 LabelsOpt = Annotated[Path, typer.Option(

@@ -134,6 +134,23 @@ def test_report_is_self_contained_html_with_pngs(workdir):
     assert "Top anomalies" in text and text.count("<tr><td>") >= 10
 
 
+def test_report_with_labels_shows_each_top_anomalys_label(workdir):
+    out = workdir / "labelled.html"
+    result = run("report", "--model", workdir / "model", "--data", workdir / "tx.parquet",
+                 "--labels", workdir / "tx.labels.csv", "-o", out, "--top", "10")
+    assert result.exit_code == 0, result.output
+    text = out.read_text()
+    assert "<th>label</th>" in text
+    assert re.search(r"<td>(normal|anomaly|[a-z_]+)</td><td><span title=", text)
+
+
+def test_report_labels_without_data_is_a_usage_error(workdir):
+    result = run("report", "--model", workdir / "model", "--labels",
+                 workdir / "tx.labels.csv", "-o", workdir / "x.html")
+    assert result.exit_code == 2
+    assert "--labels needs --data" in result.output
+
+
 def test_report_on_a_missing_model_exits_1(workdir):
     result = run("report", "--model", workdir / "no-model", "-o", workdir / "r.html")
     assert result.exit_code == 1

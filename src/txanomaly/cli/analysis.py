@@ -79,6 +79,9 @@ def report(
         "--data", "-d", help="Transactions to score and show (hit map, flags, "
                              "distributions); without them only the map is shown.")] = None,
     top: Annotated[int, typer.Option(help="How many top anomalies to list.", min=1)] = 50,
+    labels: Annotated[Path | None, typer.Option(
+        "--labels", "-l", help="Labels CSV (transactionId,is_anomaly[,kind]) of --data: the "
+                               "top anomalies then show each one's label.")] = None,
     rejects: RejectsOpt = None,
     quiet: Quiet = False,
     as_json: JsonOut = False,
@@ -87,6 +90,11 @@ def report(
     out = Output(quiet, as_json)
     check_exists(model_dir, what="model directory")
     check_exists(data)
+    check_exists(labels, what="labels file")
+    if labels is not None and data is None:
+        raise typer.BadParameter("--labels needs --data (the transactions they label)",
+                                 param_hint="--labels")
+    from txanomaly import evaluate as ev
     from txanomaly import report as report_core
     from txanomaly.artifact import METADATA_FILE
     from txanomaly.pipeline import TransactionModel
@@ -97,7 +105,12 @@ def report(
     scored = None
     if data is not None:
         frame = read_input(data, output, rejects, out).frame
-        scored = report_core.score_data(model, frame) if frame.height else None
+        names = None
+        if labels is not None and frame.height:
+            names = report_core.label_names(*ev.align_labels(frame["transaction_id"],
+                                                             ev.load_labels(labels)))
+        scored = (report_core.score_data(model, frame, labels=names) if frame.height
+                  else None)
     with _steps(out, "report", 6) as step:
         document = report_core.build_report(model, metadata, scored, top=top, on_step=step)
     report_core.write_report(output, document)

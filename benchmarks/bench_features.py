@@ -39,13 +39,14 @@ CACHE = Path(tempfile.gettempdir()) / "txanomaly-bench"
 
 def dataset(n: int) -> Path:
     """Synthetic transactions (n rows, n/50 users, 30 days) as flat Parquet, cached."""
-    from txanomaly.synth import generate, write_transactions
+    from txanomaly.io import write_table
+    from txanomaly.synth import generate
 
     path = CACHE / f"tx-{n}.parquet"
     if not path.exists():
         CACHE.mkdir(parents=True, exist_ok=True)
         result = generate(n, users=max(n // 50, 10), days=30, anomaly_rate=0.01, seed=0)
-        write_transactions(result.transactions, path)
+        write_table(result.transactions, path)
     return path
 
 

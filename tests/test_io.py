@@ -58,6 +58,9 @@ def test_flatten_keeps_unknown_fields_and_round_trips():
 BAD = [
     ("missing id", rec(transactionId=...), "transactionId", "required"),
     ("id not a string", rec(transactionId=5), "transactionId", "expected a string"),
+    ("id empty", rec(transactionId=""), "transactionId", "required"),
+    ("id null", rec(transactionId=None), "transactionId", "required"),
+    ("NUL in a string", rec(originUserId="u\x001"), "originUserId", "NUL"),
     ("bad timestamp", rec(timestamp="next tuesday"), "timestamp", "cannot parse"),
     ("timestamp bool", rec(timestamp=True), "timestamp", "expected"),
     ("bad numberLong", rec(timestamp={"$numberLong": "x1"}), "timestamp", "cannot parse"),
@@ -150,23 +153,61 @@ def test_csv_with_iso_timestamps_extra_columns_and_bad_rows(tmp_path):
     assert errors["d"].field == "destination_amount" and "finite" in errors["d"].message
 
 
-def test_missing_required_column_is_a_clear_file_error(tmp_path):
+@pytest.mark.parametrize(("header", "message"), [
+    ("id,amount", r"missing required column.*transaction_id"),
+    ("transactionId,timestamp,originUserId", r"camelCase column\(s\) transactionId.*snake_case"),
+])
+def test_a_table_without_the_required_columns_is_a_clear_file_error(tmp_path, header, message):
     path = tmp_path / "tx.csv"
-    path.write_text("id,amount\n1,2\n")
-    with pytest.raises(InputFormatError, match=r"missing column.*transaction_id"):
+    path.write_text(f"{header}\n1,2,3\n")
+    with pytest.raises(InputFormatError, match=message):
         load_transactions(path)
 
 
-def test_unsupported_extension_and_non_json(tmp_path):
+def test_a_csv_without_timestamp_says_which_columns_are_required_and_missing(tmp_path):
+    # Regression: the message listed all 14 flat columns as if each were needed.
+    path = tmp_path / "tx.csv"
+    path.write_text("transaction_id,origin_user_id,origin_amount\nt1,u1,5\n")
+    with pytest.raises(InputFormatError) as info:
+        load_transactions(path)
+    message = str(info.value)
+    assert "missing required column(s) timestamp;" in message
+    assert ("needs transaction_id, timestamp and at least one of origin_amount / "
+            "destination_amount") in message
+    assert "destination_method" not in message and "\n" not in message
+
+
+def test_unknown_extension_lists_the_formats_and_non_json_is_refused(tmp_path):
     (tmp_path / "tx.xml").write_text("<a/>")
-    with pytest.raises(InputFormatError, match="unsupported extension"):
+    with pytest.raises(InputFormatError, match=r"unknown extension '\.xml'; the formats are "
+                                               r"\.json, \.jsonl, \.ndjson, \.csv, \.parquet"):
         load_transactions(tmp_path / "tx.xml")
     (tmp_path / "tx.json").write_text("hello")
     with pytest.raises(InputFormatError, match="not JSON"):
         load_transactions(tmp_path / "tx.json")
-    (tmp_path / "broken.json").write_text('[{"transactionId": "a", ')
-    with pytest.raises(InputFormatError, match="invalid JSON"):
+    (tmp_path / "broken.json").write_text('[{"transactionId": "a", } ]')
+    with pytest.raises(InputFormatError, match="invalid JSON after 0 complete record"):
         load_transactions(tmp_path / "broken.json")
+
+
+def test_a_truncated_json_array_is_one_clean_line(tmp_path):
+    # Regression: the message ended with yajl's dangling "(right here) ------^" line.
+    path = tmp_path / "cut.json"
+    path.write_bytes(orjson.dumps([rec("a"), rec("b"), rec("c")])[:-40])
+    with pytest.raises(InputFormatError) as info:
+        load_transactions(path)
+    message = str(info.value)
+    assert message == (f"{path}: truncated JSON: the file ends before the array is closed, "
+                       "after 2 complete record(s)")
+
+
+def test_a_truncated_json_line_is_rejected_with_its_line_and_column(tmp_path):
+    path = tmp_path / "cut.jsonl"
+    path.write_text(json.dumps(rec("a")) + "\n\n" + '{"transactionId": "b", "time')
+    result = load_transactions(path)
+    (rej,) = result.rejects
+    assert rej.index == 1 and rej.record == '{"transactionId": "b", "time'
+    assert rej.errors[0].message == "invalid JSON on line 3, column 29: unexpected end of data"
 
 
 def test_rejects_file_holds_reasons_and_the_record(tmp_path):
@@ -196,13 +237,13 @@ def test_json_array_is_streamed(tmp_path):
 
 def test_valid_rows_with_missing_optional_fields_take_the_fast_path(tmp_path, monkeypatch):
     # Regression: null optional columns made every such row go through the per-row slow path.
-    import txanomaly.io as io_module
+    from txanomaly.io import tables
 
     frame = read_transactions(write_json(tmp_path, [rec("a", originUserId=None),
                                                     rec("b", destinationPaymentDetails=None)]))
     frame.write_parquet(tmp_path / "tx.parquet")
     calls = []
-    monkeypatch.setattr(io_module, "_check_flat_row", lambda *a: calls.append(a))
+    monkeypatch.setattr(tables, "parse_flat_row", lambda *a: calls.append(a))
     assert load_transactions(tmp_path / "tx.parquet").frame.height == 2
     assert calls == []
 

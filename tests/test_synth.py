@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -16,7 +17,7 @@ from typer.testing import CliRunner
 from txanomaly import synth
 from txanomaly.cli import app
 from txanomaly.errors import TxAnomalyError
-from txanomaly.io import load_transactions
+from txanomaly.io import SUFFIXES, json_write, load_transactions, write_table
 from txanomaly.schema import FLAT_COLUMNS, parse_record, to_raw
 
 N, USERS, DAYS, RATE, SEED = 30_000, 300, 20, 0.03, 11
@@ -191,10 +192,11 @@ def test_each_user_mostly_pays_a_few_counterparties(result: synth.SynthResult) -
 
 
 @pytest.mark.parametrize("suffix", [".json", ".jsonl"])
-def test_every_written_record_parses_and_round_trips(tmp_path: Path, suffix: str) -> None:
+def test_every_written_record_parses_and_round_trips(tmp_path: Path, suffix: str,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     frame = synth.generate(3_000, users=40, days=5, anomaly_rate=0.05, seed=2).transactions
-    path = synth.write_transactions(frame, tmp_path / f"tx{suffix}", number_long_share=0.3,
-                                    chunk_rows=1_000)
+    monkeypatch.setattr(json_write, "CHUNK_ROWS", 1_000)  # chunk boundaries inside the array
+    path = write_table(frame, tmp_path / f"tx{suffix}", number_long_share=0.3)
     text = path.read_bytes()
     raws = orjson.loads(text) if suffix == ".json" else [orjson.loads(x) for x in text.splitlines()]
     assert len(raws) == frame.height
@@ -215,7 +217,7 @@ def test_json_keeps_extra_fields_and_escapes_strings(tmp_path: Path) -> None:
         "destination_currency": ["EUR", None],
         "extra": [None, '{"note":"x","originAmountDetails":{"fee":0.5}}'],
     })
-    path = synth.write_transactions(frame, tmp_path / "tx.jsonl")
+    path = write_table(frame, tmp_path / "tx.jsonl")
     raws = [orjson.loads(line) for line in path.read_bytes().splitlines()]
     assert raws[0] == {"transactionId": 'a "quoted" \\ id', "timestamp": 1,
                        "originUserId": "üser\n",
@@ -228,7 +230,7 @@ def test_json_keeps_extra_fields_and_escapes_strings(tmp_path: Path) -> None:
 
 def test_parquet_holds_exactly_the_flat_columns(tmp_path: Path,
                                                 result: synth.SynthResult) -> None:
-    path = synth.write_transactions(result.transactions, tmp_path / "tx.parquet")
+    path = write_table(result.transactions, tmp_path / "tx.parquet")
     back = pl.read_parquet(path)
     assert back.columns == list(FLAT_COLUMNS)
     assert_frame_equal(back, result.transactions.drop("extra"))
@@ -236,7 +238,7 @@ def test_parquet_holds_exactly_the_flat_columns(tmp_path: Path,
 
 def test_an_empty_frame_writes_an_empty_json_array(tmp_path: Path,
                                                    result: synth.SynthResult) -> None:
-    path = synth.write_transactions(result.transactions.head(0), tmp_path / "tx.json")
+    path = write_table(result.transactions.head(0), tmp_path / "tx.json")
     assert orjson.loads(path.read_bytes()) == []
 
 
@@ -260,8 +262,17 @@ def test_small_inputs_still_produce_labelled_records() -> None:
 
 def test_an_unknown_extension_is_refused(tmp_path: Path) -> None:
     frame = pl.DataFrame({"transaction_id": ["t"], "timestamp": [1]})
-    with pytest.raises(TxAnomalyError, match=r"unknown extension '\.csv'"):
-        synth.write_transactions(frame, tmp_path / "tx.csv")
+    with pytest.raises(TxAnomalyError, match=r"unknown extension '\.xlsx'; the formats are"):
+        write_table(frame, tmp_path / "tx.xlsx")
+
+
+def test_the_same_seed_gives_the_data_it_gave_before_synth_was_cut_into_modules() -> None:
+    """Regression guard for the split of synth.py into a package (and any later change): the
+    hash was computed from the single-module code of commit 97a79a0."""
+    result = synth.generate(5_000, users=60, days=7, anomaly_rate=0.05, seed=42)
+    text = result.transactions.write_csv() + result.labels.write_csv()
+    assert hashlib.sha256(text.encode()).hexdigest() == (
+        "8afdedc115319e926792d6a5898abf8cfddb63e4a5e501a8c2573d981b5c0b1c")
 
 
 runner = CliRunner()
@@ -294,11 +305,21 @@ def test_cli_json_summary_and_explicit_labels_path(tmp_path: Path) -> None:
 
 
 def test_cli_bad_extension_exits_1_with_a_message(tmp_path: Path) -> None:
-    out = tmp_path / "tx.csv"
+    out = tmp_path / "tx.xlsx"
     outcome = runner.invoke(app, ["synth", "-n", "100", "-o", str(out)])
     assert outcome.exit_code == 1
-    assert "unknown extension '.csv'" in outcome.output
+    assert "unknown extension '.xlsx'" in outcome.output and "Error" not in outcome.output
     assert not out.exists() and not (tmp_path / "tx.labels.csv").exists()
+
+
+@pytest.mark.parametrize("suffix", SUFFIXES)
+def test_cli_writes_every_format_the_readers_take(tmp_path: Path, suffix: str) -> None:
+    # Regression: `synth -o x.csv` was refused although every reader takes CSV.
+    out = tmp_path / f"tx{suffix}"
+    outcome = runner.invoke(app, ["synth", "-n", "300", "--users", "10", "-o", str(out)])
+    assert outcome.exit_code == 0, outcome.output
+    loaded = load_transactions(out)
+    assert loaded.frame.height == 300 and not loaded.rejects
 
 
 def test_cli_bad_argument_exits_1(tmp_path: Path) -> None:
@@ -322,10 +343,10 @@ def test_the_period_starts_at_midnight_utc_of_the_start_date() -> None:
     assert np.all(np.diff(frame["timestamp"].to_numpy()) >= 0)
 
 
-@pytest.mark.parametrize("suffix", [".json", ".jsonl", ".parquet"])
+@pytest.mark.parametrize("suffix", SUFFIXES)
 def test_written_files_read_back_unchanged_through_io(tmp_path: Path, suffix: str) -> None:
     frame = synth.generate(2_000, users=30, days=5, anomaly_rate=0.05, seed=9).transactions
-    path = synth.write_transactions(frame, tmp_path / f"tx{suffix}", number_long_share=0.5)
+    path = write_table(frame, tmp_path / f"tx{suffix}", number_long_share=0.5)
     loaded = load_transactions(path)
     assert not loaded.rejects
     assert_frame_equal(loaded.frame.select(FLAT_COLUMNS), frame.select(FLAT_COLUMNS))

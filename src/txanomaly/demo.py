@@ -31,7 +31,7 @@ from txanomaly import evaluate as ev
 from txanomaly import plots, report, synth
 from txanomaly.artifact import METADATA_FILE
 from txanomaly.detector import AnomalyDetector
-from txanomaly.io import write_table
+from txanomaly.io import write_results, write_table
 from txanomaly.pipeline import TransactionModel
 
 logger = logging.getLogger(__name__)
@@ -88,7 +88,7 @@ def run_demo(directory: str | Path = DEFAULT_DIR, n: int = DEFAULT_ROWS, *, seed
 
     clock.start("synthesise")
     data = synth.generate(n, users=max(10, n // ROWS_PER_USER), days=30, seed=seed)
-    synth.write_transactions(data.transactions, files["transactions"])
+    write_table(data.transactions, files["transactions"])
     synth.write_labels(data.labels, files["labels"])
     clock.start("features")
     prepared = ev.prepare(data.transactions, data.labels, feature_set, train_fraction)
@@ -123,7 +123,8 @@ def _write_scores(scored: report.ScoredData, prepared: ev.Prepared, path: Path) 
     """The scores table as `txanomaly score` writes it, plus each row's split."""
     split = np.full(len(scored.X), "test", dtype=object)
     split[prepared.split.train] = "train"
-    write_table(scored.table.with_columns(split=pl.Series(split.tolist(), dtype=pl.Utf8)), path)
+    write_results(scored.table.with_columns(split=pl.Series(split.tolist(), dtype=pl.Utf8)),
+                  path)
 
 
 class _Clock:

@@ -9,9 +9,17 @@ from typing import Annotated
 import typer
 
 from txanomaly.cli._common import JsonOut, Output, Quiet, default_rejects_path, handle_errors
+from txanomaly.errors import InputFormatError
 from txanomaly.features import FEATURE_SETS, get_feature_set
 from txanomaly.features.batch import compute_features
-from txanomaly.io import ReadResult, load_transactions, write_rejects, write_table
+from txanomaly.io import (
+    SUFFIXES,
+    ReadResult,
+    format_for,
+    load_transactions,
+    write_rejects,
+    write_results,
+)
 
 FeatureSetOpt = Annotated[str, typer.Option(
     "--feature-set", "-f", help=f"Feature set: {', '.join(FEATURE_SETS)}.",
@@ -42,10 +50,19 @@ def read_input(path: Path, output: Path, rejects: Path | None, out: Output,
     return result
 
 
+def check_output(output: Path) -> None:
+    """Refuse (a usage error) an output whose extension names no format."""
+    try:
+        format_for(output)
+    except InputFormatError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--output") from None
+
+
 @handle_errors
 def features(
-    input: Annotated[Path, typer.Argument(help="Transactions: .json, .jsonl, .csv or .parquet.")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="Output .parquet or .csv.")],
+    input: Annotated[Path, typer.Argument(help=f"Transactions: {', '.join(SUFFIXES)}.")],
+    output: Annotated[Path, typer.Option(
+        "--output", "-o", help=f"Features table: {', '.join(SUFFIXES)} (by extension).")],
     feature_set: FeatureSetOpt = "standard",
     rejects: RejectsOpt = None,
     quiet: Quiet = False,
@@ -56,13 +73,12 @@ def features(
     Example: [bold]txanomaly features tx.json -o features.parquet --feature-set seed[/]
     """
     out = Output(quiet, json_out)
-    if output.suffix.lower() not in (".parquet", ".csv"):
-        raise typer.BadParameter("output must end in .parquet or .csv", param_hint="--output")
+    check_output(output)
     fs = get_feature_set(feature_set)
     start = time.perf_counter()
     result = read_input(input, output, rejects, out, fs.input_columns, categorical=True)
     table = compute_features(result.frame, fs)
-    write_table(table, output)
+    write_results(table, output)
     seconds = time.perf_counter() - start
     out.print(f"wrote {table.height:,} rows x {table.width - 1} features ({feature_set}) "
               f"to {output} in {seconds:.2f} s")

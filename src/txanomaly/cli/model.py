@@ -17,11 +17,11 @@ import typer
 from rich.markup import escape
 
 from txanomaly.cli._common import JsonOut, Output, Quiet, check_exists, handle_errors
-from txanomaly.cli.data import FeatureSetOpt, RejectsOpt, read_input
+from txanomaly.cli.data import FeatureSetOpt, RejectsOpt, check_output, read_input
 from txanomaly.errors import TxAnomalyError
 from txanomaly.features import FeatureSet, get_feature_set
 from txanomaly.features.batch import compute_features
-from txanomaly.io import write_table
+from txanomaly.io import SUFFIXES, write_results
 
 if TYPE_CHECKING:
     import polars as pl
@@ -29,7 +29,6 @@ if TYPE_CHECKING:
     from txanomaly.detector import AnomalyDetector
     from txanomaly.pipeline import TransactionModel
 
-SCORE_FORMATS = (".csv", ".parquet", ".jsonl")
 _TOP_REASONS = 3
 
 InputArg = Annotated[Path, typer.Argument(help="Transactions: .json, .jsonl, .csv or .parquet.")]
@@ -107,7 +106,7 @@ def score(
     input: InputArg,
     model_dir: Annotated[Path, typer.Option("--model", "-m", help="Model directory.")],
     output: Annotated[Path, typer.Option(
-        "--output", "-o", help="Scores: .csv, .parquet or .jsonl.")],
+        "--output", "-o", help=f"Scores: {', '.join(SUFFIXES)} (by extension).")],
     rejects: RejectsOpt = None,
     quiet: Quiet = False,
     json_out: JsonOut = False,
@@ -120,9 +119,7 @@ def score(
     Example: [bold]txanomaly score new.jsonl --model model/ -o scores.csv[/]
     """
     out = Output(quiet, json_out)
-    if output.suffix.lower() not in SCORE_FORMATS:
-        raise typer.BadParameter(f"output must end in {', '.join(SCORE_FORMATS)}",
-                                 param_hint="--output")
+    check_output(output)
     check_exists(input)
     check_exists(model_dir, what="model directory")
     started = time.perf_counter()
@@ -132,7 +129,7 @@ def score(
     result = read_input(input, output, rejects, out)
     features = compute_features(result.frame, model.feature_set_)
     table = score_table(model, features, out)
-    write_table(table, output)
+    write_results(table, output)
     flagged = int(table["is_anomaly"].sum()) if table.height else 0
     seconds = time.perf_counter() - started
     out.print(f"scored {table.height:,} rows: {flagged:,} anomalies (threshold "

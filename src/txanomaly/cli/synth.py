@@ -10,6 +10,7 @@ import typer
 
 from txanomaly import synth as core
 from txanomaly.cli._common import JsonOut, Output, Quiet, handle_errors
+from txanomaly.io import SUFFIXES, format_for, write_table
 
 EXAMPLE = (
     "Example: [bold]txanomaly synth -n 1000000 --users 10000 --days 30 --anomaly-rate 0.01 "
@@ -25,7 +26,8 @@ def register(app: typer.Typer) -> None:
 @handle_errors
 def synth(
     output: Annotated[Path, typer.Option(
-        "--output", "-o", help="Where to write: .json (array), .jsonl or .parquet.")],
+        "--output", "-o", help=f"Where to write: {', '.join(SUFFIXES)} (by extension; JSON "
+                               "in the Flagright shape, tables in the flat columns).")],
     n: Annotated[int, typer.Option("-n", "--transactions",
                                    help="Number of transactions, anomalies included.")] = 100_000,
     users: Annotated[int, typer.Option(help="Number of account holders.")] = 1_000,
@@ -43,12 +45,11 @@ def synth(
 ) -> None:
     """Write labelled synthetic transactions in the Flagright shape."""
     out = Output(quiet, as_json)
-    core.output_suffix(output)  # refuse a bad extension before generating anything
+    format_for(output)  # refuse an unknown extension before generating anything
     labels_path = labels if labels is not None else core.default_labels_path(output)
     began = time.perf_counter()
     result = core.generate(n, users=users, days=days, anomaly_rate=anomaly_rate, seed=seed)
-    core.write_transactions(result.transactions, output, number_long_share=number_long_share,
-                            seed=seed)
+    write_table(result.transactions, output, number_long_share=number_long_share, seed=seed)
     core.write_labels(result.labels, labels_path)
     summary = _summary(result, output, labels_path, users, days, time.perf_counter() - began)
     _print_summary(out, summary)

@@ -25,6 +25,7 @@ _SCALAR_CHECKS: dict[str, _Check] = {
 _NESTED_CHECKS: dict[str, dict[str, _Check]] = {
     obj: {sub: (column, RULES[column].check) for sub, column in subs.items()}
     for obj, subs in NESTED_FIELDS.items()}
+_raw_path = RAW_PATHS.__getitem__
 # The order the JSON writer uses too: transactionId, timestamp, then the other scalars.
 _TOP_LEVEL_ORDER = [(RAW_PATHS[c], c) for c in FLAT_COLUMNS if "." not in RAW_PATHS[c]]
 
@@ -32,8 +33,8 @@ _TOP_LEVEL_ORDER = [(RAW_PATHS[c], c) for c in FLAT_COLUMNS if "." not in RAW_PA
 def parse_record(raw: Any, index: int | None = None) -> dict[str, Any]:
     """Validate and flatten one raw record; raise :class:`RecordError` listing every bad field.
 
-    A null field is a missing one. Fields are named by their raw path
-    (``originAmountDetails.transactionAmount``).
+    A null or empty ("") field is a missing one, as an empty cell is in a CSV. Fields are
+    named by their raw path (``originAmountDetails.transactionAmount``).
 
     >>> parse_record({"transactionId": "t1", "timestamp": 5,
     ...               "originAmountDetails": {"transactionAmount": -1}}, index=3)
@@ -55,14 +56,14 @@ def parse_record(raw: Any, index: int | None = None) -> dict[str, Any]:
             else:
                 extra[key] = value
             continue
-        if value is None:
+        if value is None or value == "":
             continue
         column, check = scalar
         try:
             flat[column] = check(value)
         except ValueError as exc:
             errors.append(FieldError(key, str(exc)))
-    check_required(flat, errors, RAW_PATHS.__getitem__)
+    check_required(flat, errors, _raw_path)
     if errors:
         tid = raw.get("transactionId")
         raise RecordError(index, tid if isinstance(tid, str) else None, errors)
@@ -83,7 +84,7 @@ def _parse_nested(key: str, value: Any, flat: dict[str, Any], extra: dict[str, A
         known = checks.get(sub)
         if known is None:
             rest[sub] = sub_value
-        elif sub_value is not None:
+        elif sub_value is not None and sub_value != "":
             column, check = known
             try:
                 flat[column] = check(sub_value)

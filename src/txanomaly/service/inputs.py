@@ -1,7 +1,8 @@
 """Reading request bodies: size limits, content types, JSON, and transaction validation.
 
-Everything here raises :class:`~txanomaly.service.errors.ApiError` with a 4xx status; a
-batch with any invalid transaction is rejected whole, listing every error.
+Transactions are checked by :func:`txanomaly.schema.parse_record`: the same rules as files.
+Everything here raises :class:`~txanomaly.service.errors.ApiError` with a 4xx status; a batch
+with any invalid transaction is rejected whole, listing every error.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import orjson
 from starlette.requests import Request
 
 from txanomaly.errors import RecordError
-from txanomaly.schema import RAW_PATHS, STRING_COLUMNS, parse_record
+from txanomaly.schema import parse_record
 from txanomaly.service.errors import ApiError
 
 
@@ -83,15 +84,10 @@ def parse_transactions(payload: Any, max_batch: int) -> tuple[list[dict[str, Any
     for i, raw in enumerate(items):
         index = None if single else i
         try:
-            rec = parse_record(raw, i)
+            records.append(parse_record(raw, i))
         except RecordError as exc:
             errors.extend({"index": index, "transactionId": exc.transaction_id,
                            "field": e.field, "message": e.message} for e in exc.errors)
-            continue
-        errors.extend({"index": index, "transactionId": rec["transaction_id"],
-                       "field": RAW_PATHS[col], "message": "must not contain NUL characters"}
-                      for col in STRING_COLUMNS if "\x00" in (rec[col] or ""))
-        records.append(rec)
     if errors:
         count = len({e["index"] for e in errors})
         what = "the transaction is" if single else f"{count} transaction(s) are"

@@ -30,14 +30,13 @@ import polars as pl
 from txanomaly import evaluate as ev
 from txanomaly import plots, report, synth
 from txanomaly.artifact import METADATA_FILE
+from txanomaly.defaults import DEMO_DIR, DEMO_ROWS
 from txanomaly.detector import AnomalyDetector
 from txanomaly.io import write_results, write_table
 from txanomaly.pipeline import TransactionModel
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_DIR = Path("txanomaly-demo")
-DEFAULT_ROWS = 200_000
 #: The demo's transactions per user: 200k rows -> 2,000 users, ~3 transactions a day each.
 ROWS_PER_USER = 100
 #: The neighbour-based peers (LOF, k-NN) fit on at most this many training rows in the demo: half
@@ -70,7 +69,7 @@ class DemoResult:
             "metrics": headline, "top_anomalies": self.top})
 
 
-def run_demo(directory: str | Path = DEFAULT_DIR, n: int = DEFAULT_ROWS, *, seed: int = 0,
+def run_demo(directory: str | Path = DEMO_DIR, n: int = DEMO_ROWS, *, seed: int = 0,
              feature_set: str = "standard", map_size: str = "10x10", epochs: int = 20,
              train_fraction: float = 0.6, baselines: Sequence[str] | None = None,
              top: int = 10, on_step: Callable[[str], None] | None = None) -> DemoResult:

@@ -18,7 +18,9 @@ Text = Field(default=None, min_length=1, max_length=MAX_STRING_LENGTH)
 
 class AmountDetails(BaseModel):
     model_config = ConfigDict(extra="allow")
-    transactionAmount: float = Field(ge=0, le=MAX_AMOUNT)
+    # Optional on one side (a currency without an amount is kept); the input rules require an
+    # amount on at least one side (txanomaly.schema).
+    transactionAmount: float | None = Field(default=None, ge=0, le=MAX_AMOUNT)
     transactionCurrency: str | None = Text
     country: str | None = Text
 

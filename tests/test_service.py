@@ -27,6 +27,8 @@ VERDICT_FIELDS = {"transactionId", "anomalyScore", "isAnomaly", "verdict", "risk
 
 
 def make_client(model_dir: Path, tmp_path: Path, **overrides: Any) -> TestClient:
+    # Without a key the app serves data only when told so (the auth tests give a key).
+    overrides = {"allow_unauthenticated": True, **overrides}
     settings = Settings(model_dir=model_dir, db_url=f"sqlite:///{tmp_path}/api.db", **overrides)
     return TestClient(create_app(settings), raise_server_exceptions=False)
 

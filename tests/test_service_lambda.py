@@ -12,6 +12,7 @@ import pytest
 
 from service_fixtures import API_KEY, model_dir
 from txanomaly.service import lambda_handler
+from txanomaly.service.settings import SettingsError
 
 __all__ = ["model_dir"]  # the fixture, imported for pytest
 
@@ -140,3 +141,27 @@ def test_bad_input_through_lambda_is_a_4xx(handler: Any):
                                 {"X-API-Key": API_KEY, "Content-Type": "application/json"}),
                   Context())
     assert out["statusCode"] == 400 and "Traceback" not in out["body"]
+
+
+def test_lambda_honours_the_environment(handler: Any, monkeypatch: pytest.MonkeyPatch):
+    """The same precedence rule as ``serve``: the environment over the defaults."""
+    monkeypatch.setenv("TXANOMALY_MAX_BATCH", "1")
+    monkeypatch.setenv("TXANOMALY_TOP_REASONS", "1")
+    headers = {"x-api-key": API_KEY, "content-type": "application/json"}
+    two = handler(function_url_event("POST", "/v1/score", json.dumps([TX, TX]), headers),
+                  Context())
+    assert two["statusCode"] == 413
+    one = handler(function_url_event("POST", "/v1/score", json.dumps(TX), headers), Context())
+    assert one["statusCode"] == 200 and len(body_of(one)["reasons"]) == 1
+
+
+def test_lambda_without_key_or_allowance_refuses_to_start(handler: Any,
+                                                          monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.delenv("TXANOMALY_API_KEYS")
+    event = function_url_event("POST", "/v1/score", json.dumps(TX),
+                               {"content-type": "application/json"})
+    with pytest.raises(SettingsError, match="no API key is configured"):
+        handler(event, Context())
+    # Behind an IAM-authorised function URL the operator may allow it explicitly.
+    monkeypatch.setenv("TXANOMALY_ALLOW_UNAUTHENTICATED", "1")
+    assert handler(event, Context())["statusCode"] == 200

@@ -37,10 +37,10 @@ def runtime(request: pytest.FixtureRequest, model_dir: Path, tmp_path: Path
             ) -> Iterator[Runtime]:
     if request.param == "postgresql":
         settings = Settings(model_dir=model_dir, db_url=postgres_url(),
-                            db_schema=unique_schema(), max_batch=100)
+                            db_schema=unique_schema(), max_batch=100, allow_unauthenticated=True)
     else:
         settings = Settings(model_dir=model_dir, db_url=f"sqlite:///{tmp_path}/c.db",
-                            max_batch=100)
+                            max_batch=100, allow_unauthenticated=True)
     opened = Runtime.open(settings)
     yield opened
     if opened.store.dialect == "postgresql":

@@ -1,12 +1,15 @@
 """The app factory: ``create_app(settings)`` -> a FastAPI app; the model loads at startup.
 
 ``uvicorn --factory txanomaly.service.app:create_app`` reads the settings from the
-environment (see :mod:`txanomaly.service.settings`).
+environment (see :mod:`txanomaly.service.settings`). The factory cannot know the address
+uvicorn binds, so it never trusts one: without an API key it builds no app unless
+unauthenticated access is allowed explicitly.
 """
 
 from __future__ import annotations
 
 import gc
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -22,6 +25,8 @@ from txanomaly.service.runtime import Runtime
 from txanomaly.service.schemas import AnomalyIndex, TransactionIn, Verdict
 from txanomaly.service.settings import Settings, get_settings
 
+logger = logging.getLogger(__name__)
+
 DESCRIPTION = """Scores financial transactions as they arrive: per-user behavioural features
 from the stored history, a Self-Organizing Map, a verdict with reasons. See docs/service.md."""
 
@@ -36,9 +41,19 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     runtime : Runtime, optional
         An already opened runtime (the Lambda handler opens one at cold start); by default the
         app's lifespan opens one at startup and closes it at shutdown.
+
+    Raises
+    ------
+    SettingsError
+        No API key is configured and unauthenticated access is not allowed.
     """
     settings = settings if settings is not None else get_settings()
-    settings.check_exposure()
+    settings.check_access()
+    logger.info("settings in force: %s", settings.describe())
+    if not settings.api_keys:
+        logger.warning("unauthenticated access is allowed (no API key, "
+                       "allow_unauthenticated=True): every data route answers anyone who "
+                       "reaches this server")
     # Metrics live as long as the app; the runtime opened at startup reports into them.
     metrics = runtime.metrics if runtime is not None else Metrics()
 
@@ -61,11 +76,11 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     app = FastAPI(title="txanomaly", version=txanomaly.__version__, description=DESCRIPTION,
                   lifespan=lifespan)
     app.state.runtime = runtime
+    # The authorisation rule reads the app's settings (deps.require_api_key).
+    app.state.settings = settings
     errors.install(app)
     app.include_router(health.router)
-    app.include_router(sagemaker.register(settings.max_batch,
-                                          authorize=settings.auth_required
-                                          and not settings.sagemaker))
+    app.include_router(sagemaker.register(settings.max_batch))
     if settings.serve_v1:
         app.include_router(transactions.register(settings.max_batch))
         app.include_router(score.register(settings.max_batch))

@@ -16,10 +16,10 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from txanomaly.service.deps import get_runtime, require_api_key
+from txanomaly.service.deps import AuthorizedRuntime
 from txanomaly.service.errors import ApiError
 from txanomaly.service.inputs import media_type, read_body
 from txanomaly.service.responses import VERDICT_SCHEMA, json_response, verdicts_response
@@ -70,8 +70,9 @@ def parse_csv(body: bytes, names: list[str], max_rows: int) -> np.ndarray:
     return rows
 
 
-def register(max_batch: int, authorize: bool) -> APIRouter:
-    """The routes; ``authorize`` adds the API-key check to /invocations."""
+def register(max_batch: int) -> APIRouter:
+    """The routes: ``/ping`` open, ``/invocations`` (CSV and JSON alike) authorised as every
+    data route is, since JSON transactions are scored against the stored user history."""
     body = {"requestBody": {"required": True, "content": {
         "text/csv": {"schema": {"type": "string"}},
         "application/json": {"schema": {"oneOf": [
@@ -87,12 +88,10 @@ def register(max_batch: int, authorize: bool) -> APIRouter:
     router = APIRouter(tags=["sagemaker"])
     router.add_api_route("/ping", ping, response_model=Status, methods=["GET"],
                          responses={503: {"model": Status}}, summary="SageMaker health check")
-    dependencies = [Depends(require_api_key)] if authorize else []
 
     @router.post("/invocations", response_model=None, openapi_extra=body,
-                 responses=responses, summary="SageMaker inference", dependencies=dependencies)
-    async def invocations(request: Request) -> Response:
-        runtime = get_runtime(request)
+                 responses=responses, summary="SageMaker inference")
+    async def invocations(request: Request, runtime: AuthorizedRuntime) -> Response:
         kind = media_type(request)
         if kind == "application/json":
             return await verdicts_response(request, runtime, persist=False)

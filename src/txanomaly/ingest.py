@@ -9,16 +9,19 @@ database transaction of that storage:
 3. (storing) the ids already stored: the same content is a replay (its stored result comes
    back, ``replayed=True``, and nothing changes); other content is a :class:`ConflictError`
    and nothing of the batch is stored;
-4. the keys' history: per key, the last row at or before ``min(ts) - longest window`` and every
-   later row (:meth:`OnlineFeatures.history_since
-   <txanomaly.features.online.OnlineFeatures.history_since>`);
+4. the keys' history: per key and transaction at ``t``, the last row at or before ``t`` and
+   at or before the start of each window, and the key's last row (:func:`history_spans`):
+   never the rows inside a window or after a late arrival;
 5. online features, in arrival order; each transaction then joins its keys' logs, so a later
    one in the batch sees it. A late arrival (before its key's latest row) takes its place in
-   the log and the running sums of the rows after it are recomputed;
+   the log and moves the running sums of the rows after it by its own contribution (a
+   :data:`~txanomaly.features.online.KeyShift`);
 6. the verdicts: one call to the scorer (:meth:`txanomaly.scoring.Scorer.verdicts`) for the
    whole batch;
-7. (storing) the transactions, the new key rows and the rows a late arrival moved are written;
-   the database transaction commits.
+7. (storing) the transactions and the new key rows are written, and the storage moves the
+   stored rows after each late arrival (one statement each, whether loaded or not); the
+   database transaction commits. A batch whose late arrivals would move more rows than
+   ``max_moved_rows`` is refused (:class:`WorkBudgetError`) before anything is written.
 
 Data goes one way: the storage is only called (to lock, find, load, number and write); it
 never calls back up.
@@ -56,8 +59,8 @@ import orjson
 import polars as pl
 
 from txanomaly.errors import TxAnomalyError
-from txanomaly.features.online import KeyId, KeyLog, OnlineFeatures
-from txanomaly.storage.base import KeyRow, Storage, StorageTransaction, TransactionRow
+from txanomaly.features.online import KeyId, KeyLog, KeyShift, OnlineFeatures
+from txanomaly.storage.base import END, KeyRow, Storage, StorageTransaction, TransactionRow
 
 if TYPE_CHECKING:
     from txanomaly.scoring import Scorer, Verdict
@@ -73,6 +76,15 @@ class ConflictError(TxAnomalyError):
         self.conflicts = conflicts
         ids = ", ".join(repr(tid) for _, tid in conflicts[:5])
         super().__init__(f"transactionId already used with different content: {ids}")
+
+
+class WorkBudgetError(TxAnomalyError):
+    """A batch's late arrivals would move more stored key rows than the budget allows."""
+
+    def __init__(self, late: int, moved: int, budget: int):
+        self.late, self.moved, self.budget = late, moved, budget
+        super().__init__(f"{late} back-dated transaction(s) would move {moved} stored key rows "
+                         f"(at most {budget} per request): send fewer per request")
 
 
 @dataclass(frozen=True)
@@ -97,7 +109,7 @@ def content_hash(record: Mapping[str, Any]) -> str:
 
 
 def ingest(records: Sequence[Mapping[str, Any]], scorer: Scorer, storage: Storage, *,
-           persist: bool = True) -> list[Ingested]:
+           persist: bool = True, max_moved_rows: int | None = None) -> list[Ingested]:
     """Score a batch of parsed (flat) records in arrival order and store them.
 
     Parameters
@@ -111,6 +123,10 @@ def ingest(records: Sequence[Mapping[str, Any]], scorer: Scorer, storage: Storag
     persist : bool
         False: compute and score against the stored history, store nothing (ids already
         stored are scored again, not replayed).
+    max_moved_rows : int, optional
+        The work budget of late arrivals: the most stored key rows (after them in their
+        keys' logs) the batch may move; more raises :class:`WorkBudgetError` and stores
+        nothing. None: no limit.
 
     Returns
     -------
@@ -122,6 +138,8 @@ def ingest(records: Sequence[Mapping[str, Any]], scorer: Scorer, storage: Storag
     ConflictError
         A transactionId is stored, or repeated in the batch, with different content;
         nothing is stored.
+    WorkBudgetError
+        Its late arrivals would move more than ``max_moved_rows`` key rows.
     """
     hashes = [content_hash(r) for r in records]
     first = _first_occurrences(records, hashes)
@@ -136,7 +154,7 @@ def ingest(records: Sequence[Mapping[str, Any]], scorer: Scorer, storage: Storag
             raise ConflictError(conflicts)
         todo = [i for i in first.values() if records[i]["transaction_id"] not in stored]
         fresh = _score(tx, scorer, [records[i] for i in todo], [hashes[i] for i in todo],
-                       persist)
+                       persist, max_moved_rows)
     by_id = {tid: Ingested(orjson.loads(result), True) for tid, (_, result) in stored.items()}
     by_id.update({records[i]["transaction_id"]: out for i, out in zip(todo, fresh, strict=True)})
     return [by_id[r["transaction_id"]] for r in records]
@@ -163,40 +181,44 @@ def ingest_history(frame: pl.DataFrame, scorer: Scorer, storage: Storage,
 
 
 def _score(tx: StorageTransaction, scorer: Scorer, recs: list[Mapping[str, Any]],
-           hashes: list[str], persist: bool) -> list[Ingested]:
+           hashes: list[str], persist: bool, max_moved_rows: int | None) -> list[Ingested]:
     """Steps 4-7 for the transactions not stored yet."""
     if not recs:
         return []
     online = scorer.online
-    logs = tx.key_logs(history_bounds(recs, online))
+    logs = tx.key_logs(history_spans(recs, online))
     # Not stored: negative arrival numbers, which no stored row has.
     seqs = tx.next_seqs(len(recs)) if persist else list(range(-len(recs), 0))
-    features, dirty = _features(recs, online, logs, seqs)
+    features, shifts, moved = _features(recs, online, logs, seqs)
+    if persist and max_moved_rows is not None and moved > max_moved_rows:
+        raise WorkBudgetError(len(shifts), moved, max_moved_rows)
     verdicts = scorer.verdicts(features, [r["transaction_id"] for r in recs])
     if persist:
         tx.write(_transaction_rows(recs, hashes, seqs, features, verdicts),
-                 *_key_rows(logs, dirty, set(seqs)))
+                 _new_key_rows(logs, set(seqs)), shifts)
     return [Ingested(v.result, False, features[j]) for j, v in enumerate(verdicts)]
 
 
 def _features(recs: list[Mapping[str, Any]], online: OnlineFeatures,
               logs: dict[KeyId, KeyLog], seqs: list[int]
-              ) -> tuple[np.ndarray, dict[KeyId, int]]:
+              ) -> tuple[np.ndarray, list[KeyShift], int]:
     """Each record's features, then its insertion into its keys' logs (in arrival order).
 
-    Returns the ``(n, d)`` features and, per key touched, the first log index that changed.
+    Returns the ``(n, d)`` features, the late arrivals' shifts (in arrival order: the order
+    the storage must apply them in, so its sums are the logs' bit for bit) and how many key
+    rows they move at most (every row after each, batch rows included).
     """
     features = np.empty((len(recs), len(online.feature_set.features)), dtype=np.float64)
-    dirty: dict[KeyId, int] = {}
+    shifts: list[KeyShift] = []
+    moved = 0
     for j, rec in enumerate(recs):
         features[j] = online.compute(rec, logs)
-        ts = int(rec["timestamp"])
-        for kid in online.key_ids(rec):
-            log = logs.get(kid)
-            p = log.insert_at(ts) if log is not None else 0
-            dirty[kid] = min(dirty.get(kid, p), p)
-        online.insert(rec, logs, seqs[j])
-    return features, dirty
+        for shift in online.insert(rec, logs, seqs[j]):
+            log = logs[(shift[0], shift[1])]
+            # The key's last row is always loaded: its pos says how many rows follow.
+            moved += log.pos[-1] - log.pos[log.insert_at(shift[2]) - 1]
+            shifts.append(shift)
+    return features, shifts, moved
 
 
 def _transaction_rows(recs: list[Mapping[str, Any]], hashes: list[str], seqs: list[int],
@@ -208,30 +230,35 @@ def _transaction_rows(recs: list[Mapping[str, Any]], hashes: list[str], seqs: li
             for j, (rec, v) in enumerate(zip(recs, verdicts, strict=True))]
 
 
-def _key_rows(logs: dict[KeyId, KeyLog], dirty: dict[KeyId, int], new_seqs: set[int]
-              ) -> tuple[list[KeyRow], list[KeyRow]]:
-    """The key rows to write: (new, changed); per key, every row from its first change on."""
-    new: list[KeyRow] = []
-    changed: list[KeyRow] = []
-    for (kind, key), start in dirty.items():
-        log = logs[(kind, key)]
-        for i in range(start, len(log)):
-            row = (kind, key, log.seq[i], log.ts[i], log.pos[i], log.amount[i],
-                   log.cum_before[i], log.cum[i], log.d1[i], log.d2[i], log.shift)
-            # A stored row after a late arrival moved: its position and running sums changed.
-            (new if log.seq[i] in new_seqs else changed).append(row)
-    return new, changed
+def _new_key_rows(logs: dict[KeyId, KeyLog], new_seqs: set[int]) -> list[KeyRow]:
+    """The batch's rows of every key, with their final positions and sums.
+
+    Stored rows a late arrival moved are not among them: the storage moves those itself
+    (the shifts), loaded or not.
+    """
+    return [(kind, key, log.seq[i], log.ts[i], log.pos[i], log.amount[i], log.cum_before[i],
+             log.cum[i], log.d1[i], log.d2[i], log.shift)
+            for (kind, key), log in logs.items()
+            for i in range(len(log)) if log.seq[i] in new_seqs]
 
 
-def history_bounds(recs: Sequence[Mapping[str, Any]], online: OnlineFeatures
-                   ) -> dict[KeyId, int]:
-    """Per key of the batch, the time from which its history must be loaded."""
-    since: dict[KeyId, int] = {}
+def history_spans(recs: Sequence[Mapping[str, Any]], online: OnlineFeatures
+                  ) -> dict[KeyId, list[tuple[int, int]]]:
+    """Per key of the batch, the spans ``(since, until)`` whose rows must be loaded.
+
+    Each is a point ``(x, x)``: the key's last row at or before ``x`` (with its ties), for
+    the times :meth:`OnlineFeatures.history_points
+    <txanomaly.features.online.OnlineFeatures.history_points>` gives (the transaction's own
+    and its windows' starts), and ``(END, END)``, the key's last row (its position says how
+    many rows a late arrival moves). Neither the rows inside a window nor those after a late
+    arrival are loaded: the cost does not grow with them.
+    """
+    points: dict[KeyId, set[int]] = {}
     for rec in recs:
-        bound = online.history_since(int(rec["timestamp"]))
+        ts = int(rec["timestamp"])
         for kid in online.key_ids(rec):
-            since[kid] = min(since.get(kid, bound), bound)
-    return since
+            points.setdefault(kid, {END}).update(online.history_points(kid[0], ts))
+    return {kid: [(x, x) for x in sorted(xs)] for kid, xs in points.items()}
 
 
 def lock_order(records: Sequence[Mapping[str, Any]], online: OnlineFeatures) -> list[int]:
@@ -267,5 +294,5 @@ def _lock_hash(name: str) -> int:
                           signed=True)
 
 
-__all__ = ["ConflictError", "Ingested", "content_hash", "history_bounds", "ingest",
-           "ingest_history", "lock_order"]
+__all__ = ["ConflictError", "Ingested", "WorkBudgetError", "content_hash", "history_spans",
+           "ingest", "ingest_history", "lock_order"]

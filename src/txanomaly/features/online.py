@@ -10,9 +10,12 @@ exactly the batch features.
 
 A transaction that arrives **out of order** (its timestamp is before the key's latest one) is
 scored against the stored history with timestamps at or before its own, then inserted at its
-place in the log; the running sums of the later rows are recomputed, so every transaction that
-arrives after it sees the same history the batch engine would. Transactions scored before it
-keep the scores they were given.
+place in the log, and each later row's running sums move by its contribution (one addition per
+row: ``pos + 1``, ``cum + amount``...; a store does it with one ``UPDATE`` statement, without
+reading the rows). Every transaction that arrives after it sees the history the batch engine
+would, to rounding: the batch engine adds in timestamp order, a late arrival is added last, so
+the later sums may differ from the batch's in their last bits (exact for in-order streams).
+Transactions scored before it keep the scores they were given.
 
 >>> eng = OnlineFeatures("seed")
 >>> rec = {"timestamp": 0, "origin_user_id": "u", "destination_user_id": None,
@@ -29,21 +32,28 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import orjson
 
 from txanomaly.errors import InputFormatError
 from txanomaly.features import formulas as fx
 from txanomaly.features.spec import FeatureSet, get_feature_set
 
 KeyId = tuple[str, str]  # (key kind, key value): ("origin", "u1"), ("pair", "u1\x1fu2")
+#: How a late arrival moves a key's later rows: (kind, key, ts, amount, d, d * d); every row
+#: with a later timestamp gets ``pos + 1``, ``cum_before``/``cum + amount``, ``d1 + d``,
+#: ``d2 + d * d`` (see :meth:`KeyLog.shift_from`).
+KeyShift = tuple[str, str, int, float, float, float]
 
 
 @dataclass
 class KeyLog:
     """One key's transactions in (timestamp, arrival) order, with their running sums.
 
-    A log may hold only the tail of a key's history (a store need not load all of it): the
-    rows from the last one at or before ``t - max_window`` on suffice to score a transaction at
-    ``t`` (see :meth:`OnlineFeatures.history_since`).
+    A log may hold only some of a key's rows (a store need not load all of it); ``pos`` and
+    the running sums are the whole log's. To score a transaction at ``t`` it needs the last row
+    at or before ``t`` and, per window ``W``, the last row at or before ``t - W`` (each with
+    the rows tied with it): :meth:`OnlineFeatures.history_points`. A window's sum is then a
+    difference of two running sums, whatever the number of rows in between.
     """
 
     shift: float                                   # log(1 + the key's first amount)
@@ -70,20 +80,34 @@ class KeyLog:
         i = p - 1
         return self.pos[i] + 1, self.cum[i], self.d1[i], self.d2[i], self.ts[i]
 
-    def insert(self, p: int, ts: int, seq: int, amount: float) -> None:
-        """Insert a transaction at index ``p`` and recompute the running sums from there."""
+    def insert(self, p: int, ts: int, seq: int, amount: float) -> float:
+        """Insert a transaction at index ``p``; the rows after it move by its contribution.
+
+        Returns ``d`` = log1p(amount) - shift, what the later rows' ``d1`` moved by.
+        """
+        n, cum, d1, d2, _ = self.state_before(p)
+        d = float(np.log1p(amount)) - self.shift
+        self.shift_from(p, amount, d)
         for column, value in ((self.ts, ts), (self.seq, seq), (self.amount, amount),
-                              (self.pos, 0), (self.cum_before, 0.0), (self.cum, 0.0),
-                              (self.d1, 0.0), (self.d2, 0.0)):
+                              (self.pos, n), (self.cum_before, cum), (self.cum, cum + amount),
+                              (self.d1, d1 + d), (self.d2, d2 + d * d)):
             column.insert(p, value)  # type: ignore[arg-type]
-        for i in range(p, len(self.ts)):
-            n, cum, d1, d2, _ = self.state_before(i)
-            d = float(np.log1p(self.amount[i])) - self.shift
-            self.pos[i] = n
-            self.cum_before[i] = cum
-            self.cum[i] = cum + self.amount[i]
-            self.d1[i] = d1 + d
-            self.d2[i] = d2 + d * d
+        return d
+
+    def shift_from(self, p: int, amount: float, d: float) -> None:
+        """Add a transaction inserted before index ``p`` to the running sums from ``p`` on.
+
+        One addition per row, the same a database does with ``SET cum = cum + ?``, so a store
+        that moves the rows it did not load in SQL holds exactly what this log holds.
+        """
+        dd = d * d
+        pos, cum_before, cum, d1, d2 = self.pos, self.cum_before, self.cum, self.d1, self.d2
+        for i in range(p, len(pos)):
+            pos[i] += 1
+            cum_before[i] += amount
+            cum[i] += amount
+            d1[i] += d
+            d2[i] += dd
 
 
 class OnlineFeatures:
@@ -99,6 +123,10 @@ class OnlineFeatures:
         self.keys = sorted({f.key for f in self.feature_set.features if f.key is not None})
         windows = [f.window_ms for f in self.feature_set.features if f.window_ms is not None]
         self.max_window_ms = max(windows, default=0)
+        #: Per key kind, its features' windows (ms), shortest first.
+        self.windows = {kind: sorted({f.window_ms for f in self.feature_set.features
+                                      if f.key == kind and f.window_ms is not None})
+                        for kind in self.keys}
         self.logs: dict[KeyId, KeyLog] = {}
         self._seq = 0
 
@@ -109,15 +137,21 @@ class OnlineFeatures:
         for kind in self.keys:
             if kind == "pair":
                 if origin is not None and dest is not None:
-                    ids.append(("pair", f"{origin}\x1f{dest}"))
+                    ids.append(("pair", pair_key(origin, dest)))
             elif (value := record.get(f"{kind}_user_id")) is not None:
                 ids.append((kind, value))
         return ids
 
-    def history_since(self, ts: int) -> int:
-        """Rows a store must load for a transaction at ``ts``: the last one at or before this
-        time, and every later row."""
-        return ts - self.max_window_ms
+    def history_points(self, kind: str, ts: int) -> list[int]:
+        """The times whose last row (at or before it, with its ties) a store must load for a
+        transaction at ``ts`` on a key of this kind: ``ts`` and ``ts - W`` for each of the
+        kind's windows. Not the rows between, nor the rows after ``ts`` (they only move when
+        it is inserted: :meth:`insert` says how).
+
+        >>> OnlineFeatures("standard").history_points("origin", 100_000_000)
+        [100000000, 96400000, 13600000]
+        """
+        return [ts, *(ts - w for w in self.windows[kind])]
 
     def compute(self, record: Mapping[str, Any], logs: Mapping[KeyId, KeyLog]) -> np.ndarray:
         """The transaction's features (raw, unscaled) given its keys' logs; changes nothing."""
@@ -134,14 +168,24 @@ class OnlineFeatures:
                 out.append(view.feature(feat.op, feat.window_ms))
         return np.array(out, dtype=np.float64)
 
-    def insert(self, record: Mapping[str, Any], logs: dict[KeyId, KeyLog], seq: int) -> None:
-        """Add the transaction to its keys' logs (creating a log for a new key)."""
+    def insert(self, record: Mapping[str, Any], logs: dict[KeyId, KeyLog], seq: int
+               ) -> list[KeyShift]:
+        """Add the transaction to its keys' logs (creating a log for a new key).
+
+        Returns a :data:`KeyShift` for each key where it is a late arrival (rows after it
+        in the log), which a store applies to the rows it did not load.
+        """
         ts, amount = _timestamp(record), _amount(record)
+        shifts: list[KeyShift] = []
         for kid in self.key_ids(record):
             log = logs.get(kid)
             if log is None:
                 log = logs[kid] = KeyLog(shift=float(np.log1p(amount)))
-            log.insert(log.insert_at(ts), ts, seq, amount)
+            p = log.insert_at(ts)
+            d = log.insert(p, ts, seq, amount)
+            if p + 1 < len(log):
+                shifts.append((kid[0], kid[1], ts, amount, d, d * d))
+        return shifts
 
     def process(self, record: Mapping[str, Any]) -> np.ndarray:
         """Compute the features of a transaction and add it to the in-memory logs."""
@@ -149,6 +193,24 @@ class OnlineFeatures:
         self._seq += 1
         self.insert(record, self.logs, self._seq)
         return features
+
+
+def pair_key(origin: str, destination: str) -> str:
+    r"""The key of an (origin, destination) pair, unambiguous for any two ids.
+
+    ``origin + U+001F + destination`` (the form stored so far) is kept when the origin has no
+    U+001F: it then splits at its first U+001F. Otherwise (``"a\x1fb", "c"`` would be the key
+    of ``"a", "b\x1fc"``) the pair is a JSON array, which never holds a raw U+001F (JSON escapes
+    control characters), so it equals no key of the first form.
+
+    >>> pair_key("alice", "bob\x1fcarol") == pair_key("alice\x1fbob", "carol")
+    False
+    >>> pair_key("alice\x1fbob", "carol")
+    '["alice\\u001fbob","carol"]'
+    """
+    if "\x1f" not in origin:
+        return f"{origin}\x1f{destination}"
+    return orjson.dumps([origin, destination]).decode()
 
 
 def _timestamp(record: Mapping[str, Any]) -> int:
@@ -201,10 +263,13 @@ class _KeyView:
             if window_ms is None:
                 self._windows[window_ms] = (cum, self.n_prev + 1)
             else:
-                log, p = self.log, self.p
-                first = bisect.bisect_right(log.ts, self.ts - window_ms, 0, p)  # ts > t - W
-                before = log.cum_before[first] if first < p else self.cum_prev
-                start = log.pos[first] if first < p else self.n_prev
+                # The window starts after the last row at or before t - W: its running sum
+                # and position say what came before (cum_before of a row is bit for bit the
+                # cum of the one before it), so the rows in the window need not be loaded.
+                log = self.log
+                last = bisect.bisect_right(log.ts, self.ts - window_ms, 0, self.p) - 1
+                before = log.cum[last] if last >= 0 else 0.0
+                start = log.pos[last] + 1 if last >= 0 else 0
                 self._windows[window_ms] = (cum - before, self.n_prev + 1 - start)
         return self._windows[window_ms]
 

@@ -7,15 +7,19 @@ scorer and the SQL storage, and counts what came back.
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import logging
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import torch
 from starlette.concurrency import run_in_threadpool
 
-from txanomaly.ingest import Ingested, ingest
+from txanomaly.ingest import Ingested, WorkBudgetError, ingest
 from txanomaly.scoring import Scorer
+from txanomaly.service.errors import ApiError
 from txanomaly.service.metrics import Metrics
 from txanomaly.service.settings import Settings
 from txanomaly.storage.sql import SqlStorage
@@ -23,13 +27,21 @@ from txanomaly.storage.sql import SqlStorage
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
+#: The work budget of one request's late arrivals: the stored key rows they may move (each
+#: back-dated transaction moves every later row of its keys, one UPDATE per key). 100,000
+#: rows took about 0.1 s on SQLite and 0.5 s on PostgreSQL on the 2-core test machine
+#: (docs/service.md, "Late arrivals and the work budget").
+MAX_MOVED_ROWS = 100_000
+
 
 class Runtime:
     """The model, the storage and the metrics of one app.
 
-    Database work runs inline on the event loop for SQLite (one writer: handing each request
-    to a thread costs more than the transaction itself and overlaps nothing) and in the thread
-    pool for PostgreSQL (network round trips, many concurrent writers).
+    Database work runs in the thread pool, for SQLite too: the event loop only parses and
+    answers, so ``/healthz`` answers while a slow request runs. (Inline work on the loop was
+    a few percent faster for single requests on SQLite, but one slow request stalled every
+    probe behind it.) A request whose late arrivals would move more than
+    :data:`MAX_MOVED_ROWS` stored key rows is refused with 429 before anything is written.
     """
 
     def __init__(self, settings: Settings, scorer: Scorer, store: SqlStorage,
@@ -38,7 +50,8 @@ class Runtime:
         self.scorer = scorer
         self.store = store
         self.metrics = metrics
-        self.inline = store.dialect == "sqlite"
+        self._sqlite_thread = (ThreadPoolExecutor(1, thread_name_prefix="txanomaly-sqlite")
+                               if store.dialect == "sqlite" else None)
 
     @classmethod
     def open(cls, settings: Settings, metrics: Metrics | None = None) -> Runtime:
@@ -58,17 +71,35 @@ class Runtime:
 
     def close(self) -> None:
         self.metrics.ready.set(0)
+        if self._sqlite_thread is not None:
+            self._sqlite_thread.shutdown(wait=True)
         self.store.close()
 
     async def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """Run blocking database work (inline for SQLite, in a thread for PostgreSQL)."""
-        if self.inline:
-            return fn(*args, **kwargs)
-        return await run_in_threadpool(fn, *args, **kwargs)
+        """Run blocking database work in a thread: the event loop stays free for probes.
+
+        SQLite: in the runtime's one database thread (one writer: more threads would only
+        queue on its lock, and hand the GIL to and fro); PostgreSQL: in the thread pool.
+        """
+        if self._sqlite_thread is None:
+            return await run_in_threadpool(fn, *args, **kwargs)
+        return await asyncio.get_running_loop().run_in_executor(
+            self._sqlite_thread, functools.partial(fn, *args, **kwargs))
 
     def ingest(self, records: Sequence[Mapping[str, Any]], persist: bool) -> list[Ingested]:
-        """Features from the stored history, verdicts, and (``persist``) storage."""
-        out = ingest(records, self.scorer, self.store, persist=persist)
+        """Features from the stored history, verdicts, and (``persist``) storage.
+
+        Raises
+        ------
+        ApiError
+            429 when the request's late arrivals exceed the work budget (nothing stored).
+        """
+        try:
+            out = ingest(records, self.scorer, self.store, persist=persist,
+                         max_moved_rows=MAX_MOVED_ROWS)
+        except WorkBudgetError as exc:
+            self.metrics.count("refused", len(records))
+            raise ApiError(429, str(exc), code="work_budget_exceeded") from None
         if persist:
             replayed = sum(1 for r in out if r.replayed)
             self.metrics.count("replayed", replayed)

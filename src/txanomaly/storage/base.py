@@ -27,7 +27,7 @@ from typing import Any, Protocol
 import orjson
 
 from txanomaly.errors import TxAnomalyError
-from txanomaly.features.online import KeyId, KeyLog
+from txanomaly.features.online import KeyId, KeyLog, KeyShift
 
 #: The fields of a :data:`TransactionRow`, in order (JSON fields are encoded text).
 TRANSACTION_COLUMNS = ("seq", "transaction_id", "ts", "content_hash", "record", "features",
@@ -40,6 +40,9 @@ TransactionRow = tuple[int, str, int, str, str, str, float, bool, str]
 KEY_COLUMNS = ("kind", "key", "seq", "ts", "pos", "amount", "cum_before", "cum", "d1", "d2",
                "shift")
 KeyRow = tuple[str, str, int, int, int, float, float, float, float, float, float]
+#: A time after every transaction's: the span ``(END, END)`` of
+#: :meth:`StorageTransaction.key_logs` is a key's last row.
+END = 2**62
 
 
 #: Said when SQLAlchemy or psycopg, which only the ``[serve]`` extra installs, is missing.
@@ -82,20 +85,25 @@ class StorageTransaction(Protocol):
     def existing(self, ids: Sequence[str]) -> dict[str, tuple[str, str]]:
         """``{transactionId: (content hash, result JSON)}`` of the ids already stored."""
 
-    def key_logs(self, since: Mapping[KeyId, int]) -> dict[KeyId, KeyLog]:
-        """Per key, its last row with ``ts <= since[key]`` (and any tied with it) and every
-        later row, in log order; keys with no rows are left out."""
+    def key_logs(self, spans: Mapping[KeyId, Sequence[tuple[int, int]]]
+                 ) -> dict[KeyId, KeyLog]:
+        """Per key, for each span ``(since, until)``: its last row with ``ts <= since`` (and
+        any tied with it) and every later row with ``ts <= until``; each row once, in log
+        order. Keys with no rows are left out."""
 
     def next_seqs(self, n: int) -> list[int]:
         """``n`` new arrival numbers, ascending, larger than any committed before."""
 
     def write(self, transactions: Sequence[TransactionRow], new_keys: Sequence[KeyRow],
-              changed_keys: Sequence[KeyRow]) -> None:
-        """Add transactions and key rows, and update the running sums of stored key rows.
+              shifts: Sequence[KeyShift]) -> None:
+        """Add transactions and key rows, and move stored key rows after late arrivals.
 
-        ``changed_keys`` are stored rows (same kind, key, ts, seq) that a late arrival moved:
-        new ``pos`` and running sums. For each key the new and changed rows together are
-        every row from the first changed position to the key's end.
+        Each shift ``(kind, key, ts, amount, d, dd)``, applied in the order given and before
+        ``new_keys`` are added, moves every stored row of the key with a later timestamp:
+        ``pos + 1``, ``cum_before + amount``, ``cum + amount``, ``d1 + d``, ``d2 + dd``
+        (one floating-point addition each, as :meth:`KeyLog.shift_from
+        <txanomaly.features.online.KeyLog.shift_from>` does). ``new_keys`` hold their final
+        positions and sums.
         """
 
 
@@ -132,5 +140,5 @@ class Storage(Protocol):
         """Release connections and threads."""
 
 
-__all__ = ["KEY_COLUMNS", "MISSING_SQL_EXTRA", "TRANSACTION_COLUMNS", "KeyRow", "Storage",
+__all__ = ["END", "KEY_COLUMNS", "MISSING_SQL_EXTRA", "TRANSACTION_COLUMNS", "KeyRow", "Storage",
            "StorageError", "StorageTransaction", "StoredTransaction", "TransactionRow"]

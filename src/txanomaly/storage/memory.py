@@ -22,7 +22,7 @@ import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 
-from txanomaly.features.online import KeyId, KeyLog
+from txanomaly.features.online import KeyId, KeyLog, KeyShift
 from txanomaly.storage.base import KeyRow, StorageError, StoredTransaction, TransactionRow
 
 _LOG_COLUMNS = ("seq", "ts", "pos", "amount", "cum_before", "cum", "d1", "d2")
@@ -52,19 +52,18 @@ class MemoryStorage:
     def _apply(self, tx: _MemoryTransaction) -> None:
         for row in tx.transactions:
             self._transactions[row[1]] = row
-        # By key and position: a key's rows from its first changed one to its end, in order.
+        for kind, key, ts, amount, d, _ in tx.shifts:  # in order, before the new rows
+            log = self._logs.get((kind, key))
+            if log is not None:  # a key new in this batch has no stored rows to move
+                log.shift_from(bisect.bisect_right(log.ts, ts), amount, d)
+        # By key and position: each new row goes to its final place.
         for kind, key, seq, ts, pos, *sums, shift in sorted(tx.key_rows,
                                                            key=lambda r: (r[0], r[1], r[4])):
             log = self._logs.setdefault((kind, key), KeyLog(shift=shift))
-            values = (seq, ts, pos, *sums)
             if pos > len(log):
                 raise StorageError(f"key {kind}:{key}: row at position {pos} of {len(log)}")
-            for name, value in zip(_LOG_COLUMNS, values, strict=True):
-                column = getattr(log, name)
-                if pos < len(column):
-                    column[pos] = value
-                else:
-                    column.append(value)
+            for name, value in zip(_LOG_COLUMNS, (seq, ts, pos, *sums), strict=True):
+                getattr(log, name).insert(pos, value)
         self._last_seq = max(self._last_seq, tx.last_seq)
 
     def get(self, transaction_id: str) -> StoredTransaction | None:
@@ -109,6 +108,7 @@ class _MemoryTransaction:
         self.write_allowed = write
         self.transactions: list[TransactionRow] = []
         self.key_rows: list[KeyRow] = []
+        self.shifts: list[KeyShift] = []
         self.last_seq = storage._last_seq
 
     def lock(self, hashes: Sequence[int]) -> None:
@@ -118,12 +118,14 @@ class _MemoryTransaction:
         stored = self.storage._transactions
         return {tid: (stored[tid][3], stored[tid][8]) for tid in ids if tid in stored}
 
-    def key_logs(self, since: Mapping[KeyId, int]) -> dict[KeyId, KeyLog]:
+    def key_logs(self, spans: Mapping[KeyId, Sequence[tuple[int, int]]]
+                 ) -> dict[KeyId, KeyLog]:
         logs: dict[KeyId, KeyLog] = {}
-        for kid, bound in since.items():
+        for kid, parts in spans.items():
             log = self.storage._logs.get(kid)
             if log is not None:
-                logs[kid] = _tail(log, bound)
+                logs[kid] = _rows(log, sorted({i for since, until in parts
+                                               for i in _span(log, since, until)}))
         return logs
 
     def next_seqs(self, n: int) -> list[int]:
@@ -132,22 +134,29 @@ class _MemoryTransaction:
         return list(range(first, first + n))
 
     def write(self, transactions: Sequence[TransactionRow], new_keys: Sequence[KeyRow],
-              changed_keys: Sequence[KeyRow]) -> None:
+              shifts: Sequence[KeyShift]) -> None:
         if not self.write_allowed:
             raise StorageError("write in a read-only transaction")
         self.transactions.extend(transactions)
         self.key_rows.extend(new_keys)
-        self.key_rows.extend(changed_keys)
+        self.shifts.extend(shifts)
 
 
-def _tail(log: KeyLog, since: int) -> KeyLog:
-    """A copy of the rows from the last one at or before ``since`` (and its ties) on."""
+def _span(log: KeyLog, since: int, until: int) -> range:
+    """Indices of the last row at or before ``since`` (and its ties) to the last at or before
+    ``until``."""
     last = bisect.bisect_right(log.ts, since) - 1
     start = bisect.bisect_left(log.ts, log.ts[last]) if last >= 0 else 0
-    tail = KeyLog(shift=log.shift)
+    return range(start, bisect.bisect_right(log.ts, until))
+
+
+def _rows(log: KeyLog, indices: list[int]) -> KeyLog:
+    """A copy of these rows of ``log``."""
+    part = KeyLog(shift=log.shift)
     for name in _LOG_COLUMNS:
-        getattr(tail, name).extend(getattr(log, name)[start:])
-    return tail
+        column = getattr(log, name)
+        getattr(part, name).extend(column[i] for i in indices)
+    return part
 
 
 def _stored(row: TransactionRow) -> StoredTransaction:

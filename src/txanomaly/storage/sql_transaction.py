@@ -10,10 +10,11 @@ import functools
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from txanomaly.features.online import KeyId, KeyLog
+from txanomaly.features.online import KeyId, KeyLog, KeyShift
 from txanomaly.storage.base import KEY_COLUMNS, KeyRow, TransactionRow
 
-#: Rows of ``(kind, key, since)`` per history query: keeps SQLite under its bound-variable limit.
+#: Rows of ``(kind, key, since, until)`` per history query: keeps SQLite under its
+#: bound-variable limit.
 _KEYS_PER_QUERY = 300
 #: Transaction ids per ``IN (...)`` lookup, for the same reason.
 _IDS_PER_QUERY = 500
@@ -24,21 +25,24 @@ _SQL_INSERT_TX = ("INSERT INTO transactions (seq, transaction_id, ts, content_ha
                   "features, anomaly_score, is_anomaly, result) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)")
 _SQL_INSERT_KEY = (f"INSERT INTO key_history ({', '.join(KEY_COLUMNS)}) "
                    f"VALUES ({', '.join('?' * len(KEY_COLUMNS))})")
-_SQL_UPDATE_KEY = ("UPDATE key_history SET pos = ?, cum_before = ?, cum = ?, d1 = ?, d2 = ? "
-                   "WHERE kind = ? AND key = ? AND ts = ? AND seq = ?")
+#: A late arrival moves the rows after it in one statement, without reading them. Only later
+#: timestamps: a stored row tied with it arrived before it, so it stays before it.
+_SQL_SHIFT_KEY = ("UPDATE key_history SET pos = pos + 1, cum_before = cum_before + ?, "
+                  "cum = cum + ?, d1 = d1 + ?, d2 = d2 + ? WHERE kind = ? AND key = ? AND ts > ?")
 _SQL_EXISTING = ("SELECT transaction_id, content_hash, result FROM transactions "
                  "WHERE transaction_id IN ({marks})")
 _SQL_LOCK = ("SELECT count(pg_advisory_xact_lock(h)) "
              "FROM unnest(CAST(? AS bigint[])) WITH ORDINALITY AS t(h, o)")
 _SQL_NEXTVAL = f"SELECT nextval('{PG_SEQUENCE}') FROM generate_series(1, ?)"
 _SQL_MAX_SEQ = "SELECT coalesce(max(seq), 0) FROM transactions"
+#: Spans may share rows (a key's last row): DISTINCT, in the primary key's order (log order).
 _HISTORY_SQL = (
-    "WITH wanted(kind, key, since) AS (VALUES {values}) "
-    "SELECT h.kind, h.key, h.seq, h.ts, h.pos, h.amount, h.cum_before, h.cum, h.d1, h.d2, "
-    "h.shift FROM wanted w JOIN key_history h ON h.kind = w.kind AND h.key = w.key "
+    "WITH wanted(kind, key, since, until) AS (VALUES {values}) "
+    "SELECT DISTINCT h.kind, h.key, h.ts, h.seq, h.pos, h.amount, h.cum_before, h.cum, h.d1, "
+    "h.d2, h.shift FROM wanted w JOIN key_history h ON h.kind = w.kind AND h.key = w.key "
     "AND h.ts >= COALESCE((SELECT max(p.ts) FROM key_history p WHERE p.kind = w.kind "
-    "AND p.key = w.key AND p.ts <= w.since), {floor}) "
-    "ORDER BY h.kind, h.key, h.pos")
+    "AND p.key = w.key AND p.ts <= w.since), {floor}) AND h.ts <= w.until "
+    "ORDER BY h.kind, h.key, h.ts, h.seq")
 
 
 class SqlTransaction:
@@ -82,44 +86,54 @@ class SqlTransaction:
         last = int(self.cur.fetchone()[0])
         return list(range(last + 1, last + n + 1))
 
-    def key_logs(self, since: Mapping[KeyId, int]) -> dict[KeyId, KeyLog]:
-        wanted = list(since.items())
+    def key_logs(self, spans: Mapping[KeyId, Sequence[tuple[int, int]]]
+                 ) -> dict[KeyId, KeyLog]:
+        wanted = [(kind, key, since, until) for (kind, key), parts in spans.items()
+                  for since, until in parts]
         logs: dict[KeyId, KeyLog] = {}
         for start in range(0, len(wanted), _KEYS_PER_QUERY):
             chunk = wanted[start:start + _KEYS_PER_QUERY]
-            params: list[Any] = []
-            for (kind, key), bound in chunk:
-                params += (kind, key, bound)
-            self.cur.execute(self._sql(_history_sql(len(chunk))), params)
+            self.cur.execute(self._sql(_history_sql(len(chunk))),
+                             [value for span in chunk for value in span])
             for row in self.cur.fetchall():
-                kind, key, seq, ts, pos, amount, cum_before, cum, d1, d2, shift = row
-                log = logs.get((kind, key))
-                if log is None:
-                    log = logs[(kind, key)] = KeyLog(shift=float(shift))
-                log.seq.append(int(seq))
-                log.ts.append(int(ts))
-                log.pos.append(int(pos))
-                log.amount.append(float(amount))
-                log.cum_before.append(float(cum_before))
-                log.cum.append(float(cum))
-                log.d1.append(float(d1))
-                log.d2.append(float(d2))
+                _append_row(logs, row)
         return logs
 
     def write(self, transactions: Sequence[TransactionRow], new_keys: Sequence[KeyRow],
-              changed_keys: Sequence[KeyRow]) -> None:
+              shifts: Sequence[KeyShift]) -> None:
         if transactions:
             self.cur.executemany(self._sql(_SQL_INSERT_TX), transactions)
+        if shifts:  # late arrivals only; before the batch's rows, which hold their final sums
+            self.cur.executemany(self._sql(_SQL_SHIFT_KEY), [
+                (amount, amount, d, dd, kind, key, ts)
+                for kind, key, ts, amount, d, dd in shifts])
         if new_keys:
             self.cur.executemany(self._sql(_SQL_INSERT_KEY), new_keys)
-        if changed_keys:  # late arrivals only: rare, so reordering the fields costs nothing
-            self.cur.executemany(self._sql(_SQL_UPDATE_KEY), [
-                (pos, cum_before, cum, d1, d2, kind, key, ts, seq)
-                for kind, key, seq, ts, pos, _, cum_before, cum, d1, d2, _ in changed_keys])
+
+
+def _append_row(logs: dict[KeyId, KeyLog], row: Sequence[Any]) -> None:
+    """Add one history row (in log order) to its key's log, unless a span already gave it.
+
+    Chunks of spans are separate queries, so the same row can come twice (a key's last row).
+    """
+    kind, key, ts, seq, pos, amount, cum_before, cum, d1, d2, shift = row
+    log = logs.get((kind, key))
+    if log is None:
+        log = logs[(kind, key)] = KeyLog(shift=float(shift))
+    elif int(pos) <= log.pos[-1]:
+        return
+    log.seq.append(int(seq))
+    log.ts.append(int(ts))
+    log.pos.append(int(pos))
+    log.amount.append(float(amount))
+    log.cum_before.append(float(cum_before))
+    log.cum.append(float(cum))
+    log.d1.append(float(d1))
+    log.d2.append(float(d2))
 
 
 @functools.lru_cache(maxsize=64)
 def _history_sql(n: int) -> str:
     """The rows of ``n`` keys from (the last at or before their ``since``) on, one query."""
-    values = ", ".join(["(?, ?, CAST(? AS BIGINT))"] * n)
+    values = ", ".join(["(?, ?, CAST(? AS BIGINT), CAST(? AS BIGINT))"] * n)
     return _HISTORY_SQL.format(values=values, floor=_NO_LOWER_BOUND)

@@ -26,6 +26,11 @@ _NESTED_CHECKS: dict[str, dict[str, _Check]] = {
     obj: {sub: (column, RULES[column].check) for sub, column in subs.items()}
     for obj, subs in NESTED_FIELDS.items()}
 _raw_path = RAW_PATHS.__getitem__
+#: Levels of objects and arrays a record may nest, itself the first. Unknown fields are kept
+#: as JSON, and orjson writes at most 254 levels (it reads 1,024); the stored record and the
+#: answers that carry it add a few, so the rule leaves ample spare.
+MAX_DEPTH = 128
+_ORJSON_DEPTH = 254  # measured (orjson 3.x): 254 nested arrays are written, 255 are refused
 # The order the JSON writer uses too: transactionId, timestamp, then the other scalars.
 _TOP_LEVEL_ORDER = [(RAW_PATHS[c], c) for c in FLAT_COLUMNS if "." not in RAW_PATHS[c]]
 
@@ -67,8 +72,52 @@ def parse_record(raw: Any, index: int | None = None) -> dict[str, Any]:
     if errors:
         tid = raw.get("transactionId")
         raise RecordError(index, tid if isinstance(tid, str) else None, errors)
-    flat[EXTRA_COLUMN] = orjson.dumps(extra).decode() if extra else None
+    flat[EXTRA_COLUMN] = _encode_extra(extra, raw, index) if extra else None
     return flat
+
+
+def _encode_extra(extra: dict[str, Any], raw: dict[str, Any], index: int | None) -> str:
+    """The unknown fields as JSON text, if they nest at most :data:`MAX_DEPTH` levels."""
+    try:
+        encoded = orjson.dumps(extra)
+    except orjson.JSONEncodeError:
+        encoded = b""
+    # Nesting d levels takes at least 2d bytes: short text (most records) is within the limit.
+    if not encoded or (len(encoded) > 2 * MAX_DEPTH and not _within_depth(extra)):
+        tid = raw.get("transactionId")
+        raise RecordError(index, tid if isinstance(tid, str) else None, [_unstorable(extra)])
+    return encoded.decode()
+
+
+def _within_depth(value: Any) -> bool:
+    """``value`` nests at most MAX_DEPTH levels: orjson's own limit, with the spare levels
+    taken up by wrappers (one C pass instead of a walk in Python)."""
+    for _ in range(_ORJSON_DEPTH - MAX_DEPTH):
+        value = [value]
+    try:
+        orjson.dumps(value)
+    except orjson.JSONEncodeError:
+        return False
+    return True
+
+
+def _unstorable(extra: dict[str, Any]) -> FieldError:
+    """The first unknown field that nests too deeply or is not JSON (an error path only).
+
+    Each field is checked at the depth it has in the record, under its raw path.
+    """
+    for key, value in extra.items():
+        nested = key in NESTED_FIELDS and isinstance(value, dict)
+        for path, alone in ([(f"{key}.{sub}", {key: {sub: v}}) for sub, v in value.items()]
+                            if nested else [(key, {key: value})]):
+            if not _within_depth(alone):
+                return FieldError(path, f"nests deeper than {MAX_DEPTH} levels of objects "
+                                        "and arrays")
+            try:
+                orjson.dumps(alone)
+            except orjson.JSONEncodeError as exc:
+                return FieldError(path, f"cannot be stored as JSON ({exc})")
+    return FieldError("$", "cannot be stored as JSON")
 
 
 def _parse_nested(key: str, value: Any, flat: dict[str, Any], extra: dict[str, Any],

@@ -13,7 +13,9 @@ import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from txanomaly.ingest import ConflictError
 
@@ -72,12 +74,47 @@ def install(app: FastAPI) -> None:
         return error_response(exc.status_code, str(exc.detail),
                               headers=dict(exc.headers) if exc.headers else None)
 
-    async def unexpected(request: Request, exc: Exception) -> Response:
-        logger.exception("unhandled error on %s %s", request.method, request.url.path)
-        return error_response(500, "internal error; the server log has the details")
-
     app.add_exception_handler(ApiError, api_error)
     app.add_exception_handler(ConflictError, conflict)
     app.add_exception_handler(RequestValidationError, invalid_request)
     app.add_exception_handler(StarletteHTTPException, http_error)
-    app.add_exception_handler(Exception, unexpected)
+    # Not add_exception_handler(Exception, ...): Starlette runs that handler in its outermost
+    # middleware and then re-raises, and uvicorn answers a re-raised exception by closing the
+    # keep-alive connection without "Connection: close" (the client's next request is lost)
+    # and by logging the trace a second time.
+    app.add_middleware(UnexpectedErrors)
+
+
+class UnexpectedErrors:
+    """Pure ASGI middleware: an exception no handler took becomes the standard 500 answer on a
+    connection that stays open, logged once with its trace; a client that went away before
+    its request was read is one log line.
+    """
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def send_started(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_started)
+        except ClientDisconnect:
+            # Nobody is left to answer and the request did nothing (bodies are read whole
+            # first). A warning: many of them mean clients time out, but no trace to read.
+            logger.warning("client disconnected before sending its whole request: %s %s",
+                           scope["method"], scope["path"])
+        except Exception:
+            if started:
+                raise  # half an answer is out: only closing the connection can say so
+            logger.exception("unhandled error on %s %s", scope["method"], scope["path"])
+            await error_response(500, "internal error; the server log has the details")(
+                scope, receive, send)

@@ -7,6 +7,8 @@ with any invalid transaction is rejected whole, listing every error.
 
 from __future__ import annotations
 
+import json
+from collections import Counter
 from typing import Any
 
 import orjson
@@ -48,11 +50,70 @@ async def read_json(request: Request, limit: int) -> Any:
 
 def parse_json(body: bytes) -> Any:
     """Parse JSON (orjson: rejects NaN/Infinity, numbers beyond float range, nesting deeper
-    than 1024) or raise a 400."""
+    than 1024) or raise a 400; a key repeated in one object is a 422 naming it.
+
+    orjson keeps the last of repeated keys silently. Looking for them costs one re-encoding
+    in C: every ``:`` of the body separates a key from its value or lies inside a string, so
+    the body has more of them than the re-encoded value exactly when a pair was dropped
+    (``\\u003a``, an escaped colon, is the one way to hide one: such bodies take the slow path).
+    """
     try:
-        return orjson.loads(body)
+        value = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise ApiError(400, f"the body is not valid JSON: {exc}") from None
+    try:
+        colons = orjson.dumps(value).count(b":")
+    except orjson.JSONEncodeError:
+        colons = -1  # nested too deeply to re-encode: parse_record names the field
+    if colons != body.count(b":") or b"\\u003" in body:
+        _refuse_repeated_keys(body)
+    return value
+
+
+class _Repeated:
+    """Stands for an object that repeats ``key`` (the slow path's parse)."""
+
+    def __init__(self, key: str):
+        self.key = key
+
+
+def _pairs(pairs: list[tuple[str, Any]]) -> Any:
+    value = dict(pairs)
+    if len(value) == len(pairs):
+        return value
+    counts = Counter(key for key, _ in pairs)
+    return _Repeated(next(key for key, _ in pairs if counts[key] > 1))
+
+
+def _refuse_repeated_keys(body: bytes) -> None:
+    """Raise a 422 naming the first repeated key (with its path), if there is one."""
+    try:
+        parsed = json.loads(body, object_pairs_hook=_pairs)
+        path = _repeated_path(parsed)
+    except (RecursionError, ValueError):
+        # Deeper than Python's parser goes (orjson reads 1,024 levels): far too deep to
+        # store, and parse_record refuses it naming the field.
+        return
+    if path is None:
+        return
+    index = path.pop(0) if isinstance(parsed, list) else None
+    field = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path).lstrip(".")
+    raise ApiError(422, f"the key {field!r} is repeated in one object; nothing was stored",
+                   [{"index": index, "transactionId": None, "field": field,
+                     "message": "repeated key: JSON readers disagree on which one counts"}])
+
+
+def _repeated_path(value: Any) -> list[str | int] | None:
+    """The path to the first repeated key (depth first), or None."""
+    if isinstance(value, _Repeated):
+        return [value.key]
+    items = (value.items() if isinstance(value, dict)
+             else enumerate(value) if isinstance(value, list) else ())
+    for key, inner in items:
+        path = _repeated_path(inner)
+        if path is not None:
+            return [key, *path]
+    return None
 
 
 def parse_transactions(payload: Any, max_batch: int) -> tuple[list[dict[str, Any]], bool]:

@@ -48,7 +48,9 @@ class MetricsMiddleware:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        status = [500]
+        # Stays unset only when no answer was sent: the client went away before its request
+        # was read (errors.UnexpectedErrors answers every failure). 499 is nginx's name for it.
+        status = [499]
 
         async def send_wrapper(message: Message) -> None:
             if message["type"] == "http.response.start":

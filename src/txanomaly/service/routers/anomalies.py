@@ -9,7 +9,7 @@ from typing import Annotated
 import orjson
 from fastapi import APIRouter, Query
 
-from txanomaly.schema import parse_timestamp
+from txanomaly.schema import check_string, parse_timestamp
 from txanomaly.service.deps import AuthorizedRuntime
 from txanomaly.service.errors import ApiError
 from txanomaly.service.responses import json_response
@@ -34,12 +34,19 @@ def encode_cursor(row: StoredTransaction) -> str:
 
 
 def decode_cursor(cursor: str) -> tuple[int, str]:
+    """The (timestamp, transactionId) a cursor holds, checked by the input rules (a timestamp
+    in range, an id that could be stored) before it reaches the database; 422 otherwise.
+
+    >>> decode_cursor("WzUsInQxIl0=")
+    (5, 't1')
+    """
     try:
         ts, tid = orjson.loads(base64.urlsafe_b64decode(cursor.encode("ascii")))
-        if not isinstance(ts, int) or not isinstance(tid, str):
+        # bool is an int to Python; the rules reject it as a timestamp.
+        if not isinstance(ts, int) or isinstance(ts, bool):
             raise ValueError
-        return ts, tid
-    except (ValueError, TypeError, binascii.Error, orjson.JSONDecodeError):
+        return parse_timestamp(ts), check_string(tid)
+    except (ValueError, TypeError, binascii.Error):
         raise ApiError(422, "invalid cursor", [{"field": "cursor", "message":
                                                 "pass nextCursor from the previous page"}]
                        ) from None

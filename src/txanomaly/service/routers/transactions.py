@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Request
 from starlette.responses import Response
 
-from txanomaly.schema import MAX_STRING_LENGTH, to_raw
+from txanomaly.schema import MAX_STRING_LENGTH, check_string, to_raw
 from txanomaly.service.deps import AuthorizedRuntime
 from txanomaly.service.errors import ApiError
 from txanomaly.service.responses import VERDICT_RESPONSES, json_response, verdicts_response
@@ -35,10 +35,14 @@ def register(max_batch: int) -> APIRouter:
     async def post_transactions(request: Request, runtime: AuthorizedRuntime) -> Response:
         return await verdicts_response(request, runtime, persist=True)
 
-    router.add_api_route("/transactions/{transaction_id}", get_transaction,
+    # ":path": ids may hold "/" (the input rules allow any text), sent as is or as %2F; the
+    # router sees the decoded path either way.
+    router.add_api_route("/transactions/{transaction_id:path}", get_transaction,
                          response_model=StoredTransactionOut, methods=["GET"],
                          responses=error_responses(401, 404, 422),
-                         summary="A stored transaction, its features and its verdict")
+                         summary="A stored transaction, its features and its verdict",
+                         description="Percent-encode the id as a path segment (`?`, `#`, `%` "
+                                     "and non-ASCII must be; `/` may be).")
     return router
 
 
@@ -46,6 +50,13 @@ async def get_transaction(
     runtime: AuthorizedRuntime,
     transaction_id: Annotated[str, Path(min_length=1, max_length=MAX_STRING_LENGTH)],
 ) -> Response:
+    try:
+        # The input rules for ids: one that could never be stored (a NUL, which PostgreSQL
+        # text cannot hold) is refused here, not by the database.
+        check_string(transaction_id)
+    except ValueError as exc:
+        raise ApiError(422, "invalid transaction id", [{"field": "path.transaction_id",
+                                                        "message": str(exc)}]) from None
     found = await runtime.call(runtime.store.get, transaction_id)
     if found is None:
         raise ApiError(404, f"no stored transaction {transaction_id!r}")

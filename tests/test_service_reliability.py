@@ -19,9 +19,9 @@ import threading
 import time
 import zlib
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import quote
 
 import orjson
@@ -78,17 +78,34 @@ class Connection:
         self.sock.close()
 
 
-@pytest.fixture
-def server(model_dir: Path, tmp_path: Path) -> Iterator[Server]:
-    started = Server(model_dir, tmp_path / "reliability.db", tmp_path / "server.log")
+class Served(NamedTuple):
+    server: Server
+    db: Path
+    log: Path
+
+
+@pytest.fixture(scope="module")
+def served(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    """One server for the module (a start takes seconds); each test reads its own log lines."""
+    where = tmp_path_factory.mktemp("reliability")
+    server = Server(model_dir, where / "reliability.db", where / "server.log")
     try:
-        yield started
+        yield Served(server, where / "reliability.db", where / "server.log")
     finally:
-        started.stop()
+        server.stop()
 
 
-def server_log(tmp_path: Path) -> str:
-    return (tmp_path / "server.log").read_text()
+@pytest.fixture
+def new_log(served: Served) -> Callable[[], str]:
+    """Reads what the server logged since the test began."""
+    start = served.log.stat().st_size
+
+    def read() -> str:
+        with served.log.open("rb") as log:
+            log.seek(start)
+            return log.read().decode(errors="replace")
+
+    return read
 
 
 def tx(tid: str, user: str = "u1", amount: float = 10.0, **kw: Any) -> dict[str, Any]:
@@ -107,12 +124,12 @@ def wait_for(predicate: Any, seconds: float = 10.0) -> bool:
     return True
 
 
-def test_internal_error_keeps_the_connection_usable(server: Server, tmp_path: Path):
-    conn = Connection(server.port)
+def test_internal_error_keeps_the_connection_usable(served: Served, new_log: Callable[[], str]):
+    conn = Connection(served.server.port)
     status, _, _ = conn.request("POST", "/v1/transactions", orjson.dumps(tx("t-corrupt")))
     assert status == 200
     # Something real to fail on: a stored row damaged on disk behind the server's back.
-    with sqlite3.connect(tmp_path / "reliability.db") as db:
+    with sqlite3.connect(served.db) as db:
         db.execute("UPDATE transactions SET result = '{' WHERE transaction_id = 't-corrupt'")
     status, headers, body = conn.request("GET", "/v1/transactions/t-corrupt")
     assert status == 500
@@ -124,30 +141,31 @@ def test_internal_error_keeps_the_connection_usable(server: Server, tmp_path: Pa
     assert status == 200, body
     assert conn.request("GET", "/v1/transactions/t-after")[0] == 200
     conn.close()
-    log = server_log(tmp_path)
+    log = new_log()
     assert log.count("unhandled error on GET /v1/transactions/t-corrupt") == 1
     assert log.count("Traceback") == 1  # logged once, with the trace
     assert "Exception in ASGI application" not in log
 
 
-def test_client_disconnect_is_one_log_line_without_a_trace(server: Server, tmp_path: Path):
-    sock = socket.create_connection(("127.0.0.1", server.port))
+def test_client_disconnect_is_one_log_line_without_a_trace(served: Served,
+                                                          new_log: Callable[[], str]):
+    sock = socket.create_connection(("127.0.0.1", served.server.port))
     sock.sendall(b"POST /v1/transactions HTTP/1.1\r\nHost: test\r\n"
                  b"Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{\"transac")
     time.sleep(0.2)  # the server is waiting for the rest of the body
     sock.close()
-    assert wait_for(lambda: "client disconnected" in server_log(tmp_path))
-    conn = Connection(server.port)  # still serving
+    assert wait_for(lambda: "client disconnected" in new_log())
+    conn = Connection(served.server.port)  # still serving
     assert conn.request("GET", "/healthz")[0] == 200
     conn.close()
-    log = server_log(tmp_path)
+    log = new_log()
     assert log.count("client disconnected") == 1
     assert "Traceback" not in log
     assert "unhandled error" not in log
 
 
-def test_ids_with_slash_and_percent_read_back_over_http(server: Server):
-    conn = Connection(server.port)
+def test_ids_with_slash_and_percent_read_back_over_http(served: Served):
+    conn = Connection(served.server.port)
     for tid in ("a/b", "a%2Fb", "50%", "q?#x", "/x/"):
         assert conn.request("POST", "/v1/transactions", orjson.dumps(tx(tid)))[0] == 200
         for path in (quote(tid, safe=""), quote(tid, safe="/")):
@@ -232,20 +250,21 @@ def drive(port: int, worker: int, until: float, figures: Counter[str],
             acknowledged.update(mine)
 
 
-def test_mixed_valid_invalid_and_hostile_requests(server: Server, tmp_path: Path):
+def test_mixed_valid_invalid_and_hostile_requests(served: Served, new_log: Callable[[], str]):
     figures: Counter[str] = Counter()
     acknowledged: set[str] = set()
     lock = threading.Lock()
     until = time.monotonic() + MIX_SECONDS
-    workers = [threading.Thread(target=drive, args=(server.port, w, until, figures,
+    workers = [threading.Thread(target=drive, args=(served.server.port, w, until, figures,
                                                     acknowledged, lock))
                for w in range(CONNECTIONS)]
     for w in workers:
         w.start()
     for w in workers:
         w.join()
-    with sqlite3.connect(tmp_path / "reliability.db") as db:
-        stored = {row[0] for row in db.execute("SELECT transaction_id FROM transactions")}
+    with sqlite3.connect(served.db) as db:  # the mix's ids start with "w"
+        stored = {row[0] for row in db.execute(
+            "SELECT transaction_id FROM transactions WHERE transaction_id LIKE 'w%'")}
     tried = sum(figures.values())
     print(f"\nreliability mix: {tried} requests on {CONNECTIONS} keep-alive connections in "
           f"{MIX_SECONDS:.0f} s; status codes {dict(sorted(figures.items()))}; transactions "
@@ -254,4 +273,4 @@ def test_mixed_valid_invalid_and_hostile_requests(server: Server, tmp_path: Path
     assert not [s for s in figures if s.startswith("5") or s == "lost"]
     assert {"200", "400", "404", "405", "409", "413", "415", "422"} <= set(figures)
     assert stored == acknowledged
-    assert "Traceback" not in server_log(tmp_path)
+    assert "Traceback" not in new_log()

@@ -157,7 +157,10 @@ def test_client_disconnect_is_one_log_line_without_a_trace(served: Served,
     assert wait_for(lambda: "client disconnected" in new_log())
     conn = Connection(served.server.port)  # still serving
     assert conn.request("GET", "/healthz")[0] == 200
+    status, _, metrics = conn.request("GET", "/metrics")
     conn.close()
+    assert status == 200
+    assert b'route="/v1/transactions",status="499"} 1.0' in metrics  # not counted as a 500
     log = new_log()
     assert log.count("client disconnected") == 1
     assert "Traceback" not in log

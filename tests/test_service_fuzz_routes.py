@@ -136,6 +136,24 @@ def test_any_body_is_answered_2xx_or_4xx_naming_the_field(client: TestClient, ro
     check_answer(r.status_code, r.headers.get("content-type"), r.content)
 
 
+csv_cells = st.sampled_from(["1", "-0", "1e308", "1e309", "nan", "inf", "", " ", "x", "\x00",
+                             "0x10", "1_000", "٣"]) | st.floats().map(repr) | text
+# Rows of any cells, or of numbers only around the model's width (its 23 features).
+csv_rows = (st.lists(csv_cells, max_size=25)
+            | st.lists(st.floats(allow_nan=False).map(repr), min_size=22, max_size=24))
+csv_bodies = st.lists(csv_rows.map(",".join), max_size=5).map(
+    lambda rows: "\n".join(rows).encode()) | st.binary(max_size=64)
+
+
+@FUZZ
+@given(body=csv_bodies, content_type=st.sampled_from(
+    ["text/csv", "text/csv; charset=utf-8", "TEXT/CSV", "text/plain", "", "application/json;x"]))
+def test_any_invocations_csv_body_is_answered_2xx_or_4xx(client: TestClient, body: bytes,
+                                                        content_type: str):
+    r = client.post("/invocations", content=body, headers={"content-type": content_type})
+    check_answer(r.status_code, r.headers.get("content-type"), r.content)
+
+
 @FUZZ
 @given(tid=text | st.sampled_from(["a/b", "/", "%00", "..", "a/../b", "x" * 300]))
 def test_any_transaction_id_path_is_answered_2xx_or_4xx(client: TestClient, tid: str):

@@ -43,7 +43,8 @@ def parse_csv(body: bytes, names: list[str], max_rows: int) -> np.ndarray:
     if lines and [c.strip() for c in lines[0].split(",")] == names:
         lines = lines[1:]
     if not lines:
-        raise ApiError(422, "no rows in the CSV body")
+        raise ApiError(422, "no rows in the CSV body", [{"index": None, "field": "$", "message":
+                                                          "at least one row is required"}])
     if len(lines) > max_rows:
         raise ApiError(413, f"{len(lines)} rows in one request; the limit is {max_rows}")
     rows = np.empty((len(lines), len(names)), dtype=np.float64)

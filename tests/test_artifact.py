@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -36,6 +38,19 @@ def saved(model, tmp_path) -> Path:
     return model.save(tmp_path / "model")
 
 
+def edit(directory: Path, change: Callable[[dict[str, Any]], Any],
+         record_version: bool = False) -> dict[str, Any]:
+    """Apply ``change`` to model.json; ``record_version``: also write the version its new
+    content gives (where the file records one), as someone who edits it on purpose would."""
+    path = directory / "model.json"
+    meta = json.loads(path.read_text())
+    change(meta)
+    if record_version and "model_version" in meta:
+        meta["model_version"] = artifact.model_version(meta)
+    path.write_text(json.dumps(meta))
+    return meta
+
+
 def test_regression_threshold_lost_on_save(saved, model):
     # The prototype kept its threshold in an attribute that was never saved: after a reload
     # every record was flagged. The threshold must survive, and with it the flags.
@@ -57,7 +72,9 @@ def test_reloaded_model_gives_identical_scores_and_explanations(saved, model):
 
 def test_model_json_records_what_the_design_asks_for(saved, model):
     meta = json.loads((saved / "model.json").read_text())
-    assert meta["format_version"] == artifact.FORMAT_VERSION
+    assert meta["format_version"] == artifact.FORMAT_VERSION == 2
+    assert meta["model_version"] == artifact.model_version(meta)
+    assert meta["model_version"].startswith("seed-") and "signature" not in meta
     assert meta["feature_names"] == SEED.names
     assert meta["feature_set"]["name"] == "seed"
     assert meta["map"] == {"rows": 4, "cols": 4, "n_features": 9}
@@ -130,9 +147,10 @@ def test_feature_name_mismatch_is_refused(saved):
 
 
 def test_json_that_disagrees_with_the_tensors_is_refused(saved):
-    meta = json.loads((saved / "model.json").read_text())
-    meta["map"]["rows"] = 5
-    (saved / "model.json").write_text(json.dumps(meta))
+    # Map and params edited together, and the version recorded again: only the tensors'
+    # shapes are left to disagree.
+    edit(saved, lambda m: (m["map"].update(rows=5), m["params"].update(map_size="5x4")),
+         record_version=True)
     with pytest.raises(ModelFileError, match=r"som\.weights has shape"):
         artifact.load(saved)
 
@@ -168,3 +186,13 @@ def test_saving_replaces_files_atomically_and_leaves_no_temporaries(model, tmp_p
 def test_unfitted_detector_cannot_be_saved(tmp_path):
     with pytest.raises(Exception, match="not fitted"):
         artifact.save(tmp_path / "m", AnomalyDetector())
+
+
+def test_array_parameters_are_saved_as_numbers(tmp_path):
+    """feature_weights given as a NumPy array was recorded as its str(): unreadable, and now
+    refused by the parameter checks."""
+    X = np.random.default_rng(0).normal(size=(100, 2))
+    det = AnomalyDetector(map_size=(2, 2), epochs=2, feature_weights=np.array([1.0, 2.0])).fit(X)
+    loaded = artifact.load(artifact.save(tmp_path / "m", det))
+    assert loaded.metadata["params"]["feature_weights"] == [1.0, 2.0]
+    np.testing.assert_array_equal(loaded.detector.anomaly_score(X), det.anomaly_score(X))

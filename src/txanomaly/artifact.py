@@ -2,28 +2,39 @@
 
 No pickle: tensors go through safetensors, the rest is plain JSON. ``model.json`` records
 the format version, the package version, the feature set (full definition and names), the map
-shape and training parameters, the threshold and contamination, a training summary, and the
-SHA-256 of ``model.safetensors``. Both files are written atomically (temporary file + rename),
-tensors first, so a reader never sees a JSON that points at half-written tensors.
+shape and training parameters, the threshold and contamination, a training summary, the
+SHA-256 of ``model.safetensors``, the model's version and, when signed, its signature. Both
+files are written atomically (temporary file + rename), tensors first, so a reader never sees
+a JSON that points at half-written tensors.
+
+The version covers everything that decides a verdict: :func:`manifest` is the canonical JSON
+of ``model.json`` without its descriptive fields (package version, training summary) and
+without the version and signature themselves; it holds the tensors' SHA-256, so it covers
+the numbers too. :func:`model_version` is ``<feature set>-<first 12 hex of its SHA-256>``.
+:func:`sign` adds an HMAC-SHA256 of the manifest under a key the server is given.
 
 :func:`load` refuses, with a :class:`~txanomaly.errors.ModelFileError` that says what is wrong:
-a missing directory or file, a JSON that does not parse or lacks a field, another format
-version, tensors whose hash differs (tampered or truncated), tensors whose shapes do not match
-the JSON, and feature names other than the caller expects.
+a missing directory or file, a JSON that does not parse, any field that breaks the rules of
+:mod:`txanomaly.artifact_rules` (types, finite numbers, ranges), a recorded version that differs
+from the recomputed one (``model.json`` edited), tensors whose hash differs (tampered or
+truncated), tensors whose shapes do not match the JSON or whose values are not finite, feature
+names other than the caller expects, and, given a key, a model that is unsigned or whose
+signature does not verify. docs/service.md states what this protects against and what not.
 
 >>> import numpy as np, tempfile
 >>> X = np.random.default_rng(0).normal(size=(60, 2))
 >>> det = AnomalyDetector(map_size="3x3", epochs=2).fit(X)
 >>> with tempfile.TemporaryDirectory() as d:
-...     _ = save(d, det)
-...     again = load(d).detector
->>> again.threshold_ == det.threshold_
-True
+...     _ = save(d, det, key=b"k" * 32)
+...     again = load(d, key=b"k" * 32)
+>>> again.detector.threshold_ == det.threshold_, again.version.startswith("detector-")
+(True, True)
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import logging
 import os
@@ -38,52 +49,146 @@ from safetensors.numpy import load as load_tensors
 from safetensors.numpy import save as save_tensors
 
 import txanomaly
+from txanomaly.artifact_rules import (
+    FORMAT_VERSION,
+    TENSORS_FILE,
+    CheckedMetadata,
+    check_metadata,
+)
 from txanomaly.detector import AnomalyDetector
 from txanomaly.errors import ModelFileError, TxAnomalyError
 from txanomaly.features.spec import FeatureSet
 
 logger = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
-TENSORS_FILE = "model.safetensors"
 METADATA_FILE = "model.json"
 _TENSOR_NAMES = ("som.weights", "scaler.center", "scaler.scale")
+#: Fields of model.json outside the manifest: they describe the model and decide no verdict
+#: (the package that wrote it, the training summary: two trainings that give the same
+#: prototypes and threshold give the same version), or they are derived from it.
+_DESCRIPTIVE = ("package_version", "training_summary", "model_version", "signature")
+SIGNATURE_ALGORITHM = "hmac-sha256"
+
+Key = bytes | str
 
 
 @dataclass(frozen=True)
 class LoadedModel:
-    """What :func:`load` returns: the fitted detector, its feature set (if saved) and metadata."""
+    """What :func:`load` returns: the fitted detector, its feature set (if saved), metadata,
+    the version (:func:`model_version`) and whether a key verified its signature."""
 
     detector: AnomalyDetector
     feature_set: FeatureSet | None
     feature_names: list[str]
     metadata: dict[str, Any]
+    version: str
+    verified: bool = False
+
+
+# --------------------------------------------------------------------------- version, signature
+def manifest(meta: dict[str, Any]) -> bytes:
+    """The canonical JSON of what in ``meta`` decides a verdict (sorted keys, no spaces).
+
+    Everything but :data:`_DESCRIPTIVE`: format version, feature set and names, map, params,
+    threshold, contamination and the tensors' SHA-256 (which stands for the tensors).
+    """
+    fields = {key: value for key, value in meta.items() if key not in _DESCRIPTIVE}
+    return json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=True,
+                      allow_nan=False).encode()
+
+
+def model_version(meta: dict[str, Any]) -> str:
+    """``<feature set>-<first 12 hex of sha256(manifest)>`` (``detector-...`` without one)."""
+    name = meta["feature_set"]["name"] if meta.get("feature_set") else "detector"
+    return f"{name}-{hashlib.sha256(manifest(meta)).hexdigest()[:12]}"
+
+
+def signature(meta: dict[str, Any], key: Key) -> str:
+    """HMAC-SHA256 of :func:`manifest` under ``key``, as hex."""
+    return hmac.new(_key_bytes(key), manifest(meta), hashlib.sha256).hexdigest()
+
+
+def read_key(path: str | Path) -> str:
+    """A model key from a file: UTF-8 text, surrounding whitespace removed (so that
+    ``openssl rand -hex 32 > model.key`` works). The key is text because the server is also
+    given it as an environment variable (``TXANOMALY_MODEL_KEY``); it is used as UTF-8 bytes.
+    """
+    try:
+        key = Path(path).read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise TxAnomalyError(f"{path}: cannot read the key file: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise TxAnomalyError(f"{path}: the key file is not UTF-8 text (use hex digits, e.g. "
+                             "openssl rand -hex 32)") from None
+    if not key:
+        raise TxAnomalyError(f"{path}: the key file is empty")
+    return key
+
+
+def _key_bytes(key: Key) -> bytes:
+    raw = key.encode() if isinstance(key, str) else bytes(key)
+    if not raw:
+        raise TxAnomalyError("the model signing key is empty")
+    return raw
+
+
+def sign(path: str | Path, key: Key) -> str:
+    """Sign the model in ``path`` with ``key``; returns its version.
+
+    The model is checked first (as :func:`load` does, without a key); a format 1 file is
+    rewritten as format 2, so its version changes once. An existing signature is replaced.
+    """
+    directory = Path(path)
+    loaded = load(directory)
+    meta = _recorded({**loaded.metadata, "format_version": FORMAT_VERSION}, key)
+    _write_metadata(directory, meta)
+    logger.info("signed model %s (%s)", directory, meta["model_version"])
+    return str(meta["model_version"])
 
 
 # --------------------------------------------------------------------------- saving
 def save(path: str | Path, detector: AnomalyDetector,
-         feature_set: FeatureSet | None = None) -> Path:
+         feature_set: FeatureSet | None = None, key: Key | None = None) -> Path:
     """Write a fitted ``detector`` (and the ``feature_set`` it was trained on) to ``path``.
 
-    The directory is created if needed; existing model files in it are replaced.
+    The directory is created if needed; existing model files in it are replaced. With
+    ``key``, the model is signed (:func:`sign`). A model that :func:`load` would refuse (a
+    threshold out of range, say) is refused here, before anything is written.
     """
     if not hasattr(detector, "som_"):
         raise TxAnomalyError("cannot save a detector that is not fitted; call fit first")
     names = _feature_names(detector, feature_set)
     directory = Path(path)
-    directory.mkdir(parents=True, exist_ok=True)
     tensors: dict[str, np.ndarray] = {
         "som.weights": detector.som_.weights.detach().cpu().numpy().astype(np.float32),
         "scaler.center": np.asarray(detector.center_, dtype=np.float64),
         "scaler.scale": np.asarray(detector.scale_, dtype=np.float64),
     }
     blob = save_tensors(tensors)
+    meta = _recorded(_metadata(detector, feature_set, names, hashlib.sha256(blob).hexdigest()),
+                     key)
+    check_metadata(meta, f"{directory / METADATA_FILE}")
+    directory.mkdir(parents=True, exist_ok=True)
     _write_atomic(directory / TENSORS_FILE, blob)
-    meta = _metadata(detector, feature_set, names, hashlib.sha256(blob).hexdigest())
-    _write_atomic(directory / METADATA_FILE,
-                  json.dumps(meta, indent=2, sort_keys=False).encode() + b"\n")
+    _write_metadata(directory, meta)
     logger.info("saved model to %s", directory)
     return directory
+
+
+def _recorded(meta: dict[str, Any], key: Key | None) -> dict[str, Any]:
+    """``meta`` with its version (and, with ``key``, its signature) recorded."""
+    # Through JSON and back: the version is computed from exactly what a reader will parse.
+    meta = json.loads(json.dumps({k: v for k, v in meta.items()
+                                  if k not in ("model_version", "signature")}, allow_nan=False))
+    meta["model_version"] = model_version(meta)
+    if key is not None:
+        meta["signature"] = {"algorithm": SIGNATURE_ALGORITHM, "value": signature(meta, key)}
+    return meta
+
+
+def _write_metadata(directory: Path, meta: dict[str, Any]) -> None:
+    _write_atomic(directory / METADATA_FILE,
+                  json.dumps(meta, indent=2, allow_nan=False).encode() + b"\n")
 
 
 def _feature_names(detector: AnomalyDetector, feature_set: FeatureSet | None) -> list[str]:
@@ -121,7 +226,7 @@ def _metadata(detector: AnomalyDetector, feature_set: FeatureSet | None, names: 
 def _jsonable(value: Any) -> Any:
     if isinstance(value, dict):
         return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
+    if isinstance(value, list | tuple | np.ndarray):  # e.g. feature_weights as an array
         return [_jsonable(v) for v in value]
     if isinstance(value, np.generic):
         return value.item()
@@ -145,40 +250,33 @@ def _write_atomic(target: Path, data: bytes) -> None:
 
 # --------------------------------------------------------------------------- loading
 def load(path: str | Path, feature_names: list[str] | None = None,
-         device: str = "cpu") -> LoadedModel:
+         device: str = "cpu", key: Key | None = None) -> LoadedModel:
     """Read a model directory written by :func:`save`, checking it on the way.
 
     ``feature_names``, when given, must equal the saved names (same names, same order).
+    With ``key``, the model must be signed with it; without, a signature is not checked.
     """
     directory = Path(path)
-    meta = _read_metadata(directory)
+    meta, checked = _read_metadata(directory)
+    version = _check_version(directory, meta)
+    verified = _check_signature(directory, meta, key)
     saved_names = meta["feature_names"]
     if feature_names is not None and list(feature_names) != saved_names:
         raise ModelFileError(_names_mismatch(directory, saved_names, list(feature_names)))
     tensors = _read_tensors(directory, meta)
-    feature_set = _feature_set(directory, meta)
-    params = dict(meta["params"])
-    if isinstance(params.get("map_size"), list):
-        params["map_size"] = tuple(params["map_size"])
-    if not isinstance(params.get("random_state"), int | None):
-        params["random_state"] = 0
-    params["device"] = device
     try:
-        detector = AnomalyDetector(**params).restore(
+        detector = AnomalyDetector(**{**checked.params, "device": device}).restore(
             tensors["som.weights"], tensors["scaler.center"], tensors["scaler.scale"],
             meta["threshold"],
             feature_names=saved_names if meta.get("fitted_with_feature_names") else None,
             training_summary=meta.get("training_summary"))
     except (TypeError, ValueError, TxAnomalyError) as exc:
-        raise ModelFileError(f"{directory}: the saved model does not fit together: {exc}"
-                             ) from None
-    return LoadedModel(detector, feature_set, list(saved_names), meta)
+        raise ModelFileError(f"{directory / TENSORS_FILE}: {exc}") from None
+    return LoadedModel(detector, checked.feature_set, list(saved_names), meta, version,
+                       verified)
 
 
-_REQUIRED = ("format_version", "feature_names", "map", "params", "threshold", "tensors")
-
-
-def _read_metadata(directory: Path) -> dict[str, Any]:
+def _read_metadata(directory: Path) -> tuple[dict[str, Any], CheckedMetadata]:
     if not directory.is_dir():
         raise ModelFileError(f"{directory}: no such model directory")
     file = directory / METADATA_FILE
@@ -188,20 +286,44 @@ def _read_metadata(directory: Path) -> dict[str, Any]:
         meta = json.loads(file.read_bytes())
     except (ValueError, UnicodeDecodeError) as exc:
         raise ModelFileError(f"{file}: not valid JSON (truncated or edited?): {exc}") from None
-    if not isinstance(meta, dict):
-        raise ModelFileError(f"{file}: expected a JSON object")
-    version = meta.get("format_version")
-    if version != FORMAT_VERSION:
-        raise ModelFileError(f"{file}: model format version {version!r} is not supported "
-                             f"(this txanomaly {txanomaly.__version__} reads version "
-                             f"{FORMAT_VERSION}); retrain or use a matching txanomaly")
-    missing = [key for key in _REQUIRED if key not in meta]
-    if missing:
-        raise ModelFileError(f"{file}: missing field(s) {', '.join(missing)}")
+    checked = check_metadata(meta, str(file))
     if meta.get("package_version") != txanomaly.__version__:
         logger.warning("model %s was saved by txanomaly %s, this is %s", directory,
                        meta.get("package_version"), txanomaly.__version__)
-    return meta
+    return meta, checked
+
+
+def _check_version(directory: Path, meta: dict[str, Any]) -> str:
+    """The version recomputed; refused when it differs from the recorded one."""
+    version = model_version(meta)
+    recorded = meta.get("model_version")
+    if recorded is None:  # format 1: nothing recorded to compare with
+        logger.warning("model %s is format %s: its model.json records no version, so an "
+                       "edit to it cannot be detected; sign it or save it again", directory,
+                       meta["format_version"])
+    elif recorded != version:
+        raise ModelFileError(f"{directory / METADATA_FILE}: model_version {recorded!r} does "
+                             f"not match its content ({version!r}): model.json was edited "
+                             "or corrupted after it was saved")
+    return version
+
+
+def _check_signature(directory: Path, meta: dict[str, Any], key: Key | None) -> bool:
+    """With ``key``: the signature must verify. Without: not checked (said at INFO)."""
+    signed = "signature" in meta
+    file = directory / METADATA_FILE
+    if key is None:
+        if signed:
+            logger.info("model %s is signed; no key was given, so the signature is not "
+                        "checked", directory)
+        return False
+    if not signed:
+        raise ModelFileError(f"{file}: the model is not signed, and a model key is "
+                             "configured: sign it (txanomaly model sign) with that key")
+    if not hmac.compare_digest(str(meta["signature"]["value"]), signature(meta, key)):
+        raise ModelFileError(f"{file}: the signature does not verify: the model was signed "
+                             "with another key, or model.json or the tensors were changed")
+    return True
 
 
 def _read_tensors(directory: Path, meta: dict[str, Any]) -> dict[str, np.ndarray]:
@@ -230,20 +352,6 @@ def _read_tensors(directory: Path, meta: dict[str, Any]) -> dict[str, np.ndarray
             raise ModelFileError(f"{file}: tensor {name} has shape {tensors[name].shape}, "
                                  f"{METADATA_FILE} implies {shape}")
     return tensors
-
-
-def _feature_set(directory: Path, meta: dict[str, Any]) -> FeatureSet | None:
-    data = meta.get("feature_set")
-    if data is None:
-        return None
-    try:
-        feature_set = FeatureSet.from_dict(data)
-    except TxAnomalyError as exc:
-        raise ModelFileError(f"{directory}: {exc}") from None
-    if feature_set.names != meta["feature_names"]:
-        raise ModelFileError(_names_mismatch(directory, meta["feature_names"],
-                                             feature_set.names))
-    return feature_set
 
 
 def _names_mismatch(directory: Path, saved: list[str], wanted: list[str]) -> str:

@@ -450,21 +450,34 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
     def restore(self, weights: np.ndarray, center: np.ndarray, scale: np.ndarray,
                 threshold: float, feature_names: Sequence[str] | None = None,
                 training_summary: dict[str, Any] | None = None) -> AnomalyDetector:
-        """Rebuild a fitted detector from saved arrays (used by :mod:`txanomaly.artifact`)."""
+        """Rebuild a fitted detector from saved arrays (used by :mod:`txanomaly.artifact`).
+
+        Refuses (ValueError naming the array or the threshold) what no fit produces and what
+        would silently change verdicts: a non-finite prototype or scaler value, a scale <= 0,
+        a threshold that is not a finite number > 0 (:func:`check_threshold`).
+        """
         rows, cols = self.check_params()
         weights = np.asarray(weights, dtype=np.float32)
         if weights.shape != (rows * cols, len(center)) or len(center) != len(scale):
             raise TxAnomalyError(
                 f"saved weights have shape {weights.shape}, expected ({rows * cols}, "
                 f"{len(center)}) for a {rows}x{cols} map")
-        self.center_ = np.asarray(center, dtype=np.float64)
-        self.scale_ = np.asarray(scale, dtype=np.float64)
+        center, scale = np.asarray(center, dtype=np.float64), np.asarray(scale, dtype=np.float64)
+        for name, values in (("som.weights", weights), ("scaler.center", center),
+                             ("scaler.scale", scale)):
+            _check_finite_array(name, values)
+        if not np.all(scale > 0):
+            bad = int(np.argmin(scale > 0))
+            raise ValueError(f"scaler.scale must be > 0, got {float(scale[bad])!r} at "
+                             f"feature {bad}")
+        threshold = check_threshold(threshold)
+        self.center_, self.scale_ = center, scale
         self.n_features_in_ = len(self.center_)
         if feature_names is not None:
             self.feature_names_in_ = np.asarray(list(feature_names), dtype=object)
         self.som_ = self._new_som(rows, cols, len(center))
         self.som_.weights.copy_(torch.from_numpy(weights))
-        self.threshold_ = float(threshold)
+        self.threshold_ = threshold
         self.offset_ = -self.threshold_
         self.training_summary_ = dict(training_summary or {})
         return self
@@ -489,6 +502,31 @@ def parse_map_size(map_size: Any) -> tuple[int, int]:
         return int(value[0]), int(value[1])
     raise ValueError(f"map_size must be two positive integers such as (10, 10) or '10x10', "
                      f"got {map_size!r}")
+
+
+def check_threshold(threshold: Any) -> float:
+    """``threshold`` as a float; ValueError unless it is a finite number > 0.
+
+    A restored model's threshold: NaN or infinity flags nothing (``score > nan`` is always
+    false), and 0 or less flags every row, so none of them is a model to serve.
+
+    >>> check_threshold(2)
+    2.0
+    >>> check_threshold(float("nan"))
+    Traceback (most recent call last):
+    ValueError: threshold must be a finite number > 0, got nan
+    """
+    number = (isinstance(threshold, int | float | np.integer | np.floating)
+              and not isinstance(threshold, bool | np.bool_))
+    if not (number and 0 < threshold < np.inf):
+        raise ValueError(f"threshold must be a finite number > 0, got {threshold!r}")
+    return float(threshold)
+
+
+def _check_finite_array(name: str, values: np.ndarray) -> None:
+    if not np.all(np.isfinite(values)):
+        where = np.argwhere(~np.isfinite(values))[0].tolist()
+        raise ValueError(f"{name} must be finite, got {float(values[tuple(where)])!r} at {where}")
 
 
 def _quantiles(scores: np.ndarray) -> dict[str, float]:

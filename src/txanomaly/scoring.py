@@ -62,16 +62,19 @@ class Scorer:
         self.online = OnlineFeatures(model.feature_set_)
 
     @classmethod
-    def load(cls, path: str | Path, top: int = 3) -> Scorer:
-        """Load a model directory written by ``TransactionModel.save``."""
-        loaded = artifact.load(path)
+    def load(cls, path: str | Path, top: int = 3, key: artifact.Key | None = None) -> Scorer:
+        """Load a model directory written by ``TransactionModel.save``.
+
+        The version is :func:`txanomaly.artifact.model_version`: it changes with anything that
+        decides a verdict (tensors, threshold, feature set...). With ``key``, the model must
+        be signed with it (:func:`txanomaly.artifact.load`).
+        """
+        loaded = artifact.load(path, key=key)
         if loaded.feature_set is None:
             raise ModelFileError(f"{path}: the model has no feature set, so its features cannot "
                                  "be computed from transactions; train it with TransactionModel")
-        sha = str(loaded.metadata.get("tensors", {}).get("sha256", ""))[:12]
-        version = f"{loaded.feature_set.name}-{sha}"
-        return cls(TransactionModel.from_fitted(loaded.feature_set, loaded.detector), version,
-                   loaded.metadata, top)
+        return cls(TransactionModel.from_fitted(loaded.feature_set, loaded.detector),
+                   loaded.version, loaded.metadata, top)
 
     @property
     def feature_names(self) -> list[str]:

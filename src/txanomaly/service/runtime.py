@@ -60,7 +60,8 @@ class Runtime:
         # the 2-core machines a 100 x 23 by 23 x 100 product took 6 ms with 2 threads and
         # 6 us with 1 (torch 2.13 CPU); a worker scores one request at a time anyway.
         torch.set_num_threads(1)
-        scorer = Scorer.load(settings.model_dir, top=settings.top_reasons)
+        scorer = Scorer.load(settings.model_dir, top=settings.top_reasons,
+                             key=settings.model_key)
         store = SqlStorage(settings.db_url, schema=settings.db_schema,
                            synchronous=settings.sqlite_synchronous,
                            pool_size=settings.pool_size)

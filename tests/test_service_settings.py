@@ -23,7 +23,8 @@ import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
 from service_fixtures import API_KEY, model_dir, postgres_url, unique_schema
-from txanomaly.cli.serve import read_key_file, serve_settings
+from txanomaly.artifact import read_key
+from txanomaly.cli.serve import serve_settings
 from txanomaly.errors import TxAnomalyError
 from txanomaly.service import create_app
 from txanomaly.service.settings import ENV_VARS, Settings, SettingsError, get_settings
@@ -136,7 +137,7 @@ def test_model_key_from_a_file_beats_the_environment_and_is_never_shown(tmp_path
     key_file.write_text("file-secret\n")
     env = {"TXANOMALY_MODEL": "m", "TXANOMALY_MODEL_KEY": "env-secret",
            "TXANOMALY_API_KEYS": API_KEY, "TXANOMALY_DB": "postgresql://app:pw@db/tx"}
-    settings = serve_settings({"model_key": read_key_file(key_file)}, env)
+    settings = serve_settings({"model_key": read_key(key_file)}, env)
     assert settings.model_key == "file-secret"
     assert serve_settings({}, env).model_key == "env-secret"
     shown = repr(settings) + settings.describe()
@@ -145,7 +146,7 @@ def test_model_key_from_a_file_beats_the_environment_and_is_never_shown(tmp_path
     assert "model_key=set" in shown and "api_keys=1 configured" in shown
     key_file.write_text("\n")
     with pytest.raises(TxAnomalyError, match="empty"):
-        read_key_file(key_file)
+        read_key(key_file)
 
 
 def test_settings_in_force_are_logged_with_secrets_redacted(model_dir: Path, tmp_path: Path,

@@ -105,7 +105,7 @@ def serve(
         "max_body_bytes": max_body_bytes, "max_csv_rows": max_csv_rows,
         "sqlite_synchronous": sqlite_synchronous, "sagemaker": sagemaker,
         "top_reasons": top_reasons, "pool_size": pool_size,
-        "model_key": read_key_file(model_key_file) if model_key_file else None})
+        "model_key": _read_key(model_key_file) if model_key_file else None})
     port = port or (8080 if settings.sagemaker else 8000)
     # Before the database is opened: a busy port must not leave a new database file behind.
     check_port_free(settings.host, port)
@@ -139,12 +139,12 @@ def serve_settings(options: dict[str, Any], environ: Mapping[str, str] | None = 
     return settings
 
 
-def read_key_file(path: Path) -> str:
-    """The key in ``path``, without surrounding whitespace (the trailing newline editors add)."""
-    key = path.read_text(encoding="utf-8").strip()
-    if not key:
-        raise TxAnomalyError(f"the model key file {path} is empty")
-    return key
+def _read_key(path: Path) -> str:
+    """The model key in ``path`` (:func:`txanomaly.artifact.read_key`: the rule ``txanomaly
+    model sign`` uses too, so both derive the same key)."""
+    from txanomaly.artifact import read_key  # PyTorch: only when a key file is given
+
+    return read_key(path)
 
 
 def log_config(level: str) -> dict[str, Any]:

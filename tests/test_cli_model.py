@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 
 from txanomaly.artifact import load
 from txanomaly.cli import app
+from txanomaly.errors import ModelFileError
 
 runner = CliRunner()
 
@@ -41,6 +42,19 @@ def test_train_writes_a_loadable_model_with_the_options_given(model_dir):
     assert params["map_size"] == "5x5" and params["epochs"] == 5
     assert params["contamination"] == 0.02 and params["random_state"] == 1
     assert loaded.metadata["training_summary"]["rows"] == 3000
+
+
+def test_train_signs_the_model_with_the_key_file(transactions, tmp_path):
+    key = tmp_path / "model.key"
+    key.write_text("0123456789abcdef0123456789abcdef\n")
+    out = tmp_path / "signed"
+    result = runner.invoke(app, ["train", str(transactions), "-o", str(out), "--map", "3x3",
+                                 "--epochs", "2", "--feature-set", "seed", "-q",
+                                 "--signing-key-file", str(key)])
+    assert result.exit_code == 0, result.output
+    assert load(out, key="0123456789abcdef0123456789abcdef").feature_set is not None
+    with pytest.raises(ModelFileError):
+        load(out, key="another key")
 
 
 def test_train_json_summary(transactions, tmp_path):

@@ -170,9 +170,10 @@ class TransactionModel(BaseEstimator):
         return pl.DataFrame(columns)
 
     # ------------------------------------------------------------------ persistence
-    def save(self, path: str | Path) -> Path:
-        """Write the model directory (see :mod:`txanomaly.artifact`)."""
-        return artifact.save(path, self._fitted(), self.feature_set_)
+    def save(self, path: str | Path, key: bytes | str | None = None) -> Path:
+        """Write the model directory (see :mod:`txanomaly.artifact`); signed with ``key``
+        (HMAC-SHA256) when one is given."""
+        return artifact.save(path, self._fitted(), self.feature_set_, key=key)
 
     @classmethod
     def load(cls, path: str | Path, device: str = "cpu") -> TransactionModel:

@@ -46,6 +46,9 @@ def train(
         help="Share of training rows above the threshold.")] = 0.05,
     seed: Annotated[int, typer.Option(help="Random seed (initialisation, shuffling).")] = 0,
     device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+    signing_key_file: Annotated[Path | None, typer.Option(
+        help="Sign the model with the key in this file (HMAC-SHA256), as `txanomaly model "
+             "sign` does; a server given the key refuses any other model.")] = None,
     rejects: RejectsOpt = None,
     quiet: Quiet = False,
     json_out: JsonOut = False,
@@ -56,8 +59,12 @@ def train(
     """
     out = Output(quiet, json_out)
     check_exists(input)
+    check_exists(signing_key_file, what="key file")
     fs = get_feature_set(feature_set)
-    from txanomaly.detector import AnomalyDetector  # PyTorch: see the module's docstring
+    from txanomaly.artifact import read_key  # PyTorch: see the module's docstring
+    from txanomaly.detector import AnomalyDetector
+
+    key = read_key(signing_key_file) if signing_key_file is not None else None
 
     detector = AnomalyDetector(map_size=map_size, epochs=epochs, algorithm=algorithm,
                                contamination=contamination, random_state=seed, device=device)
@@ -68,7 +75,7 @@ def train(
         raise TxAnomalyError(f"{input}: {result.frame.height} valid transaction(s); "
                              "training needs at least 2")
     model = _fit(detector, fs, compute_features(result.frame, fs), out)
-    model.save(output)
+    model.save(output, key=key)
     train = model.detector_.training_summary_
     summary = {**train, "train_seconds": train["seconds"],
                "seconds": round(time.perf_counter() - started, 3), "model": str(output),

@@ -5,11 +5,18 @@ PostgreSQL when a URL is given), then drives it at a fixed concurrency with a le
 HTTP/1.1 client (raw asyncio streams, so that the client costs the shared CPUs as little as
 possible), and prints throughput and p50/p95/p99 latency for
 
-* single-transaction requests (``POST /v1/transactions`` with one object), and
-* batches of 100 transactions.
+* single-transaction requests (``POST /v1/transactions`` with one object),
+* batches of 100 transactions,
+* late arrivals: single transactions back-dated into a user with a long history (``--history``
+  transactions, stored first in timestamp order and not measured), and one request of 200
+  of them (refused with 429 when it exceeds the late-arrival work budget), and
+* a high-volume counterparty: one destination that received ``--history`` transactions from
+  distinct users in the last day (stored first), then single transactions to it.
 
 Every request carries new transactions (a synthetic log in timestamp order); at the end the
-stored row count is checked against the acknowledged transactions.
+stored row count is checked against the acknowledged transactions. With PostgreSQL, each
+``--replicas`` count (default 1 and 2) runs as that many server processes on one database,
+the client spreading its connections over them.
 
 Run (on a shared machine, under the benchmark lock)::
 
@@ -29,8 +36,9 @@ import sys
 import tempfile
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import orjson
@@ -48,6 +56,7 @@ class Phase:
     name: str
     bodies: list[bytes]
     per_request: int
+    setup: list[bytes] = field(default_factory=list)  # sent first, in order, not measured
 
 
 def train_model(directory: Path, seed: int) -> Path:
@@ -57,14 +66,51 @@ def train_model(directory: Path, seed: int) -> Path:
     return model.fit(features).save(directory)
 
 
-def request_bodies(n_single: int, n_batches: int, batch: int, seed: int) -> list[Phase]:
-    total = n_single + n_batches * batch
+def request_bodies(args: argparse.Namespace, seed: int) -> list[Phase]:
+    batch = args.batch_size
+    total = args.single + args.batches * batch
     frame = generate(total, users=max(1000, total // 50), days=30, seed=seed).transactions
-    raws = [to_raw(r) for r in frame.to_dicts()]
-    single = [orjson.dumps(r) for r in raws[:n_single]]
-    rest = raws[n_single:]
+    rows = frame.to_dicts()
+    raws = [to_raw(r) for r in rows]
+    single = [orjson.dumps(r) for r in raws[:args.single]]
+    rest = raws[args.single:]
     batches = [orjson.dumps(rest[i:i + batch]) for i in range(0, len(rest), batch)]
-    return [Phase("single", single, 1), Phase(f"batch of {batch}", batches, batch)]
+    phases = [Phase("single", single, 1), Phase(f"batch of {batch}", batches, batch)]
+    if args.history:
+        phases += history_phases(rows[0], args.history, args.late, seed)
+    return phases
+
+
+def history_phases(template: dict[str, Any], history: int, n_late: int, seed: int
+                   ) -> list[Phase]:
+    """The late-arrival and high-volume counterparty phases (their histories as setup)."""
+    rng = np.random.default_rng(seed)
+    t0 = int(template["timestamp"]) - 40 * 86_400_000  # before the other phases' log
+    run = uuid.uuid4().hex[:6]
+
+    def tx(tid: str, ts: int, origin: str, dest: str) -> dict[str, Any]:
+        return to_raw({**template, "transaction_id": f"{run}-{tid}", "timestamp": ts,
+                       "origin_user_id": origin, "destination_user_id": dest,
+                       "origin_amount": float(rng.integers(5, 500)), "destination_amount": None})
+
+    def batches(rows: list[dict[str, Any]]) -> list[bytes]:
+        return [orjson.dumps(rows[i:i + 1000]) for i in range(0, len(rows), 1000)]
+
+    long_user = [tx(f"h{i}", t0 + i * 60_000, f"{run}-long", f"{run}-d{i % 997}")
+                 for i in range(history)]
+    late_ts = np.sort(rng.integers(t0, t0 + history * 60_000, n_late + 200))
+    late = [tx(f"l{i}", int(t), f"{run}-long", f"{run}-d{i % 997}")
+            for i, t in enumerate(late_ts)]
+    # One destination, paid by distinct users every 4 s: `history` rows within its 24 h window.
+    t1 = t0 + history * 60_000
+    merchant = [tx(f"m{i}", t1 + i * 4_000, f"{run}-o{i}", f"{run}-merchant")
+                for i in range(history + n_late)]
+    return [Phase(f"late, {history // 1000}k hist", [orjson.dumps(r) for r in late[:n_late]], 1,
+                  setup=batches(long_user)),
+            Phase("late x200 in 1", [orjson.dumps(late[n_late:])], 200),
+            Phase(f"counterparty {history // 1000}k/24h",
+                  [orjson.dumps(r) for r in merchant[history:]], 1,
+                  setup=batches(merchant[:history]))]
 
 
 def free_port() -> int:
@@ -98,16 +144,17 @@ def start_server(model: Path, db: str, port: int, workers: int, schema: str | No
     raise SystemExit("server did not become ready")
 
 
-async def drive(port: int, bodies: list[bytes], concurrency: int
+async def drive(ports: list[int], bodies: list[bytes], concurrency: int
                 ) -> tuple[np.ndarray, int, float]:
-    """Send every body once over ``concurrency`` keep-alive connections (closed loop)."""
+    """Send every body once over ``concurrency`` keep-alive connections (closed loop),
+    spread over the servers' ports."""
     latencies: list[float] = []
     errors = 0
     queue = iter(bodies)
 
-    async def worker() -> None:
+    async def worker(k: int) -> None:
         nonlocal errors
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        reader, writer = await asyncio.open_connection("127.0.0.1", ports[k % len(ports)])
         for body in queue:
             head = (f"POST /v1/transactions HTTP/1.1\r\nHost: bench\r\n"
                     f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n")
@@ -125,40 +172,53 @@ async def drive(port: int, bodies: list[bytes], concurrency: int
         writer.close()
 
     began = time.perf_counter()
-    await asyncio.gather(*[worker() for _ in range(concurrency)])
+    await asyncio.gather(*[worker(k) for k in range(concurrency)])
     return np.array(latencies), errors, time.perf_counter() - began
 
 
 def report(backend: str, phase: Phase, lat: np.ndarray, errors: int, seconds: float) -> None:
     n = len(lat)
     p50, p95, p99 = np.percentile(lat, [50, 95, 99]) * 1000
-    print(f"{backend:10s} {phase.name:13s} {n:7d} req {n / seconds:9.0f} req/s "
-          f"{n * phase.per_request / seconds:9.0f} tx/s   p50 {p50:6.2f} ms  p95 {p95:6.2f} ms"
-          f"  p99 {p99:6.2f} ms  errors {errors}", flush=True)
+    print(f"{backend:13s} {phase.name:20s} {n:6d} req {n / seconds:7.0f} req/s "
+          f"{n * phase.per_request / seconds:7.0f} tx/s  p50 {p50:7.2f} ms  p95 {p95:7.2f} ms"
+          f"  p99 {p99:7.2f} ms  non-200 {errors}", flush=True)
+
+
+def run_phase(backend: str, ports: list[int], phase: Phase, args: argparse.Namespace) -> int:
+    """Setup (in order), warm-up and the measured run; returns the transactions answered 200."""
+    _, setup_errors, _ = asyncio.run(drive(ports, phase.setup, 1))
+    if setup_errors:
+        raise SystemExit(f"{phase.name}: {setup_errors} setup requests failed")
+    k = min(args.warmup, len(phase.bodies) // 10)
+    warm, rest = phase.bodies[:k], phase.bodies[k:]
+    _, warm_errors, _ = asyncio.run(drive(ports, warm, args.concurrency))
+    lat, errors, seconds = asyncio.run(drive(ports, rest, args.concurrency))
+    report(backend, phase, lat, errors, seconds)
+    stored = sum(len(orjson.loads(b)) for b in phase.setup)
+    return stored + (len(phase.bodies) - errors - warm_errors) * phase.per_request
 
 
 def run_backend(backend: str, db: str, schema: str | None, model: Path, phases: list[Phase],
-                args: argparse.Namespace, tmp: Path) -> None:
-    port = free_port()
-    proc = start_server(model, db, port, args.workers, schema, tmp / f"{backend}.log")
+                args: argparse.Namespace, tmp: Path, replicas: int = 1) -> None:
+    ports = [free_port() for _ in range(replicas)]
+    procs = []
     acknowledged = 0
     try:
+        for i, port in enumerate(ports):
+            procs.append(start_server(model, db, port, args.workers, schema,
+                                      tmp / f"{backend}-{i}.log"))
         for phase in phases:
-            k = min(args.warmup, len(phase.bodies) // 10)
-            warm, rest = phase.bodies[:k], phase.bodies[k:]
-            asyncio.run(drive(port, warm, args.concurrency))
-            lat, errors, seconds = asyncio.run(drive(port, rest, args.concurrency))
-            report(backend, phase, lat, errors, seconds)
-            acknowledged += len(phase.bodies) * phase.per_request
+            acknowledged += run_phase(backend, ports, phase, args)
     finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=30)
+        for proc in procs:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=30)
     store = SqlStorage(db, schema=schema)
     stored = store.count()
     if schema:
         store.drop_tables()
     store.close()
-    print(f"{backend:10s} stored {stored} of {acknowledged} acknowledged transactions"
+    print(f"{backend:13s} stored {stored} of {acknowledged} acknowledged transactions"
           f"{'' if stored == acknowledged else '  MISMATCH'}", flush=True)
 
 
@@ -174,6 +234,13 @@ def main() -> None:
     parser.add_argument("--postgres", default=os.environ.get("TXANOMALY_TEST_POSTGRES_URL"),
                         help="PostgreSQL URL (default: $TXANOMALY_TEST_POSTGRES_URL)")
     parser.add_argument("--sqlite-only", action="store_true")
+    parser.add_argument("--history", type=int, default=20_000,
+                        help="history of the late-arrival user and of the counterparty "
+                             "(0: skip those phases)")
+    parser.add_argument("--late", type=int, default=200,
+                        help="back-dated single requests (and counterparty ones)")
+    parser.add_argument("--replicas", default="1,2",
+                        help="PostgreSQL: server processes on one database, comma-separated")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-service-") as tmp_name:
@@ -181,13 +248,14 @@ def main() -> None:
         model = args.model or train_model(tmp / "model", args.seed)
         print(f"server: uvicorn, {args.workers} worker(s); client: {args.concurrency} "
               f"connections, closed loop; {os.cpu_count()} CPUs shared by both", flush=True)
-        backends = [("sqlite", f"sqlite:///{tmp}/bench.db", None)]
+        backends: list[tuple[str, str, str | None, int]] = [
+            ("sqlite", f"sqlite:///{tmp}/bench.db", None, 1)]
         if args.postgres and not args.sqlite_only:
-            backends.append(("postgresql", args.postgres, f"bench_{uuid.uuid4().hex[:10]}"))
-        for backend, db, schema in backends:
-            phases = request_bodies(args.single, args.batches, args.batch_size,
-                                    args.seed + len(backend))
-            run_backend(backend, db, schema, model, phases, args, tmp)
+            backends += [(f"postgresql x{n}", args.postgres, f"bench_{uuid.uuid4().hex[:10]}",
+                          int(n)) for n in args.replicas.split(",")]
+        for backend, db, schema, replicas in backends:
+            phases = request_bodies(args, args.seed + len(backend))
+            run_backend(backend, db, schema, model, phases, args, tmp, replicas)
 
 
 if __name__ == "__main__":

@@ -103,8 +103,8 @@ def test_back_dated_transaction_cost_does_not_grow_with_the_history_after_it(
     store(storage, history(size))
     counting = CountingStorage(storage)
     ingest([back_dated("late", T0 - DAY)], SCORER, counting)  # type: ignore[arg-type]
-    # The key's last row plus the late one's own (empty) window: at most 2 rows read.
-    assert counting.work.rows_read <= 2
+    # The key's last row (nothing is at or before the late one or its windows' starts).
+    assert counting.work.rows_read <= 1
     assert (counting.work.rows_written, counting.work.shifts) == (1, 1)
     rows = [r for r in storage.key_rows() if r[0] == "origin"]
     assert [r[4] for r in rows] == list(range(size + 1))  # every later row moved by one
@@ -112,22 +112,26 @@ def test_back_dated_transaction_cost_does_not_grow_with_the_history_after_it(
 
 def test_many_back_dated_transactions_read_only_their_windows(make_storage: StorageFactory):
     """200 back-dated transactions in one request (the issue's 5.9 s case, scaled down): the
-    rows read are those of their own windows, not the 3,000 after them."""
+    rows read are the ones at their windows' edges, not the 3,000 after them."""
     storage = make_storage()
     store(storage, history(3000))
     counting = CountingStorage(storage)
     late = [back_dated(f"late{i}", T0 - 10 * DAY + i * 1000) for i in range(200)]
     ingest(late, SCORER, counting)  # type: ignore[arg-type]
-    assert counting.work.rows_read <= 2
+    assert counting.work.rows_read <= 1
     assert (counting.work.rows_written, counting.work.shifts) == (200, 200)
 
 
-def test_in_order_transaction_reads_only_its_window(make_storage: StorageFactory):
+def test_in_order_transaction_cost_does_not_grow_with_the_rows_in_its_window(
+        make_storage: StorageFactory):
+    """A user with 1,440 transactions in the last day: the next one reads the rows at its
+    windows' edges (the last at or before t, t - 1 h and t - 24 h), not the 1,440 rows of
+    its 24-hour window (10.8 ms against 2.6 ms in the issue)."""
     storage = make_storage()
     store(storage, history(3000))  # 50 hours at one a minute; the longest window is a day
     counting = CountingStorage(storage)
     ingest([back_dated("next", T0 + 3000 * MINUTE)], SCORER, counting)  # type: ignore[arg-type]
-    assert counting.work.rows_read <= 24 * 60 + 1  # the day before it, and the row before
+    assert counting.work.rows_read <= 3
     assert (counting.work.rows_written, counting.work.shifts) == (1, 0)
 
 

@@ -45,7 +45,7 @@ from txanomaly.storage.base import (
     StorageError,
     StoredTransaction,
 )
-from txanomaly.storage.sql_transaction import PG_SEQUENCE, SqlTransaction
+from txanomaly.storage.sql_transaction import PG_SEQUENCE, SqlTransaction, lock_salt
 
 logger = logging.getLogger(__name__)
 
@@ -125,6 +125,9 @@ class SqlStorage:
         self.locks_keys = self.dialect == "postgresql"
         self.schema = schema
         self._write_lock = threading.Lock() if self.dialect == "sqlite" else None
+        # Advisory locks are per database, not per schema: salted by the schema, writers of
+        # two schemas in one database never wait for each other's keys.
+        self._lock_salt = lock_salt(schema)
         self.engine = self._engine(synchronous.upper(), pool_size)
         self._stop = threading.Event()
         self._checkpointer: threading.Thread | None = None
@@ -226,7 +229,7 @@ class SqlStorage:
                 if self.dialect == "sqlite":
                     cur.execute("BEGIN IMMEDIATE" if write else "BEGIN")
                 try:
-                    yield SqlTransaction(cur, self.dialect)
+                    yield SqlTransaction(cur, self.dialect, self._lock_salt)
                 except BaseException:
                     conn.rollback()
                     raise

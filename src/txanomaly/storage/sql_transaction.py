@@ -7,7 +7,9 @@ statements themselves. Placeholders are written as ``?`` and turned into ``%s`` 
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping, Sequence
+import hashlib
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from txanomaly.features.online import KeyId, KeyLog, KeyShift
@@ -53,28 +55,55 @@ class SqlTransaction:
     cursor : DB-API cursor
         Inside a database transaction that :meth:`SqlStorage.transaction` opened.
     dialect : {"sqlite", "postgresql"}
+    lock_salt : int
+        XOR-ed into the advisory lock keys (:func:`lock_salt` of the schema).
     """
 
-    def __init__(self, cursor: Any, dialect: str):
+    def __init__(self, cursor: Any, dialect: str, lock_salt: int = 0):
         self.cur = cursor
         self.dialect = dialect
+        self.lock_salt = lock_salt
+        self._locks: list[int] | None = None
 
     def _sql(self, sql: str) -> str:
         return sql if self.dialect == "sqlite" else sql.replace("?", "%s")
 
+    @contextmanager
+    def _pipeline(self) -> Iterator[None]:
+        """PostgreSQL: the statements inside go in one round trip (psycopg's pipeline mode;
+        the server still runs them one after the other, each with its own snapshot)."""
+        if self.dialect != "postgresql":
+            yield
+            return
+        with self.cur.connection.pipeline():
+            yield
+
     def lock(self, hashes: Sequence[int]) -> None:
-        """PostgreSQL: transaction-scoped advisory locks, taken in the order given."""
+        """PostgreSQL: transaction-scoped advisory locks, taken in the order given.
+
+        Sent with :meth:`existing`'s first query, in the same round trip: the server takes
+        the locks before that query starts, so it sees what the lock holders committed.
+        """
         if self.dialect == "postgresql":
-            self.cur.execute(self._sql(_SQL_LOCK), (list(hashes),))
-            self.cur.fetchall()
+            # Salted, then sorted again: one consistent order among this schema's writers.
+            self._locks = sorted(h ^ self.lock_salt for h in hashes)
+
+    def _send_locks(self) -> None:
+        if self._locks is not None:
+            self.cur.connection.cursor().execute(self._sql(_SQL_LOCK), (self._locks,))
+            self._locks = None
 
     def existing(self, ids: Sequence[str]) -> dict[str, tuple[str, str]]:
         found: dict[str, tuple[str, str]] = {}
         for start in range(0, len(ids), _IDS_PER_QUERY):
             part = ids[start:start + _IDS_PER_QUERY]
-            self.cur.execute(self._sql(_SQL_EXISTING.format(marks=", ".join("?" * len(part)))),
-                             part)
-            found.update({tid: (h, res) for tid, h, res in self.cur.fetchall()})
+            with self._pipeline():
+                self._send_locks()  # with the first query
+                self.cur.execute(
+                    self._sql(_SQL_EXISTING.format(marks=", ".join("?" * len(part)))), part)
+                rows = self.cur.fetchall()
+            found.update({tid: (h, res) for tid, h, res in rows})
+        self._send_locks()  # no ids: alone
         return found
 
     def next_seqs(self, n: int) -> list[int]:
@@ -101,6 +130,11 @@ class SqlTransaction:
 
     def write(self, transactions: Sequence[TransactionRow], new_keys: Sequence[KeyRow],
               shifts: Sequence[KeyShift]) -> None:
+        with self._pipeline():  # one round trip for the two or three statements
+            self._write(transactions, new_keys, shifts)
+
+    def _write(self, transactions: Sequence[TransactionRow], new_keys: Sequence[KeyRow],
+               shifts: Sequence[KeyShift]) -> None:
         if transactions:
             self.cur.executemany(self._sql(_SQL_INSERT_TX), transactions)
         if shifts:  # late arrivals only; before the batch's rows, which hold their final sums
@@ -130,6 +164,14 @@ def _append_row(logs: dict[KeyId, KeyLog], row: Sequence[Any]) -> None:
     log.cum.append(float(cum))
     log.d1.append(float(d1))
     log.d2.append(float(d2))
+
+
+def lock_salt(schema: str | None) -> int:
+    """A signed 64-bit value XOR-ed into a schema's advisory lock keys (0: no schema)."""
+    if schema is None:
+        return 0
+    digest = hashlib.blake2b(schema.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
 
 
 @functools.lru_cache(maxsize=64)

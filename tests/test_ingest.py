@@ -26,7 +26,7 @@ from txanomaly.features.online import OnlineFeatures
 from txanomaly.ingest import ConflictError, Ingested, content_hash, ingest
 from txanomaly.schema import FLAT_COLUMNS
 from txanomaly.scoring import Verdict
-from txanomaly.storage import MemoryStorage, Storage, StorageError
+from txanomaly.storage import MemoryStorage, Storage, StorageBusy, StorageError
 from txanomaly.storage.sql import SqlStorage
 
 __all__ = ["stream"]  # the fixture, imported for pytest
@@ -291,3 +291,43 @@ def test_unsupported_url_is_refused_with_a_message():
 def test_unreachable_database_is_a_storage_error(tmp_path: Path):
     with pytest.raises(StorageError, match="cannot open"):
         SqlStorage(f"sqlite:///{tmp_path}/missing-dir/x.db")
+
+
+@pytest.mark.parametrize("name", ["memory", "sqlite"])
+def test_a_transaction_that_must_not_wait_is_refused_while_another_writes(name: str,
+                                                                           tmp_path: Path):
+    """The service's fast path runs single requests on the event loop only when the storage
+    is free: ``wait=False`` must answer StorageBusy at once, before anything is done, rather
+    than queue behind another writer (this process's or, for SQLite, another process's)."""
+    import sqlite3
+
+    rec = {"transaction_id": "t1", "timestamp": 0, "origin_user_id": "u",
+           "destination_user_id": None, "origin_amount": 10.0, "destination_amount": None}
+    with open_storages(name, tmp_path) as make:
+        storage = make()
+        holding, release = threading.Event(), threading.Event()
+
+        def writer() -> None:
+            with storage.transaction(write=True):
+                holding.set()
+                release.wait(10)
+
+        thread = threading.Thread(target=writer)
+        thread.start()
+        holding.wait(10)
+        try:
+            with pytest.raises(StorageBusy):
+                ingest([rec], FirstFeature(), storage, wait=False)
+        finally:
+            release.set()
+            thread.join()
+        if name == "sqlite":  # another process's write lock (a raw connection to the file)
+            other = sqlite3.connect(tmp_path / "store.db", isolation_level=None)
+            other.execute("BEGIN IMMEDIATE")
+            with pytest.raises(StorageBusy):
+                ingest([rec], FirstFeature(), storage, wait=False)
+            other.execute("ROLLBACK")
+            other.close()
+        assert storage.count() == 0
+        assert not ingest([rec], FirstFeature(), storage, wait=False)[0].replayed
+        assert storage.count() == 1

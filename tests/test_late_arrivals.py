@@ -45,8 +45,8 @@ class CountingStorage:
         self.work = Work()
 
     @contextmanager
-    def transaction(self, write: bool) -> Iterator[Any]:
-        with self.storage.transaction(write) as tx:
+    def transaction(self, write: bool, wait: bool = True) -> Iterator[Any]:
+        with self.storage.transaction(write, wait) as tx:
             yield _CountingTransaction(tx, self.work)
 
 

@@ -109,7 +109,8 @@ def content_hash(record: Mapping[str, Any]) -> str:
 
 
 def ingest(records: Sequence[Mapping[str, Any]], scorer: Scorer, storage: Storage, *,
-           persist: bool = True, max_moved_rows: int | None = None) -> list[Ingested]:
+           persist: bool = True, max_moved_rows: int | None = None,
+           wait: bool = True) -> list[Ingested]:
     """Score a batch of parsed (flat) records in arrival order and store them.
 
     Parameters
@@ -140,10 +141,12 @@ def ingest(records: Sequence[Mapping[str, Any]], scorer: Scorer, storage: Storag
         nothing is stored.
     WorkBudgetError
         Its late arrivals would move more than ``max_moved_rows`` key rows.
+    StorageBusy
+        ``wait=False`` and another writer holds the storage: nothing was done.
     """
     hashes = [content_hash(r) for r in records]
     first = _first_occurrences(records, hashes)
-    with storage.transaction(write=persist) as tx:
+    with storage.transaction(write=persist, wait=wait) as tx:
         if persist and storage.locks_keys:
             tx.lock(lock_order(records, scorer.online))
         stored = tx.existing(list(first)) if persist else {}

@@ -39,6 +39,6 @@ async def verdicts_response(request: Request, runtime: Runtime, persist: bool) -
     settings = runtime.settings
     payload = await read_json(request, settings.max_body_bytes)
     records, single = parse_transactions(payload, settings.max_batch)
-    out = await runtime.call(runtime.ingest, records, persist)
+    out = await runtime.ingest_request(records, persist)
     results = [r.result for r in out]
     return json_response(results[0] if single else results)

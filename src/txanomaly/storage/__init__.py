@@ -21,6 +21,7 @@ from txanomaly.storage.base import (
     TRANSACTION_COLUMNS,
     KeyRow,
     Storage,
+    StorageBusy,
     StorageError,
     StorageTransaction,
     StoredTransaction,
@@ -54,5 +55,5 @@ def sql_storage(url: str, **options: Any) -> SqlStorage:
 
 
 __all__ = ["DEFAULT_DB_URL", "KEY_COLUMNS", "TRANSACTION_COLUMNS", "KeyRow", "MemoryStorage",
-           "Storage", "StorageError", "StorageTransaction", "StoredTransaction",
+           "Storage", "StorageBusy", "StorageError", "StorageTransaction", "StoredTransaction",
            "TransactionRow", "sql_storage"]

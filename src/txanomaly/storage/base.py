@@ -53,6 +53,10 @@ class StorageError(TxAnomalyError):
     """The database cannot be used (unsupported URL, unreachable server, missing extra...)."""
 
 
+class StorageBusy(StorageError):
+    """A transaction asked not to wait (``wait=False``) would have had to: nothing was done."""
+
+
 @dataclass(frozen=True)
 class StoredTransaction:
     """A stored transaction as :meth:`Storage.get` returns it."""
@@ -114,8 +118,14 @@ class Storage(Protocol):
     #: lock the batch's keys; False when a write transaction already excludes every other.
     locks_keys: bool
 
-    def transaction(self, write: bool) -> AbstractContextManager[StorageTransaction]:
-        """A database transaction: committed at the end if ``write``, else rolled back."""
+    def transaction(self, write: bool, wait: bool = True
+                    ) -> AbstractContextManager[StorageTransaction]:
+        """A database transaction: committed at the end if ``write``, else rolled back.
+
+        ``wait=False``: raise :class:`StorageBusy` at once, before anything is read, when
+        another writer holds the database (the service then hands the work to its database
+        thread instead of waiting on the event loop).
+        """
 
     def get(self, transaction_id: str) -> StoredTransaction | None:
         """The stored transaction, or None."""

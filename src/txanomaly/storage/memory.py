@@ -23,7 +23,13 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 
 from txanomaly.features.online import KeyId, KeyLog, KeyShift
-from txanomaly.storage.base import KeyRow, StorageError, StoredTransaction, TransactionRow
+from txanomaly.storage.base import (
+    KeyRow,
+    StorageBusy,
+    StorageError,
+    StoredTransaction,
+    TransactionRow,
+)
 
 _LOG_COLUMNS = ("seq", "ts", "pos", "amount", "cum_before", "cum", "d1", "d2")
 
@@ -41,13 +47,17 @@ class MemoryStorage:
         self._last_seq = 0
 
     @contextmanager
-    def transaction(self, write: bool) -> Iterator[_MemoryTransaction]:
+    def transaction(self, write: bool, wait: bool = True) -> Iterator[_MemoryTransaction]:
         """Hold the lock; apply the staged writes at the end if ``write`` and no error."""
-        with self._lock:
+        if not self._lock.acquire(blocking=wait):
+            raise StorageBusy("another transaction holds the in-memory storage")
+        try:
             tx = _MemoryTransaction(self, write)
             yield tx
             if write:
                 self._apply(tx)
+        finally:
+            self._lock.release()
 
     def _apply(self, tx: _MemoryTransaction) -> None:
         for row in tx.transactions:

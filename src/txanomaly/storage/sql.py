@@ -42,12 +42,15 @@ from txanomaly.storage.base import (
     KEY_COLUMNS,
     MISSING_SQL_EXTRA,
     KeyRow,
+    StorageBusy,
     StorageError,
     StoredTransaction,
 )
 from txanomaly.storage.sql_transaction import PG_SEQUENCE, SqlTransaction, lock_salt
 
 logger = logging.getLogger(__name__)
+#: How long a SQLite connection waits for another process's write lock.
+BUSY_TIMEOUT_MS = 30_000
 
 SYNCHRONOUS_MODES = ("NORMAL", "FULL")
 
@@ -217,17 +220,21 @@ class SqlStorage:
 
     # ------------------------------------------------------------------ ingestion
     @contextmanager
-    def transaction(self, write: bool) -> Iterator[SqlTransaction]:
-        """One database transaction on a driver cursor (committed if ``write``)."""
+    def transaction(self, write: bool, wait: bool = True) -> Iterator[SqlTransaction]:
+        """One database transaction on a driver cursor (committed if ``write``).
+
+        ``wait=False`` (SQLite): :class:`StorageBusy` instead of queueing behind this
+        process's writer or waiting (``busy_timeout``) for another process's.
+        """
         lock = self._write_lock if write else None
-        if lock is not None:
-            lock.acquire()
+        if lock is not None and not lock.acquire(blocking=wait):
+            raise StorageBusy("another request is writing")
         try:
             conn = self.engine.raw_connection()
             try:
                 cur = conn.cursor()
                 if self.dialect == "sqlite":
-                    cur.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+                    _begin_sqlite(cur, write, wait)
                 try:
                     yield SqlTransaction(cur, self.dialect, self._lock_salt)
                 except BaseException:
@@ -296,7 +303,7 @@ def _sqlite_events(engine: Engine, synchronous: str) -> None:
         cur = dbapi_conn.cursor()
         cur.execute("PRAGMA journal_mode=WAL")
         cur.execute(f"PRAGMA synchronous={synchronous}")
-        cur.execute("PRAGMA busy_timeout=30000")
+        cur.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         # Checkpoints run in a background thread (SqlStorage._checkpoint_loop), not inside a
         # request's commit, where they made the slowest 1 % of requests several times slower.
         cur.execute("PRAGMA wal_autocheckpoint=0")
@@ -309,3 +316,20 @@ def _sqlite_events(engine: Engine, synchronous: str) -> None:
 
 
 __all__ = ["SqlStorage", "normalize_url"]
+
+
+def _begin_sqlite(cur: Any, write: bool, wait: bool) -> None:
+    """``BEGIN IMMEDIATE`` (write) or ``BEGIN``; without waiting for another process's write
+    lock when ``wait`` is False (the connection's ``busy_timeout`` is restored either way)."""
+    if wait:
+        cur.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+        return
+    cur.execute("PRAGMA busy_timeout=0")
+    try:
+        cur.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+    except sqlite3.OperationalError as exc:
+        if "locked" not in str(exc) and "busy" not in str(exc):
+            raise
+        raise StorageBusy("another process holds the database's write lock") from None
+    finally:
+        cur.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")

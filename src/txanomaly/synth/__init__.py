@@ -30,12 +30,14 @@ True
 
 from txanomaly.schema import FLAT_COLUMNS
 from txanomaly.synth.anomalies import ANOMALY_KINDS, BURST_SIZES, MIN_HISTORY
+from txanomaly.synth.domains import DOMAIN_KINDS, DOMAINS, domain_kinds
 from txanomaly.synth.generator import DEFAULT_START, SynthResult, generate
 from txanomaly.synth.labels import LABEL_COLUMNS, default_labels_path, write_labels
 from txanomaly.synth.population import DAY_MS, HOUR_MS
 
 __all__ = [
-    "ANOMALY_KINDS", "BURST_SIZES", "DAY_MS", "DEFAULT_START", "FLAT_COLUMNS", "HOUR_MS",
-    "LABEL_COLUMNS", "MIN_HISTORY", "SynthResult", "default_labels_path", "generate",
-    "write_labels",
+    "ANOMALY_KINDS", "BURST_SIZES", "DAY_MS", "DEFAULT_START", "DOMAINS", "DOMAIN_KINDS",
+    "FLAT_COLUMNS", "HOUR_MS",
+    "LABEL_COLUMNS", "MIN_HISTORY", "SynthResult", "default_labels_path", "domain_kinds",
+    "generate", "write_labels",
 ]

@@ -67,7 +67,11 @@ def _allocate(rng: np.random.Generator, total: int) -> tuple[np.ndarray, list[in
 def _ready_day(normal: Plan, users: int, days: int) -> np.ndarray:
     """Each user's day of their MIN_HISTORY-th origin-side transaction (``days`` if none)."""
     origin_side = (normal.pattern == BOTH) | (normal.pattern == DEST_MISSING)
-    actor, when = normal.actor[origin_side], normal.time[origin_side]
+    return ready_day(normal.actor[origin_side], normal.time[origin_side], users, days)
+
+
+def ready_day(actor: np.ndarray, when: np.ndarray, users: int, days: int) -> np.ndarray:
+    """Each of ``users`` actors' day of their MIN_HISTORY-th transaction (``days`` if none)."""
     order = np.lexsort((when, actor))
     counts = np.bincount(actor, minlength=users)
     first = np.cumsum(counts) - counts

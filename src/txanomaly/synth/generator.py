@@ -32,14 +32,17 @@ class SynthResult:
         Flat records: the columns of :data:`txanomaly.schema.FLAT_COLUMNS` plus ``extra``.
     labels : polars.DataFrame
         ``transaction_id``, ``is_anomaly`` (0/1) and ``kind`` (null for normal transactions).
+    kinds : tuple of str
+        The anomaly kinds of the domain the data was made in (:func:`domain_kinds`).
     """
 
     transactions: pl.DataFrame
     labels: pl.DataFrame
+    kinds: tuple[str, ...] = ANOMALY_KINDS
 
     def anomaly_counts(self) -> dict[str, int]:
         """Return the number of labelled transactions of each kind (every kind, zeros too)."""
-        counts = dict.fromkeys(ANOMALY_KINDS, 0)
+        counts = dict.fromkeys(self.kinds, 0)
         for kind, count in self.labels["kind"].drop_nulls().value_counts().iter_rows():
             counts[kind] = count
         return counts
@@ -47,16 +50,18 @@ class SynthResult:
 
 def generate(n: int, *, users: int = 1_000, days: int = 30, anomaly_rate: float = 0.01,
              seed: int = 0, start: date = DEFAULT_START, missing_origin: float = 0.35,
-             missing_destination: float = 0.30, missing_both: float = 0.01) -> SynthResult:
-    """Generate ``n`` labelled synthetic transactions.
+             missing_destination: float = 0.30, missing_both: float = 0.01,
+             domain: str = "p2p", counterparties: int | None = None) -> SynthResult:
+    """Generate ``n`` labelled synthetic transactions in one of :data:`DOMAINS`.
 
     Parameters
     ----------
     n : int
         Number of transactions, anomalies included.
     users : int
-        Number of account holders (>= 2). Once ``n >= users`` each of them has a transaction.
-        New-counterparty anomalies pay fresh ids beyond these.
+        Number of account holders (>= 2): the people who pay, card holders in the card and
+        e-commerce domains, accounts in ``p2p`` and ``aml``. Once ``n >= users`` each of them
+        has a transaction. New-counterparty anomalies (p2p) pay fresh ids beyond these.
     days : int
         Length of the period; timestamps fall in ``[start, start + days)``.
     anomaly_rate : float
@@ -68,7 +73,15 @@ def generate(n: int, *, users: int = 1_000, days: int = 30, anomaly_rate: float 
         First day (from midnight UTC); an aware datetime counts by its UTC date.
     missing_origin, missing_destination, missing_both : float
         Shares of normal records without an origin user id, without a destination user id, and
-        without either (included in both of the first two).
+        without either (included in both of the first two). The ``p2p`` domain only.
+    domain : str
+        One of :data:`DOMAINS` (docs/synthetic-data.md describes each): ``p2p`` (the default,
+        wallet transfers, this function's output since its first version), ``card_merchant``,
+        ``card_terminal``, ``ecommerce`` or ``aml``.
+    counterparties : int, optional
+        Merchants (``card_merchant``, ``ecommerce``) or terminals (``card_terminal``); by default
+        derived from ``users`` (a tenth of them, a twentieth for merchants, at least a few).
+        Ignored by ``p2p`` and ``aml``, whose counterparties are the account holders.
 
     Returns
     -------
@@ -78,6 +91,12 @@ def generate(n: int, *, users: int = 1_000, days: int = 30, anomaly_rate: float 
     began = time.perf_counter()
     pattern_p = _check_arguments(n, users, days, anomaly_rate, missing_origin,
                                  missing_destination, missing_both)
+    if domain != "p2p":
+        from txanomaly.synth.domains import generate_domain  # the domains build on this module
+
+        return generate_domain(domain, n, users=users, days=days, anomaly_rate=anomaly_rate,
+                               seed=seed, start_ms=_start_ms(start),
+                               counterparties=counterparties)
     rng = np.random.default_rng(seed)
     population = make_population(rng, users)
     n_anomalies = round(anomaly_rate * n)

@@ -12,11 +12,13 @@ from txanomaly.synth.anomalies import ANOMALY_KINDS
 LABEL_COLUMNS: tuple[str, ...] = ("transactionId", "is_anomaly", "kind")
 
 
-def labels_frame(transaction_id: pl.Series, kind: np.ndarray) -> pl.DataFrame:
+def labels_frame(transaction_id: pl.Series, kind: np.ndarray,
+                 kinds: tuple[str, ...] = ANOMALY_KINDS) -> pl.DataFrame:
+    """Labels from kind codes: 0 normal, ``i + 1`` for ``kinds[i]``."""
     return pl.DataFrame({
         "transaction_id": transaction_id,
         "is_anomaly": pl.Series((kind > 0).astype(np.int8)),
-        "kind": pl.Series([None, *ANOMALY_KINDS], dtype=pl.Utf8).gather(kind.astype(np.int64)),
+        "kind": pl.Series([None, *kinds], dtype=pl.Utf8).gather(kind.astype(np.int64)),
     })
 
 

@@ -32,6 +32,7 @@ from txanomaly import plots, report, synth
 from txanomaly.artifact import METADATA_FILE
 from txanomaly.defaults import DEMO_DIR, DEMO_ROWS
 from txanomaly.detector import AnomalyDetector
+from txanomaly.features.spec import FeatureSet
 from txanomaly.io import write_results, write_table
 from txanomaly.pipeline import TransactionModel
 
@@ -70,7 +71,7 @@ class DemoResult:
 
 
 def run_demo(directory: str | Path = DEMO_DIR, n: int = DEMO_ROWS, *, seed: int = 0,
-             feature_set: str = "standard", map_size: str = "10x10", epochs: int = 20,
+             feature_set: str | FeatureSet = "standard", map_size: str = "10x10", epochs: int = 20,
              train_fraction: float = 0.6, baselines: Sequence[str] | None = None,
              top: int = 10, on_step: Callable[[str], None] | None = None) -> DemoResult:
     """Synthesise ``n`` transactions, train, score, evaluate and report into ``directory``.

@@ -20,9 +20,9 @@ from rich.table import Table
 
 from txanomaly import baselines as bl
 from txanomaly.cli._common import JsonOut, Output, Quiet, check_exists, handle_errors
-from txanomaly.cli.data import RejectsOpt, read_input
+from txanomaly.cli.data import FEATURE_SET_HELP, RejectsOpt, read_input
 from txanomaly.defaults import DEMO_DIR, DEMO_ROWS, TUNE_MAPS
-from txanomaly.features import FEATURE_SETS
+from txanomaly.features.files import resolve_feature_set
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -41,8 +41,8 @@ LabelsOpt = Annotated[Path, typer.Option(
     "--labels", "-l", help="Labels CSV: transactionId,is_anomaly[,kind].")]
 ModelOpt = Annotated[Path, typer.Option("--model", "-m", help="Model directory.")]
 FeatureSetOpt = Annotated[str | None, typer.Option(
-    "--feature-set", "-f", help=f"Feature set: {', '.join(FEATURE_SETS)} (default: the "
-                                "model's, else standard).", envvar="TXANOMALY_FEATURE_SET")]
+    "--feature-set", "-f", help=f"{FEATURE_SET_HELP} Default: the model's, else standard.",
+    envvar="TXANOMALY_FEATURE_SET")]
 FractionOpt = Annotated[float, typer.Option(
     "--train-fraction", help="Share of the rows, earliest first, that train; the rest test.")]
 EpochsOpt = Annotated[int, typer.Option(help="Training passes over the data.")]
@@ -169,10 +169,11 @@ def evaluate(
 
     model = TransactionModel.load(model_dir) if model_dir is not None else None
     params = _detector_params(map_size, epochs, contamination, seed)
-    if model is not None and feature_set not in (None, model.feature_set_.name):
+    chosen = resolve_feature_set(feature_set) if feature_set is not None else None
+    if model is not None and chosen is not None and chosen.name != model.feature_set_.name:
         raise typer.BadParameter(f"the model uses the {model.feature_set_.name!r} feature set",
                                  param_hint="--feature-set")
-    fs = model.feature_set_ if model is not None else (feature_set or "standard")
+    fs = model.feature_set_ if model is not None else (chosen or resolve_feature_set("standard"))
     frame = read_input(input, output or input.with_suffix(".json"), rejects, out).frame
     prepared = ev.prepare(frame, ev.load_labels(labels), fs, train_fraction)
     with _steps(out, "evaluating", 1 + len(names)) as step:
@@ -296,7 +297,8 @@ def tune(
     params.pop("map_size")
     frame = read_input(input, output, rejects, out).frame
     label_frame = ev.load_labels(labels) if labels is not None else None
-    prepared = ev.prepare(frame, label_frame, feature_set or "standard", train_fraction)
+    prepared = ev.prepare(frame, label_frame, resolve_feature_set(feature_set or "standard"),
+                          train_fraction)
     with _steps(out, "training", len(sizes)) as step:
         result = tune_core.tune(prepared, sizes, labelled=label_frame is not None,
                                 detector_params=params, on_step=step)
@@ -378,7 +380,7 @@ def demo(
                                    help="Synthetic transactions to generate.")] =
     DEMO_ROWS,
     feature_set: Annotated[str, typer.Option(
-        "--feature-set", "-f", help=f"Feature set: {', '.join(FEATURE_SETS)}.")] = "standard",
+        "--feature-set", "-f", help=FEATURE_SET_HELP)] = "standard",
     baselines: Annotated[str | None, typer.Option(
         help="Peers to compare with (comma-separated, or 'none').")] = None,
     top: Annotated[int, typer.Option(help="Top anomalies to print.", min=1)] = 5,
@@ -394,11 +396,12 @@ def demo(
     """
     out = Output(quiet, as_json)
     names = _baseline_names(baselines)
+    fs = resolve_feature_set(feature_set)
     from txanomaly import demo as demo_core
 
     started = time.perf_counter()
     with _steps(out, "demo", len(demo_core.STEPS)) as step:
-        result = demo_core.run_demo(directory, n, seed=seed, feature_set=feature_set,
+        result = demo_core.run_demo(directory, n, seed=seed, feature_set=fs,
                                     baselines=names, top=top, on_step=step)
     seconds = time.perf_counter() - started
     _print_demo(out, result, seconds)

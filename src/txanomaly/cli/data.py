@@ -10,8 +10,9 @@ import typer
 
 from txanomaly.cli._common import JsonOut, Output, Quiet, default_rejects_path, handle_errors
 from txanomaly.errors import InputFormatError
-from txanomaly.features import FEATURE_SETS, get_feature_set
+from txanomaly.features import FEATURE_SETS
 from txanomaly.features.batch import compute_features
+from txanomaly.features.files import resolve_feature_set
 from txanomaly.io import (
     SUFFIXES,
     ReadResult,
@@ -21,9 +22,11 @@ from txanomaly.io import (
     write_results,
 )
 
+#: What ``--feature-set`` takes: a built-in set's name or a feature-set file.
+FEATURE_SET_HELP = (f"Feature set: {', '.join(FEATURE_SETS)}, or a .json/.toml file declaring "
+                    "one (txanomaly feature-set show standard --format toml writes a start).")
 FeatureSetOpt = Annotated[str, typer.Option(
-    "--feature-set", "-f", help=f"Feature set: {', '.join(FEATURE_SETS)}.",
-    envvar="TXANOMALY_FEATURE_SET")]
+    "--feature-set", "-f", help=FEATURE_SET_HELP, envvar="TXANOMALY_FEATURE_SET")]
 RejectsOpt = Annotated[Path | None, typer.Option(
     "--rejects", help="Where rejected records go (JSON lines with reasons). "
                       "Default: next to the output, OUT.rejects.jsonl, written only when a "
@@ -74,17 +77,17 @@ def features(
     """
     out = Output(quiet, json_out)
     check_output(output)
-    fs = get_feature_set(feature_set)
+    fs = resolve_feature_set(feature_set)
     start = time.perf_counter()
     result = read_input(input, output, rejects, out, fs.input_columns, categorical=True)
     table = compute_features(result.frame, fs)
     write_results(table, output)
     seconds = time.perf_counter() - start
-    out.print(f"wrote {table.height:,} rows x {table.width - 1} features ({feature_set}) "
+    out.print(f"wrote {table.height:,} rows x {table.width - 1} features ({fs.name}) "
               f"to {output} in {seconds:.2f} s")
     out.summary({"input": str(input), "output": str(output), "rows": table.height,
                  "rejected": len(result.rejects), "exact_duplicates": result.exact_duplicates,
-                 "feature_set": feature_set, "features": table.columns[1:],
+                 "feature_set": fs.name, "features": table.columns[1:],
                  "seconds": round(seconds, 3)})
 
 

@@ -19,8 +19,9 @@ from rich.markup import escape
 from txanomaly.cli._common import JsonOut, Output, Quiet, check_exists, handle_errors
 from txanomaly.cli.data import FeatureSetOpt, RejectsOpt, check_output, read_input
 from txanomaly.errors import TxAnomalyError
-from txanomaly.features import FeatureSet, get_feature_set
+from txanomaly.features import FeatureSet
 from txanomaly.features.batch import compute_features
+from txanomaly.features.files import resolve_feature_set
 from txanomaly.io import SUFFIXES, write_results
 
 if TYPE_CHECKING:
@@ -60,7 +61,7 @@ def train(
     out = Output(quiet, json_out)
     check_exists(input)
     check_exists(signing_key_file, what="key file")
-    fs = get_feature_set(feature_set)
+    fs = resolve_feature_set(feature_set)
     from txanomaly.artifact import read_key  # PyTorch: see the module's docstring
     from txanomaly.detector import AnomalyDetector
 

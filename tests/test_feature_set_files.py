@@ -424,3 +424,25 @@ def test_a_bad_file_stops_train_before_any_work(transactions: Path, tmp_path: Pa
     assert "bad.toml:10: feature 'origin_count_1h': field 'op': unknown op 'cnt'" in (
         " ".join(result.output.split()))
     assert not (tmp_path / "m").exists()
+
+
+def _doc_examples() -> tuple[str, str]:
+    doc = (Path(__file__).parents[1] / "docs" / "features.md").read_text()
+    section = doc[doc.index("## Your own feature set in a file"):]
+    toml = re.search(r"```toml\n(.*?)```", section, re.S)
+    as_json = re.search(r"```json\n(.*?)```", section, re.S)
+    assert toml is not None and as_json is not None
+    return toml[1], as_json[1]
+
+
+def test_the_docs_examples_declare_the_same_set_and_give_the_errors_shown():
+    toml, as_json = _doc_examples()
+    fs = parse_feature_set(toml, "toml")
+    assert parse_feature_set(as_json, "json") == fs and len(fs.features) == 7
+    error = _error(toml.replace('window = "1h"', 'windw = "1h"'), "toml", "my_features.toml")
+    assert str(error) == ("my_features.toml:15: feature 'origin_count_1h': field 'windw': "
+                          "unknown field; did you mean 'window'?")
+    error = _error(toml.replace('name = "is_first_pair"', 'name = "log_amount"'), "toml",
+                   "my_features.toml")
+    assert str(error).startswith("my_features.toml:44: feature 'log_amount': field 'name': "
+                                 "the same name as feature #1 (line 7)")

@@ -123,7 +123,9 @@ def generate(rng: np.random.Generator, n: int, *, users: int, days: int, anomaly
                    world.usual_amount(card, category), category, 0)
     ready = ready_day(card, when, users, days)
     counts = split_counts(n_anomalies, list(SHARES.values()))
-    parts = [normal, _spree(world, ready, days, counts[0]), _large(world, ready, days, counts[1]),
+    known = np.unique(normal.origin * len(world.merchant_category) + normal.destination)
+    parts = [normal, _spree(world, ready, days, counts[0], known),
+             _large(world, ready, days, counts[1]),
              _night_category(world, ready, days, counts[2])]
     return to_result(rng, Payments.concat(parts), _VOCABULARY, KINDS, start_ms, days)
 
@@ -136,7 +138,8 @@ def _plan(card: np.ndarray, merchant: np.ndarray, when: np.ndarray, amount: np.n
                     kind=kind, category=category)
 
 
-def _spree(w: _World, ready: np.ndarray, days: int, total: int) -> Payments:
+def _spree(w: _World, ready: np.ndarray, days: int, total: int,
+           known: np.ndarray) -> Payments:
     """Bursts of purchases at merchants new to the card, over a few hours, mostly at night."""
     rng = w.rng
     sizes = episode_sizes(rng, total, SPREE_SIZES)
@@ -148,29 +151,43 @@ def _spree(w: _World, ready: np.ndarray, days: int, total: int) -> Payments:
     card = np.repeat(victim, sizes)
     when = np.repeat(start, sizes) + (rng.random(len(card)) * np.repeat(length, sizes)).astype(
         np.int64)
-    names = list(SPREE_CATEGORIES)
-    p = np.array(list(SPREE_CATEGORIES.values()))
-    category = np.array([CATEGORIES.index(c) for c in names])[
-        rng.choice(len(names), len(card), p=p / p.sum())]
-    merchant = _new_merchant(w, card, category)
+    category, merchant = _new_merchant(w, card, _spree_categories(rng, len(card)), known)
     small = category == CATEGORIES.index("gas_transport")
     amount = np.where(small, rng.uniform(*SPREE_SMALL, len(card)),
                       log_uniform(rng, SPREE_LARGE, len(card)))
     return _plan(card, merchant, when, amount, category, KINDS.index("card_spree") + 1)
 
 
-def _new_merchant(w: _World, card: np.ndarray, category: np.ndarray) -> np.ndarray:
-    """A merchant of the category, not one of the card's favourites where there is another."""
-    pick = w.table[category, (w.rng.random(len(card)) *
-                              np.array([len(m) for m in w.by_category])[category]).astype(int)]
-    for _ in range(5):
-        known = (pick[:, None] == w.favourites[card, category]).any(axis=1)
-        if not known.any():
+def _new_merchant(w: _World, card: np.ndarray, category: np.ndarray,
+                  known: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A category and merchant for each purchase, the merchant new to the card where possible.
+
+    ``known`` holds the card's normal (card, merchant) pairs as sorted codes
+    ``card * merchants + merchant``; a known merchant is redrawn, with its category.
+    """
+    sizes = np.array([len(m) for m in w.by_category])
+    merchants = len(w.merchant_category)
+    category = category.copy()
+    pick = np.zeros(len(card), dtype=np.int64)
+    redraw = np.ones(len(card), dtype=bool)
+    for _ in range(10):
+        k = int(redraw.sum())
+        if not k:
             break
-        sizes = np.array([len(m) for m in w.by_category])[category[known]]
-        pick[known] = w.table[category[known], (w.rng.random(int(known.sum())) * sizes).astype(
-            int)]
-    return pick
+        if k < len(card):
+            category[redraw] = _spree_categories(w.rng, k)
+        pick[redraw] = w.table[category[redraw],
+                               (w.rng.random(k) * sizes[category[redraw]]).astype(np.int64)]
+        code = card * merchants + pick
+        at = np.minimum(np.searchsorted(known, code), max(len(known) - 1, 0))
+        redraw = (known[at] == code) if len(known) else np.zeros(len(card), dtype=bool)
+    return category, pick
+
+
+def _spree_categories(rng: np.random.Generator, k: int) -> np.ndarray:
+    p = np.array(list(SPREE_CATEGORIES.values()))
+    codes = np.array([CATEGORIES.index(c) for c in SPREE_CATEGORIES])
+    return codes[rng.choice(len(codes), k, p=p / p.sum())]
 
 
 def _large(w: _World, ready: np.ndarray, days: int, k: int) -> Payments:

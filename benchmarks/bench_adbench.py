@@ -2,9 +2,11 @@
 
 ADBench's protocol (Han et al., NeurIPS 2022): 70/30 stratified split, 3 seeds, default
 hyper-parameters, unsupervised training on the whole training part (anomalies included),
-ROC-AUC and PR-AUC (average precision) on the test part. Peers: scikit-learn's IsolationForest
-and LocalOutlierFactor (novelty=True so it scores unseen rows), and PyOD's ECOD and KNN when
-PyOD is installed.
+ROC-AUC and PR-AUC (average precision) on the test part. Peers (from
+:mod:`txanomaly.baselines`, the ones ``txanomaly evaluate`` uses): scikit-learn's
+IsolationForest, LocalOutlierFactor (novelty=True so it scores unseen rows) and the distance to
+the 5th nearest training row (PyOD's KNN default), and PyOD's ECOD and HBOS when PyOD is
+installed. ``benchmarks/bench_detection.py`` runs the same protocol with the product's defaults.
 
     .venv/bin/python benchmarks/bench_adbench.py                  # everything
     .venv/bin/python benchmarks/bench_adbench.py --datasets 6_cardio 38_thyroid --seeds 1
@@ -25,11 +27,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from sklearn.ensemble import IsolationForest
 from sklearn.metrics import average_precision_score, roc_auc_score
 from sklearn.model_selection import train_test_split
-from sklearn.neighbors import LocalOutlierFactor
 
+from txanomaly.baselines import BASELINES, installed
 from txanomaly.detector import AnomalyDetector
 
 DATA_DIR = Path(os.environ.get(
@@ -43,35 +44,41 @@ def load(name: str) -> tuple[np.ndarray, np.ndarray]:
         return np.asarray(data["X"], dtype=np.float64), np.asarray(data["y"]).astype(int)
 
 
+def dataset_names() -> list[str]:
+    """The ADBench sets in :data:`DATA_DIR`, by name."""
+    return sorted(p.stem for p in DATA_DIR.glob("*.npz"))
+
+
 def som_scorer(params: dict[str, Any]) -> Scorer:
+    """Our detector with ``params``; ``random_state`` is each repetition's seed."""
     def score(train: np.ndarray, test: np.ndarray, seed: int) -> np.ndarray:
-        det = AnomalyDetector(random_state=seed, **params).fit(train)
+        det = AnomalyDetector(**{**params, "random_state": seed}).fit(train)
         return det.anomaly_score(test)
     return score
 
 
-def iforest(train: np.ndarray, test: np.ndarray, seed: int) -> np.ndarray:
-    return -IsolationForest(random_state=seed).fit(train).score_samples(test)
+def peer_scorer(name: str, max_fit_rows: int | None = None) -> Scorer:
+    """A peer from :data:`txanomaly.baselines.BASELINES` on the raw columns.
+
+    Neighbour-based peers (LOF, k-NN) are fitted on at most ``max_fit_rows`` training rows
+    (seeded, random) when it is given; ``None`` fits every peer on all of them.
+    """
+    base = BASELINES[name]
+
+    def score(train: np.ndarray, test: np.ndarray, seed: int) -> np.ndarray:
+        if base.subsample and max_fit_rows is not None and len(train) > max_fit_rows:
+            rows = np.random.default_rng(seed).choice(len(train), max_fit_rows, replace=False)
+            train = train[np.sort(rows)]
+        return base.fit_score(train, test, seed)[1]
+    return score
 
 
-def lof(train: np.ndarray, test: np.ndarray, seed: int) -> np.ndarray:
-    return -LocalOutlierFactor(novelty=True).fit(train).score_samples(test)
-
-
-def pyod_scorers() -> dict[str, Scorer]:
-    try:
-        from pyod.models.ecod import ECOD
-        from pyod.models.knn import KNN
-    except ImportError:
-        return {}
-
-    def ecod(train: np.ndarray, test: np.ndarray, seed: int) -> np.ndarray:
-        return np.asarray(ECOD().fit(train).decision_function(test))
-
-    def knn(train: np.ndarray, test: np.ndarray, seed: int) -> np.ndarray:
-        return np.asarray(KNN().fit(train).decision_function(test))
-
-    return {"ECOD": ecod, "KNN": knn}
+def peer_scorers(max_fit_rows: int | None = None) -> dict[str, Scorer]:
+    """IForest, LOF and KNN always; ECOD and HBOS too when PyOD is installed."""
+    names = {"IForest": "iforest", "LOF": "lof", "KNN": "knn"}
+    if installed("pyod"):
+        names |= {"ECOD": "ecod", "HBOS": "hbos"}
+    return {label: peer_scorer(name, max_fit_rows) for label, name in names.items()}
 
 
 def evaluate(name: str, scorers: dict[str, Scorer], seeds: int) -> dict[str, list[float]]:
@@ -104,11 +111,13 @@ def parse_params(items: list[str]) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    names = sorted(p.stem for p in DATA_DIR.glob("*.npz"))
+    names = dataset_names()
     parser.add_argument("--datasets", nargs="*", default=names)
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--som", nargs="*", default=[], help="AnomalyDetector params k=v")
     parser.add_argument("--only-som", action="store_true", help="skip the peers")
+    parser.add_argument("--max-fit-rows", type=int, default=0,
+                        help="fit LOF and KNN on at most this many training rows; 0 = all")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     torch.set_num_threads(os.cpu_count() or 1)
@@ -118,7 +127,7 @@ def main() -> None:
         # features (see docs/model.md), so it is shown beside the default, not instead of it.
         scorers["SOM-rob"] = som_scorer({**parse_params(args.som), "scaling": "robust"})
     if not args.only_som:
-        scorers |= {"IForest": iforest, "LOF": lof, **pyod_scorers()}
+        scorers |= peer_scorers(args.max_fit_rows or None)
     print(f"SOM params: {parse_params(args.som) or 'defaults'}; {args.seeds} seeds; "
           "70/30 stratified split")
     table = {name: evaluate(name, scorers, args.seeds) for name in args.datasets}
@@ -129,7 +138,7 @@ def print_table(table: dict[str, dict[str, list[float]]], detectors: list[str]) 
     for metric in ("roc", "pr"):
         print(f"\n{'ROC-AUC' if metric == 'roc' else 'PR-AUC'} (mean over seeds)")
         print(f"{'data set':<18}" + "".join(f"{d:>9}" for d in detectors))
-        means = {d: [] for d in detectors}
+        means: dict[str, list[float]] = {d: [] for d in detectors}
         for name, res in table.items():
             row = [float(np.mean(res[f"{d} {metric}"])) for d in detectors]
             for d, v in zip(detectors, row, strict=True):

@@ -413,6 +413,13 @@ def _convert(value: Any, hint: Any) -> tuple[bool, Any]:
     return True, value
 
 
+def _literals(hint: Any) -> list[str]:
+    """The strings a ``Literal`` in ``hint`` allows (for a did-you-mean)."""
+    if typing.get_origin(hint) is Literal:
+        return [a for a in typing.get_args(hint) if isinstance(a, str)]
+    return [s for arg in typing.get_args(hint) for s in _literals(arg)]
+
+
 def _suggest(word: str, choices: list[str]) -> str:
     close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
     return f"; did you mean {close[0]!r}?" if close else ""
@@ -506,8 +513,10 @@ class _Builder:
                 continue
             ok, converted = _convert(value, hints[key])
             if not ok:
-                raise self.fail(where, f"expected {_describe(hints[key])}, got {_kind(value)}",
-                                feature=label, field=key)
+                hint = f"expected {_describe(hints[key])}, got {_kind(value)}"
+                if isinstance(value, str):
+                    hint += _suggest(value, _literals(hints[key]))
+                raise self.fail(where, hint, feature=label, field=key)
             kwargs[key] = converted
         for name, spec in fields.items():
             if _required(spec) and name not in kwargs:

@@ -111,7 +111,7 @@ def load_feature_set(path: str | Path) -> FeatureSet:
     if fmt is None:
         raise TxAnomalyError(f"{path}: a feature-set file must end in .json or .toml")
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # a byte-order mark is not an error
     except FileNotFoundError:
         raise TxAnomalyError(f"{path}: no such feature-set file") from None
     except UnicodeDecodeError as exc:
@@ -197,7 +197,8 @@ def _read_json(text: str, source: str) -> tuple[Any, _Lines]:
                 if isinstance(item, _JsonObject):
                     if item.duplicate is not None:
                         key, pos = item.duplicate
-                        name = _item_name(data, len(lines.features) - 1)
+                        i = len(lines.features) - 1
+                        name = _label(data["features"][i], i)
                         raise FeatureSetFileError(source, _line_of(starts, pos), "given twice",
                                                   feature=name, field=key)
                     fields = {k: _line_of(starts, pos) for k, (pos, _) in item.members.items()}
@@ -205,12 +206,9 @@ def _read_json(text: str, source: str) -> tuple[Any, _Lines]:
     return data, lines
 
 
-def _item_name(data: Any, i: int) -> str:
-    """How errors name feature ``i`` of ``data``: its name when it has one, else its number."""
-    try:
-        name = data["features"][i]["name"]
-    except (KeyError, IndexError, TypeError):
-        name = None
+def _label(item: Any, i: int) -> str:
+    """How errors name feature ``i`` (``item``): its name when it has one, else ``#i+1``."""
+    name = item.get("name") if isinstance(item, dict) else None
     return repr(name) if isinstance(name, str) else f"#{i + 1}"
 
 
@@ -490,8 +488,7 @@ class _Builder:
         return result
 
     def feature(self, i: int, item: Any) -> Feature:
-        name = item.get("name") if isinstance(item, dict) else None
-        label = repr(name) if isinstance(name, str) else f"#{i + 1}"
+        label = _label(item, i)
         line = self.lines.feature(i)
         if not isinstance(item, dict):
             raise self.fail(line, f"expected a table (an object) of fields, got {_kind(item)}",

@@ -297,3 +297,14 @@ def test_cli_help_lists_the_domains() -> None:
     outcome = runner.invoke(app, ["synth", "--help"], terminal_width=200)
     assert outcome.exit_code == 0
     assert all(domain in outcome.output for domain in synth.DOMAINS)
+
+
+@pytest.mark.parametrize("domain", NEW_DOMAINS)
+@pytest.mark.parametrize(("n", "users", "days"), [(20, 2, 1), (7, 3, 2), (5, 2, 30)])
+def test_small_inputs_still_produce_labelled_records(domain: str, n: int, users: int,
+                                                     days: int) -> None:
+    # Regression: a tiny aml rate made 1-transfer fan-ins and fan-outs that failed.
+    result = synth.generate(n, users=users, days=days, anomaly_rate=0.5, seed=0, domain=domain)
+    assert result.transactions.height == n
+    assert result.transactions["timestamp"].is_sorted()
+    assert result.labels["is_anomaly"].sum() > 0

@@ -88,6 +88,8 @@ def _businesses(rng: np.random.Generator, country: np.ndarray) -> np.ndarray:
         members = np.flatnonzero(country == c)
         if len(members) >= 2 and not business[members].any():
             business[members[0]] = True
+    if not business.any():  # every account alone in its country: one business anyway
+        business[0] = True
     return business
 
 
@@ -122,7 +124,10 @@ class _Rows:
 
     def add(self, actor: int | np.ndarray, counterparty: int | np.ndarray,
             when: int | np.ndarray, amount: float | np.ndarray) -> None:
-        size = max(np.size(actor), np.size(counterparty), np.size(when), np.size(amount))
+        sizes = [np.size(actor), np.size(counterparty), np.size(when), np.size(amount)]
+        if min(sizes) == 0:
+            return
+        size = max(sizes)
         for column, value in ((self.actor, actor), (self.counterparty, counterparty),
                               (self.when, when), (self.amount, amount)):
             column.extend(np.broadcast_to(np.asarray(value), (size,)).tolist())
@@ -165,9 +170,10 @@ class _Episodes:
             paid = log_uniform(rng, FAN_IN_AMOUNT, len(senders))
             times = start + rng.integers(0, 2 * DAY_MS, len(senders))
             rows.add(senders, mule, times, paid)
+            received = paid.sum() if len(paid) else FAN_IN_AMOUNT[1]  # a tiny rate's 1-episode
             rows.add(mule, collectors,
-                     int(times.max()) + rng.integers(HOUR_MS, 24 * HOUR_MS, forwards),
-                     paid.sum() * rng.uniform(0.9, 0.97) / forwards)
+                     int(times.max(initial=start)) + rng.integers(HOUR_MS, 24 * HOUR_MS, forwards),
+                     received * rng.uniform(0.9, 0.97) / forwards)
         return self._plan("fan_in", rows)
 
     def fan_out(self, total: int) -> Plan:
@@ -179,10 +185,10 @@ class _Episodes:
             start = self._start(3 * DAY_MS)
             received = float(log_uniform(rng, FAN_OUT_AMOUNT, 1)[0])
             rows.add(source, hub, start, received)
+            spread = max(len(recipients), 1)  # none in a tiny rate's 1-transfer episode
             rows.add(hub, recipients,
                      start + rng.integers(HOUR_MS, 48 * HOUR_MS, len(recipients)),
-                     received * 0.95 / len(recipients)
-                     * rng.uniform(0.85, 1.15, len(recipients)))
+                     received * 0.95 / spread * rng.uniform(0.85, 1.15, len(recipients)))
         return self._plan("fan_out", rows)
 
     def cycle(self, total: int) -> Plan:

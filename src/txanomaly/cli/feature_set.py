@@ -73,7 +73,8 @@ def check(
     out = Output(quiet, json_out)
     fs = load_feature_set(path)
     out.print(f"{escape(str(path))}: feature set {escape(repr(fs.name))}, "
-              f"{len(fs.features)} features, scaling {fs.scaling}", highlight=False)
+              f"{len(fs.features)} feature{'s' * (len(fs.features) != 1)}, scaling "
+              f"{fs.scaling}", highlight=False)
     for feature in fs.features:
         out.print(f"  {escape(feature.name)}: {escape(feature.label)}", highlight=False)
     out.summary({"path": str(path), **fs.to_dict()})

@@ -16,7 +16,11 @@ The package is cut by concept:
 - :mod:`~txanomaly.synth.anomalies`: the five kinds of planted anomaly;
 - :mod:`~txanomaly.synth.records`: plans -> flat records;
 - :mod:`~txanomaly.synth.labels` and :mod:`~txanomaly.synth.generator`: the labels, and
-  :func:`generate`, which ties them together.
+  :func:`generate`, which ties them together;
+- :mod:`~txanomaly.synth.domains`: the other payment domains (:data:`DOMAINS`: card payments
+  at merchants and at shop terminals, e-commerce, AML transfers), one module each, with their
+  own anomaly kinds (:func:`domain_kinds`); ``generate(..., domain="p2p")``, the default, is
+  the generator described above.
 
 >>> result = generate(2_000, users=50, days=7, anomaly_rate=0.05, seed=1)
 >>> result.transactions.height, result.labels["is_anomaly"].sum()
@@ -26,6 +30,9 @@ True
 >>> counts = result.anomaly_counts()
 >>> list(counts), sum(counts.values())
 (['amount_spike', 'burst', 'unusual_hour', 'new_counterparty_large', 'cross_border'], 100)
+>>> aml = generate(2_000, users=50, days=7, anomaly_rate=0.05, seed=1, domain="aml")
+>>> aml.anomaly_counts()
+{'fan_in': 25, 'fan_out': 25, 'cycle': 25, 'structuring': 25}
 """
 
 from txanomaly.schema import FLAT_COLUMNS

@@ -381,8 +381,8 @@ def summary_table(results: Sequence[dict[str, Any]], peers: Sequence[str]) -> li
             rows.append(("adbench (means)", _num(ours["pr_auc"]),
                          f"{peer} {_num(det[peer]['pr_auc'])}" if peer else "n/a", "n/a",
                          "n/a", "n/a", "n/a",
-                         f"{why}: ROC-AUC {_num(ours['roc_auc'])} vs IForest "
-                         f"{_num(iforest.get('roc_auc'))}"))
+                         f"{why}: ROC-AUC {_num(ours['roc_auc'], 4)} vs IForest "
+                         f"{_num(iforest.get('roc_auc'), 4)}"))
             continue
         peer = best_peer(det, peers)
         rows.append((res["name"], _num(det[PRODUCT]["pr_auc"]),

@@ -16,7 +16,9 @@ in time order, the first 60 % train and the rest are the test rows. Detectors:
 
 * ``txanomaly`` -- the product's default pipeline: the feature set and detector settings of
   ``txanomaly train``'s defaults (read from the command's signature, so the row follows the
-  product), fitted on the training rows and scored on the test rows;
+  product), the feature set resolved as the command resolves it (by name or file, then its
+  counterparty role, ``auto`` detected from the training rows), fitted on the training rows
+  and scored on the test rows;
 * peers on the same model inputs (transformed, standardised on the training rows, as
   ``txanomaly evaluate`` does): IsolationForest, ECOD, HBOS, KNN, LOF with their defaults (KNN
   and LOF fit on at most ``MAX_FIT_ROWS`` training rows);
@@ -41,6 +43,7 @@ from __future__ import annotations
 
 import argparse
 import gzip
+import importlib
 import inspect
 import json
 import os
@@ -63,6 +66,7 @@ from txanomaly.baselines import MAX_FIT_ROWS, installed
 from txanomaly.benchmark import TOP_FRACTION, top_count, top_fraction_composition
 from txanomaly.detector import AnomalyDetector
 from txanomaly.features.batch import feature_matrix
+from txanomaly.features.files import resolve_feature_set
 from txanomaly.features.spec import STANDARD, Feature, FeatureSet
 from txanomaly.io import load_transactions
 from txanomaly.pipeline import TransactionModel
@@ -96,12 +100,31 @@ class Product:
     feature_set: str
     detector_params: dict[str, Any]
     model_params: dict[str, Any] = field(default_factory=dict)
+    #: Every default of the command (``counterparty`` among them, where it has one).
+    options: dict[str, Any] = field(default_factory=dict)
 
-    def model(self, feature_set: str | None = None, **detector: Any) -> TransactionModel:
+    def model(self, feature_set: str | FeatureSet | None = None, **detector: Any
+              ) -> TransactionModel:
         """A new model with these settings; ``detector`` overrides detector parameters."""
         return TransactionModel(feature_set or self.feature_set,
                                 AnomalyDetector(**{**self.detector_params, **detector}),
                                 **self.model_params)
+
+    def resolve_feature_set(self, train_frame: pl.DataFrame) -> tuple[FeatureSet, str]:
+        """The feature set ``txanomaly train`` would use on ``train_frame``, and how it chose.
+
+        As the command does: the set by name or file, then, where the package has
+        :mod:`txanomaly.features.roles`, its counterparty role (``--counterparty``'s default,
+        ``auto``: detected from the training rows).
+        """
+        fs = resolve_feature_set(self.feature_set)
+        try:
+            roles = importlib.import_module("txanomaly.features.roles")
+        except ModuleNotFoundError:
+            return fs, ""
+        fs, evidence = roles.resolve_counterparty(fs, train_frame,
+                                                  self.options.get("counterparty", "auto"))
+        return fs, "" if evidence is None else str(evidence.describe())
 
     def describe(self) -> str:
         params = ", ".join(f"{k}={v!r}" for k, v in self.detector_params.items())
@@ -128,7 +151,7 @@ def product_settings() -> Product:
                 if renamed.get(k, k) in detector_keys}
     model = {k: v for k, v in defaults.items() if k in model_keys}
     feature_set = defaults.get("feature_set", TransactionModel().feature_set)
-    return Product(str(feature_set), detector, model)
+    return Product(str(feature_set), detector, model, defaults)
 
 
 # --------------------------------------------------------------------------- data sets
@@ -217,14 +240,16 @@ def run_log(log: LabelledLog, product: Product, peers: Sequence[str], train_frac
             seed: int, prototype_rows: int = PROTOTYPE_ROWS) -> dict[str, Any]:
     """Every detector on one labelled log; a JSON-ready dict of results."""
     started = time.perf_counter()
-    data = ev.prepare(log.frame, log.labels, product.feature_set, train_fraction)
+    split = ev.time_ordered_split(log.frame["timestamp"].to_numpy(), train_fraction)
+    fs, chosen = product.resolve_feature_set(log.frame.select(pl.all().gather(split.train)))
+    data = ev.prepare(log.frame, log.labels, fs, train_fraction)
     train, test = data.split.train, data.split.test
     y_test = data.y[test]
     kind = data.kind[test] if data.has_kinds else None
     k = top_count(len(test))
 
     fit_started = time.perf_counter()
-    model = product.model().fit(data.X[train])
+    model = product.model(fs).fit(data.X[train])
     fit_seconds = time.perf_counter() - fit_started
     result = ev.evaluate(data, model=model, baselines=list(peers), top_k=k, seed=seed)
     metrics = {PRODUCT: result.metrics.pop(ev.SOM_NAME)}
@@ -258,7 +283,9 @@ def run_log(log: LabelledLog, product: Product, peers: Sequence[str], train_frac
     return {"name": log.name, "source": log.source, "note": log.note,
             "rows": log.frame.height, "train_rows": len(train), "test_rows": len(test),
             "test_anomalies": int(y_test.sum()), "top_1pct": k,
-            "contamination": contamination, "features": data.feature_set.names,
+            "contamination": contamination, "feature_set": fs.name,
+            "counterparty": getattr(fs, "counterparty", None), "resolved": chosen,
+            "features": data.feature_set.names,
             "detectors": metrics,
             "composition": [g.to_dict(k) for g in composition],
             "seconds": round(time.perf_counter() - started, 1)}
@@ -309,6 +336,8 @@ def log_tables(res: dict[str, Any]) -> list[str]:
              f"{res['test_rows']:,} test, {res['test_anomalies']:,} labelled anomalies in the "
              f"test rows ({rate:.2%}); top 1 % = {res['top_1pct']:,} rows; "
              f"{res['seconds']:.0f} s" + (f"; {res['note']}" if res["note"] else ""), ""]
+    if res.get("resolved"):
+        lines += [f"{PRODUCT}: {res['resolved']}", ""]
     lines += _table(("detector", "ROC-AUC", "PR-AUC", "P@1%", "R@thr", "flagged", "s"), [
         (name, _num(m["roc_auc"]), _num(m["pr_auc"]), _num(m["precision_at_1pct"]),
          _num(m["recall_at_threshold"]), f"{m['flagged']:,}", f"{m['seconds']:.1f}")

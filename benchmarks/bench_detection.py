@@ -129,6 +129,8 @@ class Product:
     def describe(self) -> str:
         params = ", ".join(f"{k}={v!r}" for k, v in self.detector_params.items())
         extra = "".join(f", {k}={v!r}" for k, v in self.model_params.items())
+        if "counterparty" in self.options:
+            extra += f", counterparty={self.options['counterparty']!r}"
         return f"feature set {self.feature_set!r}{extra}; AnomalyDetector({params})"
 
 

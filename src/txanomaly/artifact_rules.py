@@ -14,7 +14,8 @@ The rules that keep a model file from switching detection off:
 * ``contamination`` in (0, 0.5]; the map shape positive integers; every detector parameter as
   :meth:`AnomalyDetector.check_params <txanomaly.detector.AnomalyDetector.check_params>` asks;
 * the feature set definition valid: ops, keys and transforms as :mod:`txanomaly.features.spec`
-  declares them, windows positive integers, clip pairs finite and ordered, weights finite > 0.
+  declares them, windows positive integers, clip pairs finite and ordered, weights finite > 0,
+  directions among up/down/both and equal to the detector's ``feature_directions``.
 
 >>> check_metadata({"format_version": 7}, "model.json")
 Traceback (most recent call last):
@@ -51,8 +52,9 @@ _REQUIRED = ("format_version", "feature_names", "map", "params", "threshold", "t
 _OPTIONAL = ("package_version", "feature_set", "fitted_with_feature_names", "contamination",
              "training_summary")
 _FORMAT_2 = ("model_version", "signature")
-_FEATURE_FIELDS = ("name", "op", "key", "window_ms", "transform", "clip", "weight")
-_FEATURE_SET_FIELDS = ("name", "version", "description", "scaling", "features")
+_FEATURE_FIELDS = ("name", "op", "key", "window_ms", "transform", "clip", "weight",
+                   "direction", "merchant_direction")
+_FEATURE_SET_FIELDS = ("name", "version", "description", "scaling", "counterparty", "features")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
@@ -83,6 +85,12 @@ def check_metadata(meta: Any, where: str) -> CheckedMetadata:
     params = _check_params(meta["params"], (rows, cols), where)
     _check_threshold(meta, params, where)
     feature_set = _feature_set(meta.get("feature_set"), names, where)
+    if feature_set is not None:
+        declared = feature_set.directions
+        _require(params.get("feature_directions") in (declared, None)
+                 or (declared is None and not any(params["feature_directions"])), where,
+                 "params.feature_directions", params.get("feature_directions"),
+                 f"must agree with the feature set's directions ({_show(declared)})")
     if meta["format_version"] >= 2:
         _check_signed_fields(meta, where)
     return CheckedMetadata(feature_set, params)
@@ -238,6 +246,8 @@ def _feature_set(value: Any, names: list[str], where: str) -> FeatureSet | None:
     for key in ("description", "scaling"):
         _require(isinstance(data.get(key, ""), str), where, f"feature_set.{key}",
                  data.get(key), "must be a string")
+    _require(isinstance(data.get("counterparty"), str | None), where,
+             "feature_set.counterparty", data.get("counterparty"), "must be a string or null")
     features = _list(data.get("features"), "feature_set.features", where)
     for i, feature in enumerate(features):
         _check_feature(feature, f"feature_set.features[{i}]", where)
@@ -259,7 +269,7 @@ def _check_feature(value: Any, field: str, where: str) -> None:
     for key in ("name", "op"):
         _require(isinstance(feature.get(key), str) and feature[key] != "", where,
                  f"{field}.{key}", feature.get(key), "must be a non-empty string")
-    for key in ("key", "transform"):
+    for key in ("key", "transform", "direction", "merchant_direction"):
         _require(isinstance(feature.get(key, ""), str | None), where, f"{field}.{key}",
                  feature.get(key), "must be a string or null")
     window = feature.get("window_ms")

@@ -157,6 +157,12 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
         Per-feature multipliers (> 0) applied after scaling: a feature's distance counts
         ``weight`` times. They are folded into ``scale_`` (``scale_ = spread / weight``), so
         explanations and the model file need nothing else. Default: all 1.
+    feature_directions : sequence of {-1, 0, 1}, optional
+        The risk direction of each feature: ``1`` = only a value above its best-matching
+        prototype counts towards the score (a larger amount, a burst), ``-1`` = only a value
+        below it (a shorter gap), ``0`` = both sides (the plain quantization error). The
+        anomaly score is then the length of the part of the scaled deviation from the BMU that
+        points to risk, and explanations share out that length. Default: all 0.
 
     Attributes
     ----------
@@ -172,7 +178,7 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
                  threshold: float | None = None, scaling: str = "auto", init: str = "pca",
                  sigma: float | None = None, sigma_end: float = 1.0, learning_rate: float = 0.5,
                  random_state: Any = 0, device: str = "cpu", batch_size: int | None = None,
-                 feature_weights: Any = None):
+                 feature_weights: Any = None, feature_directions: Any = None):
         self.map_size = map_size
         self.epochs = epochs
         self.algorithm = algorithm
@@ -187,6 +193,7 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
         self.device = device
         self.batch_size = batch_size
         self.feature_weights = feature_weights
+        self.feature_directions = feature_directions
 
     # ------------------------------------------------------------------ fitting
     def fit(self, X: Any, y: Any = None, callback: Any = None) -> AnomalyDetector:
@@ -206,7 +213,7 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
                       learning_rate=self.learning_rate,
                       learning_rate_end=self.learning_rate / 100,
                       chunk_size=self.batch_size, callback=callback)
-        self._set_threshold(self.som_.bmu_distances(Xs)[0].double().cpu().numpy())
+        self._set_threshold(self._scores(Xs)[0])
         # A later partial_fit fine-tunes: its radius and learning rate start decayed.
         self.samples_seen_ = len(Xs) * self.epochs
         self.training_summary_ = self._summary(Xs, time.perf_counter() - started)
@@ -235,12 +242,16 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
         sigmas = np.maximum(self._sigma(rows, cols) * decay, self.sigma_end)
         self.som_.online_pass(Xs, sigmas, self.learning_rate * decay)
         self.samples_seen_ += len(Xs)
-        self._set_threshold(self.som_.bmu_distances(Xs)[0].double().cpu().numpy())
+        self._set_threshold(self._scores(Xs)[0])
         return self
 
     def _fit_scaler(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The scaler's (center, scale), with ``feature_weights`` folded into the scale."""
         center, scale = fit_scaler(X, "robust" if self.scaling == "auto" else self.scaling)
+        directions = self._directions()
+        if directions is not None and directions.shape != scale.shape:
+            raise ValueError(f"feature_directions has {directions.size} value(s); X has "
+                             f"{scale.size} feature(s)")
         if self.feature_weights is None:
             return center, scale
         weights = np.asarray(self.feature_weights, dtype=np.float64)
@@ -275,7 +286,19 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
             if weights.ndim != 1 or not (np.all(np.isfinite(weights)) and np.all(weights > 0)):
                 raise ValueError("feature_weights must be a sequence of finite numbers > 0, "
                                  f"got {self.feature_weights!r}")
+        self._directions()
         return rows, cols
+
+    def _directions(self) -> np.ndarray | None:
+        """``feature_directions`` as a float array of -1/0/1, or None when all are 0."""
+        if self.feature_directions is None:
+            return None
+        values = np.asarray(self.feature_directions)
+        ok = values.ndim == 1 and values.dtype.kind in "iuf" and np.isin(values, (-1, 0, 1)).all()
+        if not ok:
+            raise ValueError("feature_directions must be a sequence of -1, 0 or 1, got "
+                             f"{self.feature_directions!r}")
+        return values.astype(np.float64) if values.any() else None
 
     def initial_weights(self, X: Any) -> np.ndarray:
         """The prototypes ``fit(X)`` started from, in scaled space: a ``(units, d)`` array.
@@ -309,7 +332,9 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
         self.labels_ = rule.flags(scores).astype(np.int64)
 
     def _summary(self, Xs: torch.Tensor, seconds: float) -> dict[str, Any]:
-        return {"rows": len(Xs), "quantization_error": float(self.decision_scores_.mean()),
+        qe = (self.decision_scores_ if self._directions() is None
+              else self.som_.bmu_distances(Xs)[0].double().cpu().numpy())
+        return {"rows": len(Xs), "quantization_error": float(qe.mean()),
                 "topographic_error": self.som_.topographic_error(Xs),
                 "seconds": round(seconds, 3), "algorithm": self.algorithm,
                 "epochs": self.epochs, "threshold": self.threshold_,
@@ -317,8 +342,9 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
 
     # ------------------------------------------------------------------ scoring
     def anomaly_score(self, X: Any) -> np.ndarray:
-        """Distance of each scaled row to its BMU. Higher = more anomalous."""
-        return self._distances(X)[0]
+        """Distance of each scaled row to its BMU (its risk-directed part when
+        ``feature_directions`` is given). Higher = more anomalous."""
+        return self._scores(self._transform(X))[0]
 
     def score_samples(self, X: Any) -> np.ndarray:
         """``-anomaly_score(X)``: lower = more abnormal (scikit-learn convention)."""
@@ -338,12 +364,29 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
 
     def bmu(self, X: Any) -> np.ndarray:
         """Flat index of each row's best-matching unit (``divmod(bmu, cols)`` = grid cell)."""
-        return self._distances(X)[1]
+        return self._scores(self._transform(X))[1]
 
-    def _distances(self, X: Any) -> tuple[np.ndarray, np.ndarray]:
-        Xs = self._transform(X)  # checks fitted before self.som_ is touched
+    def _scores(self, Xs: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        """(anomaly scores, BMU indices) of scaled rows: the distance to the BMU, or the
+        length of its risk-directed part (:meth:`_deviation`)."""
         dist, bmu = self.som_.bmu_distances(Xs)
-        return dist.double().cpu().numpy(), bmu.cpu().numpy()
+        bmu_np = bmu.cpu().numpy()
+        if self._directions() is None:
+            return dist.double().cpu().numpy(), bmu_np
+        deviation = self._deviation(Xs.double().cpu().numpy(), bmu_np)
+        return np.sqrt((deviation * deviation).sum(1)), bmu_np
+
+    def _deviation(self, scaled: np.ndarray, bmu: np.ndarray) -> np.ndarray:
+        """Scaled row minus its BMU prototype, keeping per feature only the side that points
+        to risk (``feature_directions``): ``max(d * r, 0)`` for d = +-1, ``r`` for d = 0."""
+        return self._directed(scaled - self.som_.weights[torch.from_numpy(bmu)]
+                              .double().cpu().numpy())
+
+    def _directed(self, diff: np.ndarray) -> np.ndarray:
+        directions = self._directions()
+        if directions is None:
+            return diff
+        return np.where(directions == 0, diff, np.maximum(diff * directions, 0.0))
 
     def _transform(self, X: Any) -> torch.Tensor:
         return self._to_tensor(self._validated(X))
@@ -391,12 +434,15 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
         scaled = self._scaled(X)
         dist, bmu = self.som_.bmu_distances(torch.from_numpy(scaled).to(self.device))
         proto_scaled = self.som_.weights[bmu].double().cpu().numpy()
-        diff_sq = (scaled.astype(np.float64) - proto_scaled) ** 2
+        diff = self._directed(scaled.astype(np.float64) - proto_scaled)
+        diff_sq = diff * diff
         total = diff_sq.sum(1, keepdims=True)
+        score = (dist.double().cpu().numpy() if self._directions() is None
+                 else np.sqrt(total[:, 0]))
         share = np.divide(diff_sq, total, out=np.zeros_like(diff_sq), where=total > 0)
         names = self._feature_names()
         return Explanation(
-            feature_names=names, anomaly_score=dist.double().cpu().numpy(),
+            feature_names=names, anomaly_score=score,
             bmu=bmu.cpu().numpy(), share=share,
             value=np.asarray(X, dtype=np.float64),
             prototype=proto_scaled * self.scale_ + self.center_, threshold=self.threshold_,

@@ -44,7 +44,8 @@ from txanomaly.baselines import MAX_FIT_ROWS, check_baselines, default_baselines
 from txanomaly.detector import AnomalyDetector
 from txanomaly.errors import TxAnomalyError
 from txanomaly.features.batch import feature_matrix
-from txanomaly.features.spec import FeatureSet, get_feature_set
+from txanomaly.features.roles import resolve_counterparty
+from txanomaly.features.spec import FeatureSet
 from txanomaly.pipeline import TransactionModel
 from txanomaly.scaling import apply_scaler, fit_scaler
 from txanomaly.threshold import QuantileThreshold, exceeds
@@ -235,9 +236,14 @@ class Prepared:
 
 
 def prepare(frame: pl.DataFrame, labels: pl.DataFrame | None,
-            feature_set: str | FeatureSet, train_fraction: float) -> Prepared:
-    """Compute the features of ``frame``, align ``labels`` (optional) and split in time order."""
-    fs = get_feature_set(feature_set)
+            feature_set: str | FeatureSet, train_fraction: float,
+            counterparty: str = "auto") -> Prepared:
+    """Compute the features of ``frame``, align ``labels`` (optional) and split in time order.
+
+    The feature set's directions are resolved for ``counterparty`` (``auto``: detected from
+    ``frame``, as ``txanomaly train`` does; :func:`txanomaly.features.roles.resolve_counterparty`).
+    """
+    fs, _ = resolve_counterparty(feature_set, frame, counterparty)
     ids = frame["transaction_id"]
     if labels is not None:
         y, kind = align_labels(ids, labels)

@@ -90,13 +90,20 @@ class TransactionModel(BaseEstimator):
         """Train a clone of ``detector`` on raw feature values; returns ``self``. ``y`` is ignored.
 
         The clone takes the feature set's weights as ``feature_weights`` unless the detector
-        was given its own, and the feature set's declared scaling where it says
+        was given its own, the set's risk directions as ``feature_directions`` (a detector
+        with other directions is refused), and the set's declared scaling where it says
         ``scaling="auto"``.
         """
         fs = get_feature_set(self.feature_set)
         detector = clone(self.detector) if self.detector is not None else AnomalyDetector()
         if detector.feature_weights is None and fs.weights is not None:
             detector.set_params(feature_weights=fs.weights)
+        if detector.feature_directions is None:
+            detector.set_params(feature_directions=fs.directions)
+        elif list(detector.feature_directions) != (fs.directions or [0] * len(fs.features)):
+            raise TxAnomalyError("the detector's feature_directions differ from the feature "
+                                 "set's; declare directions in the feature set (they are "
+                                 "saved with it in the model)")
         if detector.scaling == "auto":
             detector.set_params(scaling=fs.scaling)
         self.feature_set_ = fs

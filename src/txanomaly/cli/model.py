@@ -22,6 +22,8 @@ from txanomaly.errors import TxAnomalyError
 from txanomaly.features import FeatureSet
 from txanomaly.features.batch import compute_features
 from txanomaly.features.files import resolve_feature_set
+from txanomaly.features.roles import CHOICES as COUNTERPARTY_CHOICES
+from txanomaly.features.roles import resolve_counterparty
 from txanomaly.io import SUFFIXES, write_results
 
 if TYPE_CHECKING:
@@ -40,6 +42,10 @@ def train(
     input: InputArg,
     output: Annotated[Path, typer.Option("--output", "-o", help="Model directory to write.")],
     feature_set: FeatureSetOpt = "standard",
+    counterparty: Annotated[str, typer.Option(
+        help="What the destinations are: merchant (shops, terminals: their velocity is their "
+             "trade), person (P2P, AML: a burst of inflow is risky), or auto (detected from "
+             "the data: merchants when destinations never pay). Saved in the model.")] = "auto",
     map_size: Annotated[str, typer.Option("--map", help="Map rows x columns.")] = "10x10",
     epochs: Annotated[int, typer.Option(help="Passes over the data.")] = 20,
     algorithm: Annotated[str, typer.Option(help="batch, online or seed.")] = "batch",
@@ -62,6 +68,9 @@ def train(
     check_exists(input)
     check_exists(signing_key_file, what="key file")
     fs = resolve_feature_set(feature_set)
+    if counterparty not in COUNTERPARTY_CHOICES:
+        raise TxAnomalyError(f"--counterparty must be one of {', '.join(COUNTERPARTY_CHOICES)}, "
+                             f"got {counterparty!r}")
     from txanomaly.artifact import read_key  # PyTorch: see the module's docstring
     from txanomaly.detector import AnomalyDetector
 
@@ -75,12 +84,16 @@ def train(
     if result.frame.height < 2:
         raise TxAnomalyError(f"{input}: {result.frame.height} valid transaction(s); "
                              "training needs at least 2")
+    fs, evidence = resolve_counterparty(fs, result.frame, counterparty)
+    if evidence is not None:
+        out.print(escape(evidence.describe()))
     model = _fit(detector, fs, compute_features(result.frame, fs), out)
     model.save(output, key=key)
     train = model.detector_.training_summary_
     summary = {**train, "train_seconds": train["seconds"],
                "seconds": round(time.perf_counter() - started, 3), "model": str(output),
-               "feature_set": fs.name, "map": map_size, "rejected": len(result.rejects)}
+               "feature_set": fs.name, "counterparty": fs.counterparty, "map": map_size,
+               "rejected": len(result.rejects)}
     out.print(f"trained on {summary['rows']:,} rows: QE {summary['quantization_error']:.4f}, "
               f"TE {summary['topographic_error']:.4f}, threshold {summary['threshold']:.4f}, "
               f"{summary['seconds']:.2f} s -> {escape(str(output))}")

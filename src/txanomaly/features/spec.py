@@ -20,7 +20,7 @@ True
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from functools import cached_property
 from typing import Any
 
@@ -84,6 +84,13 @@ _WHOSE = {"origin": "sender's", "destination": "recipient's", "pair": "pair's"}
 USER_OPS = frozenset({"mean_diff", "count", "log_amount_zscore", "log_seconds_since_prev",
                       "log_amount_to_mean", "is_first_pair"})
 TRANSFORMS = ("none", "log1p", "signed_log1p")
+#: Risk directions: which side of a feature's deviation from its prototype counts towards the
+#: anomaly score (``both``: either side, the plain distance).
+DIRECTIONS: dict[str, int] = {"up": 1, "down": -1, "both": 0}
+#: What the destination (counterparty) of a transaction is: a ``merchant`` (a shop, terminal
+#: or biller, which many customers pay and which never pays) or a ``person`` (P2P, AML: an
+#: account that receives and sends). :mod:`txanomaly.features.roles` detects it from data.
+COUNTERPARTIES = ("person", "merchant")
 SCALINGS = ("standard", "robust", "none")
 #: Distance weights of the standard set, chosen on labelled synthetic data
 #: (benchmarks/bench_feature_sets.py; docs/features.md). Standardising a rare 0/1 flag turns
@@ -105,6 +112,11 @@ class Feature:
     transform: str = "none"
     clip: tuple[float, float] | None = None
     weight: float = 1.0
+    #: Which side of the deviation from the prototype is risky: ``up``, ``down`` or ``both``.
+    direction: str = "both"
+    #: The direction when the counterparty is a merchant (None: the same as ``direction``);
+    #: :meth:`FeatureSet.for_counterparty` resolves it.
+    merchant_direction: str | None = None
 
     def __post_init__(self) -> None:
         if self.op not in OPS:
@@ -121,6 +133,11 @@ class Feature:
             raise TxAnomalyError(f"feature {self.name!r}: window_ms must be > 0")
         if not (isinstance(self.weight, int | float) and 0 < self.weight < float("inf")):
             raise TxAnomalyError(f"feature {self.name!r}: weight must be a number > 0")
+        for name in ("direction", "merchant_direction"):
+            value = getattr(self, name)
+            if value not in DIRECTIONS and not (name == "merchant_direction" and value is None):
+                raise TxAnomalyError(f"feature {self.name!r}: {name} must be one of "
+                                     f"{sorted(DIRECTIONS)}, got {value!r}")
 
     @property
     def label(self) -> str:
@@ -173,10 +190,39 @@ class FeatureSet:
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
     #: How the detector scales these features (its ``scaling="auto"`` resolves to this).
     scaling: str = "standard"
+    #: The counterparty role the directions were resolved for (None: not resolved).
+    counterparty: str | None = None
 
     def __post_init__(self) -> None:
         if self.scaling not in SCALINGS:
             raise TxAnomalyError(f"feature set {self.name!r}: scaling must be one of {SCALINGS}")
+        if self.counterparty is not None and self.counterparty not in COUNTERPARTIES:
+            raise TxAnomalyError(f"feature set {self.name!r}: counterparty must be one of "
+                                 f"{COUNTERPARTIES}, got {self.counterparty!r}")
+
+    def for_counterparty(self, role: str) -> FeatureSet:
+        """This set with each feature's direction resolved for a ``person`` or ``merchant``
+        counterparty (a feature's ``merchant_direction`` applies to merchants).
+
+        >>> fs = STANDARD.for_counterparty("merchant")
+        >>> fs.counterparty, fs.features[STANDARD.names.index("destination_count_1h")].direction
+        ('merchant', 'down')
+        """
+        if role not in COUNTERPARTIES:
+            raise TxAnomalyError(f"counterparty must be one of {COUNTERPARTIES}, got {role!r}")
+        if self.counterparty is not None and self.counterparty != role:
+            raise TxAnomalyError(f"feature set {self.name!r} was already resolved for a "
+                                 f"{self.counterparty} counterparty")
+        feats = tuple(replace(f, direction=(f.merchant_direction or f.direction)
+                              if role == "merchant" else f.direction, merchant_direction=None)
+                      for f in self.features)
+        return replace(self, features=feats, counterparty=role)
+
+    @property
+    def directions(self) -> list[int] | None:
+        """Per-feature risk directions (+1 up, -1 down, 0 both), or None when all are both."""
+        values = [DIRECTIONS[f.direction] for f in self.features]
+        return values if any(values) else None
 
     @property
     def input_columns(self) -> list[str]:
@@ -200,7 +246,8 @@ class FeatureSet:
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "version": self.version, "description": self.description,
-                "scaling": self.scaling, "features": [_feature_dict(f) for f in self.features]}
+                "scaling": self.scaling, "counterparty": self.counterparty,
+                "features": [_feature_dict(f) for f in self.features]}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> FeatureSet:
@@ -210,7 +257,8 @@ class FeatureSet:
                 for f in data["features"])
             return cls(name=data["name"], features=feats, description=data.get("description", ""),
                        version=int(data.get("version", 1)),
-                       scaling=data.get("scaling", "standard"))
+                       scaling=data.get("scaling", "standard"),
+                       counterparty=data.get("counterparty"))
         except (KeyError, TypeError) as exc:
             raise TxAnomalyError(f"invalid feature set definition: {exc}") from None
 
@@ -286,13 +334,21 @@ SEED = FeatureSet(
 
 
 def _per_user(side: str) -> tuple[Feature, ...]:
+    # A burst and a busy recipient are risky for a person (P2P, AML: a mule's inflow); for a
+    # merchant many payments are its trade, and a payment when it is usually quiet (few
+    # payments lately, a long gap) is the odd one (merchant_direction).
+    merchant = side == "destination"
     return (
-        Feature(f"{side}_count_1h", "count", side, HOUR_MS, transform="log1p"),
-        Feature(f"{side}_count_24h", "count", side, DAY_MS, transform="log1p"),
+        Feature(f"{side}_count_1h", "count", side, HOUR_MS, transform="log1p", direction="up",
+                merchant_direction="down" if merchant else None),
+        Feature(f"{side}_count_24h", "count", side, DAY_MS, transform="log1p", direction="up",
+                merchant_direction="down" if merchant else None),
         Feature(f"{side}_log_amount_zscore", "log_amount_zscore", side, clip=(-10.0, 10.0),
-                weight=ZSCORE_WEIGHT),
-        Feature(f"{side}_log_seconds_since_prev", "log_seconds_since_prev", side),
-        Feature(f"{side}_log_amount_to_mean_24h", "log_amount_to_mean", side, DAY_MS),
+                weight=ZSCORE_WEIGHT, direction="up"),
+        Feature(f"{side}_log_seconds_since_prev", "log_seconds_since_prev", side,
+                direction="down", merchant_direction="up" if merchant else None),
+        Feature(f"{side}_log_amount_to_mean_24h", "log_amount_to_mean", side, DAY_MS,
+                direction="up"),
     )
 
 
@@ -300,9 +356,10 @@ def _seed_with_transforms() -> tuple[Feature, ...]:
     out = []
     for f in SEED.features:
         if f.op == "amount":
-            f = Feature(f.name, f.op, transform="log1p")
+            f = Feature(f.name, f.op, transform="log1p", direction="up")
         elif f.op == "mean_diff":
-            f = Feature(f.name, f.op, f.key, f.window_ms, transform="signed_log1p")
+            f = Feature(f.name, f.op, f.key, f.window_ms, transform="signed_log1p",
+                        direction="up")
         out.append(f)
     return tuple(out)
 
@@ -311,15 +368,17 @@ STANDARD = FeatureSet(
     name="standard",
     description="The seed's 9 features plus velocity, per-user amount statistics, recency, "
                 "new counterparty, cross-border and currency mismatch; heavy-tailed values "
-                "are log-transformed so no single feature dominates the distance.",
+                "are log-transformed so no single feature dominates the distance; each "
+                "feature's risk direction is declared (a larger amount, a burst, a new "
+                "counterparty), per counterparty role for the recipient's velocity.",
     features=(
         *_seed_with_transforms(),
-        Feature("log_amount", "log_amount"),
+        Feature("log_amount", "log_amount", direction="up"),
         *_per_user("origin"),
         *_per_user("destination"),
-        Feature("is_first_pair", "is_first_pair", "pair", weight=FLAG_WEIGHT),
-        Feature("cross_border", "cross_border", weight=FLAG_WEIGHT),
-        Feature("currency_mismatch", "currency_mismatch", weight=FLAG_WEIGHT),
+        Feature("is_first_pair", "is_first_pair", "pair", weight=FLAG_WEIGHT, direction="up"),
+        Feature("cross_border", "cross_border", weight=FLAG_WEIGHT, direction="up"),
+        Feature("currency_mismatch", "currency_mismatch", weight=FLAG_WEIGHT, direction="up"),
     ),
 )
 

@@ -220,7 +220,8 @@ def test_synthetic_transactions_anomalies_rank_high():
 
     data = synth.generate(8_000, users=200, days=20, anomaly_rate=0.02, seed=4)
     features = batch.compute_features(data.transactions, STANDARD)
-    X = STANDARD.transform(features.select(STANDARD.names).to_numpy())
+    raw = features.select(STANDARD.names).to_numpy()
+    X = STANDARD.fit_transforms(raw).transform(raw)
     y = data.labels["is_anomaly"].to_numpy()
     det = AnomalyDetector().fit(X)
     assert roc_auc_score(y, det.decision_scores_) > 0.75

@@ -177,7 +177,8 @@ ONE = "feature 'origin_count_1h'"
      f"f.toml:17: {ONE}: field 'window': give window or window_ms, not both"),
     ('transform = "log1p"', 'transform = "log"',
      "f.toml:11: feature 'amount': field 'transform': transform must be one of ('none', "
-     "'log1p', 'signed_log1p'); did you mean 'log1p'?"),
+     "'log1p', 'signed_log1p', 'scaled_signed_log1p'); did you mean "
+     "'log1p'?"),
     ('name = "origin_count_1h"', 'name = "amount"',
      "f.toml:14: feature 'amount': field 'name': the same name as feature #1 (line 8); every "
      "feature needs its own name"),

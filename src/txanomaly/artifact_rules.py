@@ -53,7 +53,7 @@ _OPTIONAL = ("package_version", "feature_set", "fitted_with_feature_names", "con
              "training_summary")
 _FORMAT_2 = ("model_version", "signature")
 _FEATURE_FIELDS = ("name", "op", "key", "window_ms", "transform", "clip", "weight",
-                   "direction", "merchant_direction")
+                   "direction", "merchant_direction", "transform_scale")
 _FEATURE_SET_FIELDS = ("name", "version", "description", "scaling", "counterparty", "features")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
@@ -255,6 +255,9 @@ def _feature_set(value: Any, names: list[str], where: str) -> FeatureSet | None:
         feature_set = FeatureSet.from_dict(data)  # ops, keys, transforms, scaling
     except TxAnomalyError as exc:
         raise ModelFileError(f"{where}: feature_set: {exc}") from None
+    _require(feature_set.transforms_fitted, where, "feature_set.features",
+             [f.name for f in feature_set.features if f.transform_scale is None
+              and f.transform == "scaled_signed_log1p"], "transform_scale must be fitted")
     if feature_set.names != names:
         raise ModelFileError(f"{where}: feature names do not match: feature_set declares "
                              f"{feature_set.names}, feature_names holds {names}")
@@ -282,6 +285,9 @@ def _check_feature(value: Any, field: str, where: str) -> None:
     weight = feature.get("weight", 1.0)
     _require(_is_number(weight) and weight > 0, where, f"{field}.weight", weight,
              "must be a number > 0")
+    scale = feature.get("transform_scale")
+    _require(scale is None or (_is_number(scale) and scale > 0), where,
+             f"{field}.transform_scale", scale, "must be a number > 0 or null")
 
 
 def _check_signed_fields(meta: dict[str, Any], where: str) -> None:

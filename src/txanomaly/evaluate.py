@@ -241,16 +241,19 @@ def prepare(frame: pl.DataFrame, labels: pl.DataFrame | None,
     """Compute the features of ``frame``, align ``labels`` (optional) and split in time order.
 
     The feature set's directions are resolved for ``counterparty`` (``auto``: detected from
-    ``frame``, as ``txanomaly train`` does; :func:`txanomaly.features.roles.resolve_counterparty`).
+    ``frame``, as ``txanomaly train`` does; :func:`txanomaly.features.roles.resolve_counterparty`),
+    and its fitted transforms are fitted on the training rows.
     """
     fs, _ = resolve_counterparty(feature_set, frame, counterparty)
+    split = time_ordered_split(frame["timestamp"].to_numpy(), train_fraction)
+    X = feature_matrix(frame, fs)
+    fs = fs.fit_transforms(X[split.train])  # every detector sees the same model inputs
     ids = frame["transaction_id"]
     if labels is not None:
         y, kind = align_labels(ids, labels)
     else:
         y, kind = np.zeros(frame.height, np.int8), np.full(frame.height, None, dtype=object)
-    split = time_ordered_split(frame["timestamp"].to_numpy(), train_fraction)
-    return Prepared(fs, feature_matrix(frame, fs), y, kind, ids.to_numpy(), split)
+    return Prepared(fs, X, y, kind, ids.to_numpy(), split)
 
 
 @dataclass

@@ -106,8 +106,10 @@ class TransactionModel(BaseEstimator):
                                  "saved with it in the model)")
         if detector.scaling == "auto":
             detector.set_params(scaling=fs.scaling)
+        raw = self._raw(X)
+        fs = fs.fit_transforms(raw)
         self.feature_set_ = fs
-        detector.fit(fs.transform(self._raw(X)), callback=callback)
+        detector.fit(fs.transform(raw), callback=callback)
         self.detector_ = detector
         return self
 

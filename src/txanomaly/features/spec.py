@@ -83,7 +83,9 @@ _WHOSE = {"origin": "sender's", "destination": "recipient's", "pair": "pair's"}
 #: Ops evaluated over a user's history (need ``key``).
 USER_OPS = frozenset({"mean_diff", "count", "log_amount_zscore", "log_seconds_since_prev",
                       "log_amount_to_mean", "is_first_pair"})
-TRANSFORMS = ("none", "log1p", "signed_log1p")
+TRANSFORMS = ("none", "log1p", "signed_log1p", "scaled_signed_log1p")
+#: Transforms with a scale fitted on the training data (:meth:`FeatureSet.fit_transforms`).
+FITTED_TRANSFORMS = frozenset({"scaled_signed_log1p"})
 #: Risk directions: which side of a feature's deviation from its prototype counts towards the
 #: anomaly score (``both``: either side, the plain distance).
 DIRECTIONS: dict[str, int] = {"up": 1, "down": -1, "both": 0}
@@ -117,6 +119,9 @@ class Feature:
     #: The direction when the counterparty is a merchant (None: the same as ``direction``);
     #: :meth:`FeatureSet.for_counterparty` resolves it.
     merchant_direction: str | None = None
+    #: ``scaled_signed_log1p``'s scale s: sign(x) log(1 + |x| / s). Fitted on the training
+    #: rows (the median of the non-zero |x|) unless given; saved in the model.
+    transform_scale: float | None = None
 
     def __post_init__(self) -> None:
         if self.op not in OPS:
@@ -133,6 +138,13 @@ class Feature:
             raise TxAnomalyError(f"feature {self.name!r}: window_ms must be > 0")
         if not (isinstance(self.weight, int | float) and 0 < self.weight < float("inf")):
             raise TxAnomalyError(f"feature {self.name!r}: weight must be a number > 0")
+        scale = self.transform_scale
+        if scale is not None and not (self.transform in FITTED_TRANSFORMS
+                                      and isinstance(scale, int | float)
+                                      and not isinstance(scale, bool)
+                                      and 0 < scale < float("inf")):
+            raise TxAnomalyError(f"feature {self.name!r}: transform_scale must be a number > 0, "
+                                 f"given only with transform {sorted(FITTED_TRANSFORMS)}")
         for name in ("direction", "merchant_direction"):
             value = getattr(self, name)
             if value not in DIRECTIONS and not (name == "merchant_direction" and value is None):
@@ -218,6 +230,33 @@ class FeatureSet:
                       for f in self.features)
         return replace(self, features=feats, counterparty=role)
 
+    def fit_transforms(self, X: np.ndarray) -> FeatureSet:
+        """This set with every fitted transform's scale fitted on the raw training rows ``X``
+        (scales already set are kept): the median of the column's non-zero absolute values,
+        1 when it has none. A currency factor multiplies the scale, so the transformed values
+        do not change with it.
+
+        >>> fs = FeatureSet("x", (Feature("d", "amount", transform="scaled_signed_log1p"),))
+        >>> fs.fit_transforms(np.array([[0.0], [-2.0], [4.0], [10.0]])).features[0].transform_scale
+        4.0
+        """
+        X = np.asarray(X, dtype=np.float64)
+        feats = []
+        for j, f in enumerate(self.features):
+            if f.transform in FITTED_TRANSFORMS and f.transform_scale is None:
+                magnitude = np.abs(X[:, j])
+                magnitude = magnitude[magnitude > 0]
+                scale = float(np.median(magnitude)) if len(magnitude) else 1.0
+                f = replace(f, transform_scale=scale if np.isfinite(scale) and scale > 0 else 1.0)
+            feats.append(f)
+        return replace(self, features=tuple(feats))
+
+    @property
+    def transforms_fitted(self) -> bool:
+        """Whether every fitted transform has its scale."""
+        return all(f.transform_scale is not None for f in self.features
+                   if f.transform in FITTED_TRANSFORMS)
+
     @property
     def directions(self) -> list[int] | None:
         """Per-feature risk directions (+1 up, -1 down, 0 both), or None when all are both."""
@@ -271,6 +310,9 @@ class FeatureSet:
         if len(plan.signed):
             col = X[:, plan.signed]
             X[:, plan.signed] = np.sign(col) * np.log1p(np.abs(col))
+        if len(plan.scaled):
+            col = X[:, plan.scaled]
+            X[:, plan.scaled] = np.sign(col) * np.log1p(np.abs(col) / plan.scale)
         if len(plan.clipped):
             X[:, plan.clipped] = np.clip(X[:, plan.clipped], plan.low, plan.high)
         return X
@@ -284,6 +326,9 @@ class FeatureSet:
         if len(plan.signed):
             col = Z[:, plan.signed]
             Z[:, plan.signed] = np.sign(col) * np.expm1(np.abs(col))
+        if len(plan.scaled):
+            col = Z[:, plan.scaled]
+            Z[:, plan.scaled] = np.sign(col) * np.expm1(np.abs(col)) * plan.scale
         return Z
 
     @cached_property
@@ -294,8 +339,16 @@ class FeatureSet:
             return np.array([j for j, f in enumerate(self.features) if f.transform == kind],
                             dtype=np.intp)
         clipped = [(j, f.clip) for j, f in enumerate(self.features) if f.clip is not None]
+        unfitted = [f.name for f in self.features
+                    if f.transform in FITTED_TRANSFORMS and f.transform_scale is None]
+        if unfitted:
+            raise TxAnomalyError(f"feature set {self.name!r}: the transform scale of {unfitted} "
+                                 "is not fitted; call fit_transforms on the training rows (a "
+                                 "TransactionModel does it in fit)")
+        scaled = where("scaled_signed_log1p")
         return _TransformColumns(
-            where("log1p"), where("signed_log1p"),
+            where("log1p"), where("signed_log1p"), scaled,
+            np.array([self.features[j].transform_scale for j in scaled], dtype=np.float64),
             np.array([j for j, _ in clipped], dtype=np.intp),
             np.array([c[0] for _, c in clipped], dtype=np.float64),
             np.array([c[1] for _, c in clipped], dtype=np.float64))
@@ -305,6 +358,8 @@ class FeatureSet:
 class _TransformColumns:
     log1p: np.ndarray
     signed: np.ndarray
+    scaled: np.ndarray
+    scale: np.ndarray
     clipped: np.ndarray
     low: np.ndarray
     high: np.ndarray
@@ -358,7 +413,7 @@ def _seed_with_transforms() -> tuple[Feature, ...]:
         if f.op == "amount":
             f = Feature(f.name, f.op, transform="log1p", direction="up")
         elif f.op == "mean_diff":
-            f = Feature(f.name, f.op, f.key, f.window_ms, transform="signed_log1p",
+            f = Feature(f.name, f.op, f.key, f.window_ms, transform="scaled_signed_log1p",
                         direction="up")
         out.append(f)
     return tuple(out)

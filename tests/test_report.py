@@ -148,3 +148,16 @@ def test_an_evaluation_adds_metrics_and_pr_curves(trained):
     assert _images(text)["precision-recall curves"].startswith(PNG_SIGNATURE)
     assert "<td>som</td>" in text and "<td>iforest</td>" in text
     assert "Recall per anomaly kind" in text and "(n=" in text
+
+
+def test_every_transform_has_words_for_the_report():
+    # Regression: a model with a scaled_signed_log1p feature made `report` fail (KeyError).
+    from txanomaly.features.spec import TRANSFORMS, Feature
+    from txanomaly.report import _model_input
+
+    for transform in TRANSFORMS:
+        scale = 2.5 if transform == "scaled_signed_log1p" else None
+        text = _model_input(Feature("x", "amount", transform=transform, transform_scale=scale))
+        assert "value" in text
+    assert "/ 2.5" in _model_input(Feature("x", "amount", transform="scaled_signed_log1p",
+                                           transform_scale=2.5))

@@ -47,7 +47,7 @@ DEFAULT_TOP = 50
 #: Below this magnitude a value is float rounding noise (e.g. cos(pi/2) = 6e-17): shown as 0.
 ROUNDING_NOISE = 1e-9
 _TRANSFORM_AXIS = {"log1p": "log(1 + value)", "signed_log1p": "sign * log(1 + |value|)",
-                   "none": "value"}
+                   "scaled_signed_log1p": "sign * log(1 + |value| / s)", "none": "value"}
 
 
 @dataclass(frozen=True)
@@ -399,6 +399,8 @@ def _model_input(feature: Feature) -> str:
     """The feature's transform and clipping in words, e.g. ``log(1 + value), clipped to
     [-10, 10]``."""
     text = _TRANSFORM_AXIS[feature.transform]
+    if feature.transform_scale is not None:
+        text = text.replace("/ s", f"/ {format_value(feature.transform_scale)}")
     if feature.clip is not None:
         text += f", clipped to [{format_value(feature.clip[0])}, {format_value(feature.clip[1])}]"
     return text

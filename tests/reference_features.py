@@ -17,9 +17,12 @@ from txanomaly.features.spec import (
 )
 
 
-def _amount(r: dict[str, Any]) -> float:
-    d = r.get("destination_amount")
-    return float(d if d is not None else r["origin_amount"])
+def _amount(r: dict[str, Any], first: str = "destination") -> float:
+    """The destination amount, falling back to the origin amount; ``first="origin"``: the
+    other way round (a payer's features under ``amount_side="own"``)."""
+    other = "origin" if first == "destination" else "destination"
+    value = r.get(f"{first}_amount")
+    return float(value if value is not None else r[f"{other}_amount"])
 
 
 def _key(r: dict[str, Any], key: str) -> Any:
@@ -44,13 +47,13 @@ def _history(rows: list[dict[str, Any]], i: int, key: str) -> list[int]:
 def reference_features(rows: list[dict[str, Any]], fs: FeatureSet) -> list[list[float]]:
     out = []
     for i in range(len(rows)):
-        out.append([_one(rows, i, f) for f in fs.features])
+        out.append([_one(rows, i, f, fs.amount_source(f.key)) for f in fs.features])
     return out
 
 
-def _one(rows: list[dict[str, Any]], i: int, f: Any) -> float:
+def _one(rows: list[dict[str, Any]], i: int, f: Any, first: str = "destination") -> float:
     r = rows[i]
-    a = _amount(r)
+    a = _amount(r) if f.key is None else _amount(r, first)
     ts = r["timestamp"]
     hour = (ts // 3_600_000) % 24
     weekday = (ts // 86_400_000 + 3) % 7
@@ -72,7 +75,7 @@ def _one(rows: list[dict[str, Any]], i: int, f: Any) -> float:
         window = [j for j in hist if rows[j]["timestamp"] > ts - f.window_ms]
     else:
         window = hist
-    amounts = [_amount(rows[j]) for j in window]
+    amounts = [_amount(rows[j], first) for j in window]
     mean = sum(amounts) / len(amounts)
     prev = hist[:-1]
     if f.op == "mean_diff":
@@ -91,7 +94,7 @@ def _one(rows: list[dict[str, Any]], i: int, f: Any) -> float:
     if f.op == "log_amount_zscore":
         if not prev:
             return 0.0
-        logs = [math.log1p(_amount(rows[j])) for j in prev]
+        logs = [math.log1p(_amount(rows[j], first)) for j in prev]
         m = sum(logs) / len(logs)
         var = sum((x - m) ** 2 for x in logs) / len(logs)
         n, k = len(logs), ZSCORE_PRIOR_WEIGHT

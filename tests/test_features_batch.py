@@ -286,3 +286,26 @@ def test_sparse_categorical_codes_are_recoded():
     np.testing.assert_array_equal(feature_matrix(coded, STANDARD),
                                   feature_matrix(frame, STANDARD))
     assert keep_alive.len() == 5000
+
+
+def test_the_payers_features_read_the_payers_own_amount():
+    """Standard: the origin user's and the pair's features read the origin amount (the payer's
+    currency), the recipient's and the row's the destination amount; seed: all destination."""
+    from txanomaly.features.online import OnlineFeatures
+
+    rows = [{"timestamp": T0 + i * DAY, "origin_user_id": "u", "destination_user_id": "v",
+             "origin_amount": eur, "destination_amount": eur * 150.0,
+             "origin_currency": "EUR", "destination_currency": "JPY"}
+            for i, eur in enumerate([10.0, 20.0])]
+    frame = pl.DataFrame(rows)
+    got = feature_matrix(frame, STANDARD)
+    names = STANDARD.names
+    assert got[1, names.index("origin_prefix_mean_diff")] == 5.0           # 20 - mean(10, 20)
+    assert got[1, names.index("destination_prefix_mean_diff")] == 750.0    # in yen
+    assert got[1, names.index("destination_amount")] == 3000.0
+    seed = feature_matrix(frame, "seed")
+    assert seed[1, SEED.names.index("origin_prefix_mean_diff")] == 750.0
+    engine = OnlineFeatures(STANDARD)
+    online = np.array([engine.process(r) for r in rows])
+    np.testing.assert_array_equal(online, got)
+    assert {kind for kind, _ in engine.logs} == {"origin:own", "destination", "pair:own"}

@@ -23,6 +23,7 @@ from service_fixtures import assert_close, postgres_url, stream, unique_schema
 from test_features_batch import DAY, T0, row_strategy
 from txanomaly.features.batch import feature_matrix
 from txanomaly.features.online import OnlineFeatures
+from txanomaly.features.spec import STANDARD
 from txanomaly.ingest import ConflictError, Ingested, content_hash, ingest
 from txanomaly.schema import FLAT_COLUMNS
 from txanomaly.scoring import Verdict
@@ -195,7 +196,8 @@ def test_late_arrival_uses_only_history_at_or_before_it(make_storage: StorageFac
     in_time = sorted(rows, key=lambda r: r["timestamp"])
     batch = feature_matrix(pl.DataFrame(in_time), "standard")
     np.testing.assert_array_equal(got[3], batch[3])
-    origin = [(ts, pos) for kind, _, _, ts, pos, *_ in storage.key_rows() if kind == "origin"]
+    origin = [(ts, pos) for kind, _, _, ts, pos, *_ in storage.key_rows()
+              if kind == STANDARD.history_kind("origin")]
     # The late one took position 1; the one after it moved to 2.
     assert origin == [(T0 + d * DAY, d) for d in range(4)]
 

@@ -19,12 +19,15 @@ import pytest
 from test_features_batch import DAY, T0
 from test_ingest import SCORER, StorageFactory, flat, make_storage, run
 from txanomaly.features.online import OnlineFeatures
+from txanomaly.features.spec import STANDARD
 from txanomaly.ingest import WorkBudgetError, ingest
 from txanomaly.storage import Storage
 
 __all__ = ["make_storage"]  # the fixture, imported for pytest
 
 MINUTE = 60_000
+#: The kind the standard set's payer histories are kept under (it reads the origin amount).
+ORIGIN = STANDARD.history_kind("origin")
 
 
 @dataclass
@@ -106,7 +109,7 @@ def test_back_dated_transaction_cost_does_not_grow_with_the_history_after_it(
     # The key's last row (nothing is at or before the late one or its windows' starts).
     assert counting.work.rows_read <= 1
     assert (counting.work.rows_written, counting.work.shifts) == (1, 1)
-    rows = [r for r in storage.key_rows() if r[0] == "origin"]
+    rows = [r for r in storage.key_rows() if r[0] == ORIGIN]
     assert [r[4] for r in rows] == list(range(size + 1))  # every later row moved by one
 
 
@@ -153,11 +156,11 @@ def test_back_dated_transactions_leave_the_rows_the_in_memory_engine_holds(
     engine = OnlineFeatures("standard")
     expected = [engine.process(r) for r in [*records, *late, after]][-1]
     np.testing.assert_array_equal(got, expected)
-    log = engine.logs[("origin", "u")]
+    log = engine.logs[(ORIGIN, "u")]
     want = list(zip(log.ts, log.pos, log.amount, log.cum_before, log.cum, log.d1, log.d2,
                     strict=True))
     assert [(ts, pos, a, cb, c, d1, d2) for kind, _, _, ts, pos, a, cb, c, d1, d2, _
-            in storage.key_rows() if kind == "origin"] == want
+            in storage.key_rows() if kind == ORIGIN] == want
 
 
 def test_late_arrival_work_budget_refuses_and_stores_nothing(make_storage: StorageFactory):
@@ -186,7 +189,7 @@ def test_user_id_with_unit_separator_does_not_collide_with_another_pair_online()
     engine = OnlineFeatures("standard")
     engine.process(PAIRS[0])
     assert engine.process(PAIRS[1])[FIRST_PAIR] == 1.0
-    assert len([k for k in engine.logs if k[0] == "pair"]) == 2
+    assert len([k for k in engine.logs if k[0] == STANDARD.history_kind("pair")]) == 2
 
 
 def test_user_id_with_unit_separator_does_not_collide_with_another_pair_stored(
@@ -195,4 +198,4 @@ def test_user_id_with_unit_separator_does_not_collide_with_another_pair_stored(
     run(storage, flat(PAIRS[:1]))
     second = {**flat(PAIRS[1:])[0], "transaction_id": "second"}
     assert run(storage, [second])[0].features[FIRST_PAIR] == 1.0  # type: ignore[index]
-    assert len({r[1] for r in storage.key_rows() if r[0] == "pair"}) == 2
+    assert len({r[1] for r in storage.key_rows() if r[0] == STANDARD.history_kind("pair")}) == 2

@@ -54,7 +54,8 @@ _OPTIONAL = ("package_version", "feature_set", "fitted_with_feature_names", "con
 _FORMAT_2 = ("model_version", "signature")
 _FEATURE_FIELDS = ("name", "op", "key", "window_ms", "transform", "clip", "weight",
                    "direction", "merchant_direction", "transform_scale")
-_FEATURE_SET_FIELDS = ("name", "version", "description", "scaling", "counterparty", "features")
+_FEATURE_SET_FIELDS = ("name", "version", "description", "scaling", "counterparty",
+                       "amount_side", "features")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
@@ -243,7 +244,7 @@ def _feature_set(value: Any, names: list[str], where: str) -> FeatureSet | None:
              "feature_set.name", data.get("name"), "must be a non-empty string")
     _require(_is_int(data.get("version", 1)) and data.get("version", 1) >= 1, where,
              "feature_set.version", data.get("version"), "must be an integer >= 1")
-    for key in ("description", "scaling"):
+    for key in ("description", "scaling", "amount_side"):
         _require(isinstance(data.get(key, ""), str), where, f"feature_set.{key}",
                  data.get(key), "must be a string")
     _require(isinstance(data.get("counterparty"), str | None), where,

@@ -67,6 +67,8 @@ def feature_matrix(frame: pl.DataFrame, feature_set: str | FeatureSet = "standar
 
     keys = [key for key in by_key if key is not None]
     ctx.log_amount  # computed once, before the threads share it  # noqa: B018
+    if any(fs.amount_source(key) == "origin" for key in keys):
+        ctx.payer_log_amount  # noqa: B018
 
     def row_features() -> None:
         for j, feat in enumerate(fs.features):
@@ -79,7 +81,8 @@ def feature_matrix(frame: pl.DataFrame, feature_set: str | FeatureSet = "standar
         ctx.__dict__.pop("hour_weekday", None)
 
     def key_features(key: str) -> None:
-        _key_features(ctx, key, [fs.features[j] for j in by_key[key]], by_key[key], out)
+        _key_features(ctx, key, [fs.features[j] for j in by_key[key]], by_key[key], out,
+                      payer=fs.amount_source(key) == "origin")
 
     workers = min(len(keys), os.cpu_count() or 1)
     if frame.height <= 50_000 or workers < 2:
@@ -99,14 +102,17 @@ def feature_matrix(frame: pl.DataFrame, feature_set: str | FeatureSet = "standar
 
 
 def _key_features(ctx: _Table, key: str, feats: list[Feature], columns: list[int],
-                  out: np.ndarray) -> None:
-    """Write one key's features into ``out`` (rows x features are columns x rows there)."""
+                  out: np.ndarray, payer: bool = False) -> None:
+    """Write one key's features into ``out`` (rows x features are columns x rows there);
+    ``payer``: they read the origin amount first (``FeatureSet.amount_source``)."""
     from txanomaly.features import kernel  # Numba: imported when features are computed
 
     codes = ctx.key_codes(key)
+    amount, log_amount = ((ctx.payer_amount, ctx.payer_log_amount) if payer
+                          else (ctx.amount, ctx.log_amount))
     windows = sorted({-1 if f.window_ms is None else f.window_ms for f in feats})
-    kernel.key_pass(codes, None if ctx.in_time_order else ctx.time_order, ctx.ts, ctx.amount,
-                    ctx.log_amount, windows, columns, [kernel.OPS[f.op] for f in feats],
+    kernel.key_pass(codes, None if ctx.in_time_order else ctx.time_order, ctx.ts, amount,
+                    log_amount, windows, columns, [kernel.OPS[f.op] for f in feats],
                     [windows.index(-1 if f.window_ms is None else f.window_ms) for f in feats],
                     out)
     keyless = codes == kernel.MISSING  # no history (DESIGN section 3): not written by the pass
@@ -115,7 +121,7 @@ def _key_features(ctx: _Table, key: str, feats: list[Feature], columns: list[int
             column = out[j]
             if feat.op == "log_amount_to_mean":  # the pass wrote the window mean
                 np.log1p(column, out=column)
-                np.subtract(ctx.log_amount, column, out=column)
+                np.subtract(log_amount, column, out=column)
             elif feat.op == "log_seconds_since_prev":  # ... the capped gap in seconds
                 first = column == kernel.NO_PREVIOUS
                 np.log1p(column, out=column)
@@ -184,6 +190,22 @@ class _Table:
     @cached_property
     def log_amount(self) -> np.ndarray:
         return np.log1p(self.amount, out=self._log_amount_into)
+
+    @cached_property
+    def payer_amount(self) -> np.ndarray:
+        """The origin amount, falling back to the destination amount."""
+        amounts = [pl.col(c) for c in ("origin_amount", "destination_amount")
+                   if c in self.frame.columns]
+        if amounts[0].meta.output_name() == "destination_amount":
+            return self.amount
+        out = np.empty(self.n)
+        _copy_into(self.frame, pl.coalesce(amounts).cast(pl.Float64).fill_null(np.nan), out)
+        return out
+
+    @cached_property
+    def payer_log_amount(self) -> np.ndarray:
+        return self.log_amount if self.payer_amount is self.amount else np.log1p(
+            self.payer_amount)
 
     @cached_property
     def hour_weekday(self) -> tuple[np.ndarray, np.ndarray]:

@@ -120,13 +120,17 @@ class OnlineFeatures:
 
     def __init__(self, feature_set: str | FeatureSet = "standard"):
         self.feature_set = get_feature_set(feature_set)
-        self.keys = sorted({f.key for f in self.feature_set.features if f.key is not None})
-        windows = [f.window_ms for f in self.feature_set.features if f.window_ms is not None]
+        fs = self.feature_set
+        self.keys = sorted({f.key for f in fs.features if f.key is not None})
+        windows = [f.window_ms for f in fs.features if f.window_ms is not None]
         self.max_window_ms = max(windows, default=0)
+        #: Per key, the kind its history is kept under (``FeatureSet.history_kind``), and back.
+        self.kinds = {key: fs.history_kind(key) for key in self.keys}
+        self._key_of = {kind: key for key, kind in self.kinds.items()}
         #: Per key kind, its features' windows (ms), shortest first.
-        self.windows = {kind: sorted({f.window_ms for f in self.feature_set.features
-                                      if f.key == kind and f.window_ms is not None})
-                        for kind in self.keys}
+        self.windows = {self.kinds[key]: sorted({f.window_ms for f in fs.features
+                                                 if f.key == key and f.window_ms is not None})
+                        for key in self.keys}
         self.logs: dict[KeyId, KeyLog] = {}
         self._seq = 0
 
@@ -134,12 +138,12 @@ class OnlineFeatures:
         """The keys a record has (a missing user id gives no key)."""
         ids: list[KeyId] = []
         origin, dest = record.get("origin_user_id"), record.get("destination_user_id")
-        for kind in self.keys:
-            if kind == "pair":
+        for key in self.keys:
+            if key == "pair":
                 if origin is not None and dest is not None:
-                    ids.append(("pair", pair_key(origin, dest)))
-            elif (value := record.get(f"{kind}_user_id")) is not None:
-                ids.append((kind, value))
+                    ids.append((self.kinds[key], pair_key(origin, dest)))
+            elif (value := record.get(f"{key}_user_id")) is not None:
+                ids.append((self.kinds[key], value))
         return ids
 
     def history_points(self, kind: str, ts: int) -> list[int]:
@@ -148,7 +152,7 @@ class OnlineFeatures:
         kind's windows. Not the rows between, nor the rows after ``ts`` (they only move when
         it is inserted: :meth:`insert` says how).
 
-        >>> OnlineFeatures("standard").history_points("origin", 100_000_000)
+        >>> OnlineFeatures("standard").history_points("origin:own", 100_000_000)
         [100000000, 96400000, 13600000]
         """
         return [ts, *(ts - w for w in self.windows[kind])]
@@ -156,7 +160,8 @@ class OnlineFeatures:
     def compute(self, record: Mapping[str, Any], logs: Mapping[KeyId, KeyLog]) -> np.ndarray:
         """The transaction's features (raw, unscaled) given its keys' logs; changes nothing."""
         ts, amount = _timestamp(record), _amount(record)
-        views = {kind: _KeyView(logs.get((kind, key)), ts, amount)
+        views = {self._key_of[kind]: _KeyView(logs.get((kind, key)), ts,
+                                              self._amount_for(kind, record, amount))
                  for kind, key in self.key_ids(record)}
         out: list[float] = []
         for feat in self.feature_set.features:
@@ -175,9 +180,10 @@ class OnlineFeatures:
         Returns a :data:`KeyShift` for each key where it is a late arrival (rows after it
         in the log), which a store applies to the rows it did not load.
         """
-        ts, amount = _timestamp(record), _amount(record)
+        ts, row_amount = _timestamp(record), _amount(record)
         shifts: list[KeyShift] = []
         for kid in self.key_ids(record):
+            amount = self._amount_for(kid[0], record, row_amount)
             log = logs.get(kid)
             if log is None:
                 log = logs[kid] = KeyLog(shift=float(np.log1p(amount)))
@@ -186,6 +192,13 @@ class OnlineFeatures:
             if p + 1 < len(log):
                 shifts.append((kid[0], kid[1], ts, amount, d, d * d))
         return shifts
+
+    def _amount_for(self, kind: str, record: Mapping[str, Any], row_amount: float) -> float:
+        """The amount a key kind's history holds: the row's, or the origin amount first."""
+        if self.feature_set.amount_source(self._key_of[kind]) == "destination":
+            return row_amount
+        payer = record.get("origin_amount")
+        return row_amount if payer is None else float(payer)
 
     def process(self, record: Mapping[str, Any]) -> np.ndarray:
         """Compute the features of a transaction and add it to the in-memory logs."""

@@ -93,6 +93,11 @@ DIRECTIONS: dict[str, int] = {"up": 1, "down": -1, "both": 0}
 #: or biller, which many customers pay and which never pays) or a ``person`` (P2P, AML: an
 #: account that receives and sends). :mod:`txanomaly.features.roles` detects it from data.
 COUNTERPARTIES = ("person", "merchant")
+#: Which amount the per-user features read: ``destination`` = the destination amount, falling
+#: back to the origin amount, for every feature (the reference's rule, ``seed``); ``own`` = the
+#: payer's (origin user's and pair's) features read the origin amount, falling back to the
+#: destination amount, so a payer's history is in the currency the payer pays in.
+AMOUNT_SIDES = ("destination", "own")
 SCALINGS = ("standard", "robust", "none")
 #: Distance weights of the standard set, chosen on labelled synthetic data
 #: (benchmarks/bench_feature_sets.py; docs/features.md). Standardising a rare 0/1 flag turns
@@ -204,13 +209,33 @@ class FeatureSet:
     scaling: str = "standard"
     #: The counterparty role the directions were resolved for (None: not resolved).
     counterparty: str | None = None
+    #: Which amount the per-user features read (:data:`AMOUNT_SIDES`).
+    amount_side: str = "destination"
 
     def __post_init__(self) -> None:
         if self.scaling not in SCALINGS:
             raise TxAnomalyError(f"feature set {self.name!r}: scaling must be one of {SCALINGS}")
+        if self.amount_side not in AMOUNT_SIDES:
+            raise TxAnomalyError(f"feature set {self.name!r}: amount_side must be one of "
+                                 f"{AMOUNT_SIDES}, got {self.amount_side!r}")
         if self.counterparty is not None and self.counterparty not in COUNTERPARTIES:
             raise TxAnomalyError(f"feature set {self.name!r}: counterparty must be one of "
                                  f"{COUNTERPARTIES}, got {self.counterparty!r}")
+
+    def amount_source(self, key: str | None) -> str:
+        """Which amount comes first for a key's features: ``origin`` or ``destination``.
+
+        >>> STANDARD.amount_source("pair"), SEED.amount_source("origin")
+        ('origin', 'destination')
+        """
+        payer = self.amount_side == "own" and key in ("origin", "pair")
+        return "origin" if payer else "destination"
+
+    def history_kind(self, key: str) -> str:
+        """The name a key's history is kept under by the online engine's stores: the key
+        itself, or ``origin:own`` / ``pair:own`` when its features read the origin amount (the
+        histories hold amounts, so the two kinds are never mixed)."""
+        return key if self.amount_source(key) == "destination" else f"{key}:own"
 
     def for_counterparty(self, role: str) -> FeatureSet:
         """This set with each feature's direction resolved for a ``person`` or ``merchant``
@@ -286,6 +311,7 @@ class FeatureSet:
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "version": self.version, "description": self.description,
                 "scaling": self.scaling, "counterparty": self.counterparty,
+                "amount_side": self.amount_side,
                 "features": [_feature_dict(f) for f in self.features]}
 
     @classmethod
@@ -297,7 +323,8 @@ class FeatureSet:
             return cls(name=data["name"], features=feats, description=data.get("description", ""),
                        version=int(data.get("version", 1)),
                        scaling=data.get("scaling", "standard"),
-                       counterparty=data.get("counterparty"))
+                       counterparty=data.get("counterparty"),
+                       amount_side=data.get("amount_side", "destination"))
         except (KeyError, TypeError) as exc:
             raise TxAnomalyError(f"invalid feature set definition: {exc}") from None
 
@@ -425,7 +452,9 @@ STANDARD = FeatureSet(
                 "new counterparty, cross-border and currency mismatch; heavy-tailed values "
                 "are log-transformed so no single feature dominates the distance; each "
                 "feature's risk direction is declared (a larger amount, a burst, a new "
-                "counterparty), per counterparty role for the recipient's velocity.",
+                "counterparty), per counterparty role for the recipient's velocity; the "
+                "payer's features read the payer's own amount.",
+    amount_side="own",
     features=(
         *_seed_with_transforms(),
         Feature("log_amount", "log_amount", direction="up"),

@@ -170,7 +170,26 @@ def test_train_prints_and_saves_the_detected_counterparty(tmp_path):
 
 
 def test_detection_ignores_rows_without_ids():
-    frame = pl.DataFrame({"origin_user_id": ["a", None, "b"],
-                          "destination_user_id": [None, "a", "a"]})
+    frame = pl.DataFrame({"origin_user_id": ["a", None, "b", "a", "c"],
+                          "destination_user_id": [None, "a", "a", "b", "d"]})
     found = detect_counterparty(frame)
-    assert (found.role, found.rows, found.share) == ("person", 2, 1.0)
+    # 3 of the 4 named payees also pay; 2 of the 3 pairs are paid both ways, against 3 of the
+    # 3 x 3 possible pairs occurring: 2 times chance.
+    assert (found.role, found.rows, found.share) == ("person", 4, 0.75)
+    assert found.reciprocity == pytest.approx(2.0)
+
+
+def test_customers_and_terminals_numbered_from_one_range_are_still_merchants():
+    # Regression: ids such as customer "17" and terminal "17" made half the payees look like
+    # payers, and the terminals were taken for persons; no terminal ever pays a customer back.
+    frame = generate(6_000, users=150, days=10, domain="card_terminal", seed=4).transactions
+    numeric = frame.with_columns(
+        pl.col("origin_user_id").str.replace(r"^\D+", ""),
+        pl.col("destination_user_id").str.replace(r"^\D+", ""))
+    found = detect_counterparty(numeric)
+    assert found.share > 0.05  # the ids overlap...
+    assert found.reciprocity < 2 and found.role == "merchant"  # ...the pairs do not
+    assert "paid both ways" in found.describe()
+    # Accounts that pay each other back stay persons.
+    assert detect_counterparty(generate(6_000, users=150, days=10, domain="aml",
+                                        seed=4).transactions).role == "person"

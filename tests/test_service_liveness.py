@@ -13,12 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 
 from service_fixtures import model_dir
 from test_service import make_client, tx
 from test_service_durability import Server, servers
-from txanomaly.service import runtime
 
 __all__ = ["model_dir", "servers"]  # fixtures, imported for pytest
 
@@ -50,9 +48,8 @@ def back_dated(i: int) -> dict[str, Any]:
 
 
 def test_late_arrivals_beyond_the_work_budget_are_a_429_and_store_nothing(
-        model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setattr(runtime, "MAX_MOVED_ROWS", 10)
-    with make_client(model_dir, tmp_path) as client:
+        model_dir: Path, tmp_path: Path):
+    with make_client(model_dir, tmp_path, max_moved_rows=10) as client:
         assert client.post("/v1/transactions", json=[tx(i) for i in range(1, 9)]
                            ).status_code == 200
         # Each moves the 8 stored rows of each of its 3 keys (origin, destination, pair).
@@ -63,5 +60,7 @@ def test_late_arrivals_beyond_the_work_budget_are_a_429_and_store_nothing(
         assert client.get("/v1/transactions/t100").status_code == 404
         # Scoring without storing moves nothing: never refused.
         assert client.post("/v1/score", json=back_dated(100)).status_code == 200
-        monkeypatch.setattr(runtime, "MAX_MOVED_ROWS", 24)
+    # The budget is a setting (TXANOMALY_MAX_MOVED_ROWS, --max-moved-rows): the same
+    # database served with a budget of 24 takes the same request.
+    with make_client(model_dir, tmp_path, max_moved_rows=24) as client:
         assert client.post("/v1/transactions", json=back_dated(100)).status_code == 200

@@ -94,6 +94,7 @@ SAMPLES: dict[str, tuple[str, Any, Any]] = {
     "sagemaker": ("1", True, False),
     "top_reasons": ("1", 1, 2),
     "pool_size": ("3", 3, 4),
+    "max_moved_rows": ("500", 500, 600),
     "model_key": ("env-secret\n", "env-secret", "opt-secret"),
 }
 

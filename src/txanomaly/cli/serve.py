@@ -78,6 +78,10 @@ def serve(
     pool_size: Annotated[int | None, typer.Option(
         min=1, help="Database connections per process. Env: TXANOMALY_POOL_SIZE. Default 8."
     )] = None,
+    max_moved_rows: Annotated[int | None, typer.Option(
+        min=1, help="Work budget: the stored key rows one request's late (back-dated) "
+                    "arrivals may move; beyond it the request gets 429 and nothing is "
+                    "written. Env: TXANOMALY_MAX_MOVED_ROWS. Default 100000.")] = None,
     model_key_file: Annotated[Path | None, typer.Option(
         help="File holding the key that verifies the model's signature. Env: "
              "TXANOMALY_MODEL_KEY (the key itself).")] = None,
@@ -104,7 +108,7 @@ def serve(
         "allow_unauthenticated": allow_unauthenticated, "max_batch": max_batch,
         "max_body_bytes": max_body_bytes, "max_csv_rows": max_csv_rows,
         "sqlite_synchronous": sqlite_synchronous, "sagemaker": sagemaker,
-        "top_reasons": top_reasons, "pool_size": pool_size,
+        "top_reasons": top_reasons, "pool_size": pool_size, "max_moved_rows": max_moved_rows,
         "model_key": _read_key(model_key_file) if model_key_file else None})
     port = port or (8080 if settings.sagemaker else 8000)
     # Before the database is opened: a busy port must not leave a new database file behind.

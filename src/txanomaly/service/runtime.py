@@ -28,21 +28,16 @@ from txanomaly.storage.sql import SqlStorage
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
-#: The work budget of one request's late arrivals: the stored key rows they may move (each
-#: back-dated transaction moves every later row of its keys, one UPDATE per key). 100,000
-#: rows took about 0.1 s on SQLite and 0.5 s on PostgreSQL on the 2-core test machine
-#: (docs/service.md, "Late arrivals and the work budget").
-MAX_MOVED_ROWS = 100_000
-
-
 class Runtime:
     """The model, the storage and the metrics of one app.
 
     Database work runs in the thread pool, for SQLite too: the event loop only parses and
     answers, so ``/healthz`` answers while a slow request runs. The one exception is
     :meth:`ingest_request`'s fast path for single transactions on a free SQLite database.
-    A request whose late arrivals would move more than :data:`MAX_MOVED_ROWS` stored key rows
-    is refused with 429 before anything is written.
+    A request whose late arrivals would move more than ``settings.max_moved_rows`` stored key
+    rows (each back-dated transaction moves every later row of its keys, one UPDATE per key;
+    docs/service.md, "Late arrivals and the work budget") is refused with 429 before anything
+    is written.
     """
 
     def __init__(self, settings: Settings, scorer: Scorer, store: SqlStorage,
@@ -85,7 +80,7 @@ class Runtime:
         (``wait=False``), since handing a ~1 ms request to the database thread cost about a
         fifth of single-request throughput on the 2-core machines. When another writer holds
         the database it goes to the database thread instead, so the loop never waits on a
-        lock; its own work is bounded by :data:`MAX_MOVED_ROWS`.
+        lock; its own work is bounded by ``settings.max_moved_rows``.
         """
         if self._sqlite_thread is not None and len(records) == 1:
             try:
@@ -116,7 +111,7 @@ class Runtime:
         """
         try:
             out = ingest(records, self.scorer, self.store, persist=persist,
-                         max_moved_rows=MAX_MOVED_ROWS, wait=wait)
+                         max_moved_rows=self.settings.max_moved_rows, wait=wait)
         except WorkBudgetError as exc:
             self.metrics.count("refused", len(records))
             raise ApiError(429, str(exc), code="work_budget_exceeded") from None

@@ -17,6 +17,7 @@ import pytest
 from scipy.stats import spearmanr
 
 from txanomaly import evaluate as ev
+from txanomaly.benchmark import precision_at_fraction, top_count
 from txanomaly.detector import AnomalyDetector
 from txanomaly.pipeline import TransactionModel
 from txanomaly.synth import generate
@@ -27,11 +28,6 @@ SMALL_MAP = {"map_size": "6x6", "epochs": 5}
 def labelled(domain: str) -> tuple[pl.DataFrame, pl.DataFrame]:
     result = generate(30_000, users=400, days=20, domain=domain, seed=5, anomaly_rate=0.02)
     return result.transactions, result.labels
-
-
-def precision_at_1pct(y: np.ndarray, scores: np.ndarray) -> float:
-    k = max(1, round(0.01 * len(scores)))
-    return float(y[np.argsort(-scores, kind="stable")[:k]].mean())
 
 
 def product_scores(frame: pl.DataFrame, labels: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:
@@ -52,7 +48,7 @@ def test_an_uninformative_sparse_count_cuts_precision_at_1pct_by_at_most_a_tenth
     data = ev.prepare(frame, labels, "standard", 0.6)
     fs, train, test = data.feature_set, data.split.train, data.split.test
     base = TransactionModel(fs, AnomalyDetector(**SMALL_MAP)).fit(data.X[train])
-    before = precision_at_1pct(data.y[test], base.anomaly_score(data.X[test]))
+    before = precision_at_fraction(data.y[test], base.anomaly_score(data.X[test]))
     # The same model inputs plus a count that is 1, 2 or 3 at random, declared like the
     # set's own counts (log1p, risk upwards, weight 1).
     rng = np.random.default_rng(0)
@@ -62,7 +58,7 @@ def test_an_uninformative_sparse_count_cuts_precision_at_1pct_by_at_most_a_tenth
                             feature_weights=[*(fs.weights or [1.0] * len(fs.names)), 1.0],
                             feature_directions=[*(fs.directions or [0] * len(fs.names)), 1])
     noisy.fit(Z[train])
-    after = precision_at_1pct(data.y[test], noisy.anomaly_score(Z[test]))
+    after = precision_at_fraction(data.y[test], noisy.anomaly_score(Z[test]))
     assert before > 0.3  # the check means something only where the product finds anomalies
     assert after >= 0.9 * before, (before, after)
 
@@ -79,10 +75,10 @@ def test_a_currency_factor_does_not_change_the_ranking(domain):
                                 pl.col("destination_amount") * 1000.0)
     plain, y = product_scores(frame, labels)
     thousand, _ = product_scores(scaled, labels)
-    k = round(0.01 * len(plain))
+    k = top_count(len(plain))
     top_plain = set(np.argsort(-plain)[:k].tolist())
     top_thousand = set(np.argsort(-thousand)[:k].tolist())
     assert spearmanr(plain, thousand).statistic >= 0.99
     assert len(top_plain & top_thousand) >= 0.95 * k
-    assert precision_at_1pct(y, thousand) == pytest.approx(precision_at_1pct(y, plain),
+    assert precision_at_fraction(y, thousand) == pytest.approx(precision_at_fraction(y, plain),
                                                            abs=0.05)

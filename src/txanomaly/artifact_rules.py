@@ -33,7 +33,7 @@ from typing import Any
 import txanomaly
 from txanomaly.detector import AnomalyDetector, check_threshold, parse_map_size
 from txanomaly.errors import ModelFileError, TxAnomalyError
-from txanomaly.features.spec import FeatureSet
+from txanomaly.features.spec import FITTED_TRANSFORMS, FeatureSet
 
 #: The format :func:`txanomaly.artifact.save` writes. 2 added ``model_version`` (recorded, and
 #: compared on load) and the optional ``signature``; version 1 files still load, their version
@@ -87,10 +87,9 @@ def check_metadata(meta: Any, where: str) -> CheckedMetadata:
     _check_threshold(meta, params, where)
     feature_set = _feature_set(meta.get("feature_set"), names, where)
     if feature_set is not None:
-        declared = feature_set.directions
-        _require(params.get("feature_directions") in (declared, None)
-                 or (declared is None and not any(params["feature_directions"])), where,
-                 "params.feature_directions", params.get("feature_directions"),
+        declared, given = feature_set.directions, params.get("feature_directions")
+        _require((list(given) if given and any(given) else None) == declared, where,
+                 "params.feature_directions", given,
                  f"must agree with the feature set's directions ({_show(declared)})")
     if meta["format_version"] >= 2:
         _check_signed_fields(meta, where)
@@ -258,7 +257,7 @@ def _feature_set(value: Any, names: list[str], where: str) -> FeatureSet | None:
         raise ModelFileError(f"{where}: feature_set: {exc}") from None
     _require(feature_set.transforms_fitted, where, "feature_set.features",
              [f.name for f in feature_set.features if f.transform_scale is None
-              and f.transform == "scaled_signed_log1p"], "transform_scale must be fitted")
+              and f.transform in FITTED_TRANSFORMS], "transform_scale must be fitted")
     if feature_set.names != names:
         raise ModelFileError(f"{where}: feature names do not match: feature_set declares "
                              f"{feature_set.names}, feature_names holds {names}")

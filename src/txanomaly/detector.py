@@ -248,10 +248,7 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
     def _fit_scaler(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The scaler's (center, scale), with ``feature_weights`` folded into the scale."""
         center, scale = fit_scaler(X, "robust" if self.scaling == "auto" else self.scaling)
-        directions = self._directions()
-        if directions is not None and directions.shape != scale.shape:
-            raise ValueError(f"feature_directions has {directions.size} value(s); X has "
-                             f"{scale.size} feature(s)")
+        self.directions_ = self._checked_directions(scale.size)
         if self.feature_weights is None:
             return center, scale
         weights = np.asarray(self.feature_weights, dtype=np.float64)
@@ -300,6 +297,15 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
                              f"{self.feature_directions!r}")
         return values.astype(np.float64) if values.any() else None
 
+    def _checked_directions(self, n_features: int) -> np.ndarray | None:
+        """:meth:`_directions` for ``n_features`` features: what fit and restore keep as
+        ``directions_``, so scoring does not rebuild it on every call."""
+        directions = self._directions()
+        if directions is not None and directions.size != n_features:
+            raise ValueError(f"feature_directions has {directions.size} value(s); X has "
+                             f"{n_features} feature(s)")
+        return directions
+
     def initial_weights(self, X: Any) -> np.ndarray:
         """The prototypes ``fit(X)`` started from, in scaled space: a ``(units, d)`` array.
 
@@ -332,7 +338,7 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
         self.labels_ = rule.flags(scores).astype(np.int64)
 
     def _summary(self, Xs: torch.Tensor, seconds: float) -> dict[str, Any]:
-        qe = (self.decision_scores_ if self._directions() is None
+        qe = (self.decision_scores_ if self.directions_ is None
               else self.som_.bmu_distances(Xs)[0].double().cpu().numpy())
         return {"rows": len(Xs), "quantization_error": float(qe.mean()),
                 "topographic_error": self.som_.topographic_error(Xs),
@@ -368,22 +374,18 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
 
     def _scores(self, Xs: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
         """(anomaly scores, BMU indices) of scaled rows: the distance to the BMU, or the
-        length of its risk-directed part (:meth:`_deviation`)."""
+        length of its risk-directed part (:meth:`_directed`)."""
         dist, bmu = self.som_.bmu_distances(Xs)
-        bmu_np = bmu.cpu().numpy()
-        if self._directions() is None:
-            return dist.double().cpu().numpy(), bmu_np
-        deviation = self._deviation(Xs.double().cpu().numpy(), bmu_np)
-        return np.sqrt((deviation * deviation).sum(1)), bmu_np
-
-    def _deviation(self, scaled: np.ndarray, bmu: np.ndarray) -> np.ndarray:
-        """Scaled row minus its BMU prototype, keeping per feature only the side that points
-        to risk (``feature_directions``): ``max(d * r, 0)`` for d = +-1, ``r`` for d = 0."""
-        return self._directed(scaled - self.som_.weights[torch.from_numpy(bmu)]
-                              .double().cpu().numpy())
+        if self.directions_ is None:
+            return dist.double().cpu().numpy(), bmu.cpu().numpy()
+        deviation = self._directed(Xs.double().cpu().numpy()
+                                   - self.som_.weights[bmu].double().cpu().numpy())
+        return np.sqrt((deviation * deviation).sum(1)), bmu.cpu().numpy()
 
     def _directed(self, diff: np.ndarray) -> np.ndarray:
-        directions = self._directions()
+        """A scaled row minus its BMU prototype, keeping per feature only the side that
+        points to risk (``feature_directions``): ``max(d * r, 0)`` for d = +-1, ``r`` for 0."""
+        directions = self.directions_
         if directions is None:
             return diff
         return np.where(directions == 0, diff, np.maximum(diff * directions, 0.0))
@@ -437,7 +439,7 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
         diff = self._directed(scaled.astype(np.float64) - proto_scaled)
         diff_sq = diff * diff
         total = diff_sq.sum(1, keepdims=True)
-        score = (dist.double().cpu().numpy() if self._directions() is None
+        score = (dist.double().cpu().numpy() if self.directions_ is None
                  else np.sqrt(total[:, 0]))
         share = np.divide(diff_sq, total, out=np.zeros_like(diff_sq), where=total > 0)
         names = self._feature_names()
@@ -518,6 +520,7 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
                              f"feature {bad}")
         threshold = check_threshold(threshold)
         self.center_, self.scale_ = center, scale
+        self.directions_ = self._checked_directions(len(center))
         self.n_features_in_ = len(self.center_)
         if feature_names is not None:
             self.feature_names_in_ = np.asarray(list(feature_names), dtype=object)

@@ -399,8 +399,8 @@ def _model_input(feature: Feature) -> str:
     """The feature's transform and clipping in words, e.g. ``log(1 + value), clipped to
     [-10, 10]``."""
     text = _TRANSFORM_AXIS[feature.transform]
-    if feature.transform_scale is not None:
-        text = text.replace("/ s", f"/ {format_value(feature.transform_scale)}")
+    if feature.transform_scale is not None:  # the fitted s, in the feature's units
+        text = f"sign * log(1 + |value| / {format_value(feature.transform_scale)})"
     if feature.clip is not None:
         text += f", clipped to [{format_value(feature.clip[0])}, {format_value(feature.clip[1])}]"
     return text

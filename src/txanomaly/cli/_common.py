@@ -174,3 +174,13 @@ class FlagCommand(_FlagsWithoutType, TyperCommand):
 
 class FlagGroup(_FlagsWithoutType, TyperGroup):
     """The ``txanomaly`` group, with flags shown as in :class:`FlagCommand`."""
+
+
+def add_group(app: typer.Typer, name: str, help: str, epilog: str,
+              commands: dict[str, Callable[..., Any]]) -> None:
+    """Add a command group ``name`` (``txanomaly NAME COMMAND``) to ``app``: each command
+    with the example ``epilog``, flags shown without their type, help when called bare."""
+    group = typer.Typer(name=name, no_args_is_help=True, cls=FlagGroup, help=help)
+    for command, func in commands.items():
+        group.command(command, cls=FlagCommand, epilog=epilog)(func)
+    app.add_typer(group)

@@ -14,7 +14,7 @@ from typing import Annotated, cast
 import typer
 from rich.markup import escape
 
-from txanomaly.cli._common import FlagCommand, FlagGroup, JsonOut, Output, Quiet, handle_errors
+from txanomaly.cli._common import JsonOut, Output, Quiet, add_group, handle_errors
 from txanomaly.features import FEATURE_SETS
 from txanomaly.features.files import (
     FORMATS,
@@ -31,11 +31,8 @@ EXAMPLE = ("Example: [bold]txanomaly feature-set show standard -o mine.toml[/], 
 
 def register(app: typer.Typer) -> None:
     """Add the ``feature-set`` group (``show``, ``check``) to ``app``."""
-    group = typer.Typer(name="feature-set", no_args_is_help=True, cls=FlagGroup,
-                        help="Feature sets as JSON or TOML files: write one, check one.")
-    group.command("show", cls=FlagCommand, epilog=EXAMPLE)(show)
-    group.command("check", cls=FlagCommand, epilog=EXAMPLE)(check)
-    app.add_typer(group)
+    add_group(app, "feature-set", "Feature sets as JSON or TOML files: write one, check one.",
+              EXAMPLE, {"show": show, "check": check})
 
 
 @handle_errors

@@ -17,11 +17,10 @@ import typer
 from rich.markup import escape
 
 from txanomaly.cli._common import (
-    FlagCommand,
-    FlagGroup,
     JsonOut,
     Output,
     Quiet,
+    add_group,
     check_exists,
     handle_errors,
 )
@@ -40,10 +39,8 @@ EXAMPLE = ("Example: [bold]txanomaly history load tx.json --model model/ --db sq
 
 def register(app: typer.Typer) -> None:
     """Add the ``history`` group (``history load``) to ``app``."""
-    history = typer.Typer(name="history", no_args_is_help=True, cls=FlagGroup,
-                          help="The per-user history the scoring service keeps.")
-    history.command("load", cls=FlagCommand, epilog=EXAMPLE)(load)
-    app.add_typer(history)
+    add_group(app, "history", "The per-user history the scoring service keeps.", EXAMPLE,
+              {"load": load})
 
 
 @handle_errors

@@ -14,11 +14,10 @@ import typer
 from rich.markup import escape
 
 from txanomaly.cli._common import (
-    FlagCommand,
-    FlagGroup,
     JsonOut,
     Output,
     Quiet,
+    add_group,
     check_exists,
     handle_errors,
 )
@@ -32,11 +31,8 @@ ModelArg = Annotated[Path, typer.Argument(help="Model directory (txanomaly train
 
 def register(app: typer.Typer) -> None:
     """Add the ``model`` group (``model sign``, ``model verify``) to ``app``."""
-    group = typer.Typer(name="model", no_args_is_help=True, cls=FlagGroup,
-                        help="The model file: sign it, check it.")
-    group.command("sign", cls=FlagCommand, epilog=EXAMPLE)(sign)
-    group.command("verify", cls=FlagCommand, epilog=EXAMPLE)(verify)
-    app.add_typer(group)
+    add_group(app, "model", "The model file: sign it, check it.", EXAMPLE,
+              {"sign": sign, "verify": verify})
 
 
 @handle_errors

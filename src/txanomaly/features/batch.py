@@ -194,12 +194,11 @@ class _Table:
     @cached_property
     def payer_amount(self) -> np.ndarray:
         """The origin amount, falling back to the destination amount."""
-        amounts = [pl.col(c) for c in ("origin_amount", "destination_amount")
-                   if c in self.frame.columns]
-        if amounts[0].meta.output_name() == "destination_amount":
+        if "origin_amount" not in self.frame.columns:
             return self.amount
         out = np.empty(self.n)
-        _copy_into(self.frame, pl.coalesce(amounts).cast(pl.Float64).fill_null(np.nan), out)
+        _copy_into(self.frame, pl.coalesce([c for c in ("origin_amount", "destination_amount")
+                                            if c in self.frame.columns]).cast(pl.Float64), out)
         return out
 
     @cached_property

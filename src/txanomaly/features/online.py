@@ -127,6 +127,9 @@ class OnlineFeatures:
         #: Per key, the kind its history is kept under (``FeatureSet.history_kind``), and back.
         self.kinds = {key: fs.history_kind(key) for key in self.keys}
         self._key_of = {kind: key for key, kind in self.kinds.items()}
+        #: The kinds whose histories hold the origin amount (``FeatureSet.amount_source``).
+        self._payer_kinds = frozenset(kind for key, kind in self.kinds.items()
+                                      if fs.amount_source(key) == "origin")
         #: Per key kind, its features' windows (ms), shortest first.
         self.windows = {self.kinds[key]: sorted({f.window_ms for f in fs.features
                                                  if f.key == key and f.window_ms is not None})
@@ -195,7 +198,7 @@ class OnlineFeatures:
 
     def _amount_for(self, kind: str, record: Mapping[str, Any], row_amount: float) -> float:
         """The amount a key kind's history holds: the row's, or the origin amount first."""
-        if self.feature_set.amount_source(self._key_of[kind]) == "destination":
+        if kind not in self._payer_kinds:
             return row_amount
         payer = record.get("origin_amount")
         return row_amount if payer is None else float(payer)

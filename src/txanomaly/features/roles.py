@@ -72,14 +72,14 @@ def detect_counterparty(frame: pl.DataFrame) -> Counterparty:
     """Whether ``frame``'s destinations are merchants or persons (see the module's rule)."""
     if "destination_user_id" not in frame.columns or "origin_user_id" not in frame.columns:
         return Counterparty("person", float("nan"), 0)
-    dest = frame.get_column("destination_user_id").cast(pl.String).drop_nulls()
+    ids = frame.select(pl.col("origin_user_id").cast(pl.String).alias("o"),
+                       pl.col("destination_user_id").cast(pl.String).alias("d"))
+    dest = ids.get_column("d").drop_nulls()
     if dest.len() == 0:
         return Counterparty("person", float("nan"), 0)
-    origins = frame.get_column("origin_user_id").cast(pl.String).drop_nulls().unique()
+    origins = ids.get_column("o").drop_nulls().unique()
     share = float(dest.is_in(origins.implode()).cast(pl.Float64).mean() or 0.0)  # type: ignore[arg-type]
-    pairs = frame.select(pl.col("origin_user_id").cast(pl.String).alias("o"),
-                         pl.col("destination_user_id").cast(pl.String).alias("d")
-                         ).drop_nulls().unique()
+    pairs = ids.drop_nulls().unique()
     back = pairs.select(pl.col("d").alias("o"), pl.col("o").alias("d"))
     reversed_share = pairs.join(back, on=["o", "d"], how="semi").height / max(pairs.height, 1)
     possible = pairs["o"].n_unique() * pairs["d"].n_unique()

@@ -264,3 +264,83 @@ def _wrap(name: str, width: int = 26) -> str:
         return name
     cut = name.rfind("_", 0, width)
     return name if cut <= 0 else name[:cut] + "\n" + name[cut:]
+
+
+# --------------------------------------------------------------------------- the analysts' console
+def transaction_timeline(times_ms: np.ndarray, amounts: np.ndarray, flagged: np.ndarray,
+                         marked: int | None = None, title: str = "") -> Figure:
+    """A user's transactions over time (amount on a log scale), flagged ones in red, the
+    ``marked`` one (an index) ringed and joined to the time axis."""
+    from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
+
+    times = np.asarray(times_ms, dtype="datetime64[ms]")
+    amounts = np.maximum(np.asarray(amounts, dtype=np.float64), 0.01)  # log scale: no zero
+    flags = np.asarray(flagged, dtype=bool)
+    fig = Figure(figsize=(7.0, 2.6), layout="constrained")
+    ax = fig.add_subplot()
+    ax.scatter(times[~flags], amounts[~flags], s=14, color=NORMAL_COLOUR, alpha=0.7,
+               label="normal")
+    ax.scatter(times[flags], amounts[flags], s=22, color=FLAGGED_COLOUR, label="flagged")
+    if marked is not None:
+        ax.axvline(times[marked], color="#555", lw=0.8, ls=":")
+        ax.scatter([times[marked]], [amounts[marked]], s=140, facecolors="none",
+                   edgecolors="#222", linewidths=1.8, label="this transaction")
+    ax.set_yscale("log")
+    locator = AutoDateLocator()
+    ax.xaxis.set_major_locator(locator)
+    ax.xaxis.set_major_formatter(ConciseDateFormatter(locator))
+    ax.set_ylabel("amount")
+    ax.tick_params(labelsize=SMALL_FONT)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=SMALL_FONT, loc="best")
+    if title:
+        ax.set_title(title, fontsize=PANEL_TITLE_FONT)
+    return fig
+
+
+def hourly_counts(hours_ms: np.ndarray, counts: np.ndarray, title: str) -> Figure:
+    """Counts per hour as bars (hours without any left out of the data, shown as gaps)."""
+    from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
+
+    fig = Figure(figsize=(7.0, 2.4), layout="constrained")
+    ax = fig.add_subplot()
+    hours = np.asarray(hours_ms, dtype="datetime64[ms]")
+    ax.bar(hours, np.asarray(counts), width=np.timedelta64(50, "m"), color=FLAGGED_COLOUR,
+           alpha=0.8)
+    locator = AutoDateLocator()
+    ax.xaxis.set_major_locator(locator)
+    ax.xaxis.set_major_formatter(ConciseDateFormatter(locator))
+    ax.tick_params(labelsize=SMALL_FONT)
+    ax.set_ylabel("per hour")
+    ax.set_title(title, fontsize=PANEL_TITLE_FONT)
+    ax.grid(alpha=0.3, axis="y")
+    return fig
+
+
+def threshold_tradeoff(thresholds: np.ndarray, precision: np.ndarray, recall: np.ndarray,
+                       alerts_per_day: np.ndarray, current: float,
+                       chosen: float | None = None, title: str = "") -> Figure:
+    """Calibration: precision and recall of the analysts' labels (left axis) and alerts a
+    day (right axis) as the threshold moves; the threshold in force dashed, the recommended
+    one solid."""
+    fig = Figure(figsize=(7.5, 4.0), layout="constrained")
+    ax = fig.add_subplot()
+    ax.plot(thresholds, precision, color=FLAGGED_COLOUR, lw=2, label="precision (labels)")
+    ax.plot(thresholds, recall, color="#2ca02c", lw=2, label="recall of confirmed fraud")
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("threshold (anomaly score)")
+    ax.set_ylabel("share")
+    right = ax.twinx()
+    right.plot(thresholds, alerts_per_day, color=NORMAL_COLOUR, lw=1.5, ls="-.",
+               label="alerts a day")
+    right.set_ylabel("alerts a day (stored traffic)")
+    right.set_yscale("symlog", linthresh=1.0)
+    ax.axvline(current, color="#555", ls="--", lw=1, label=f"in force {current:.4g}")
+    if chosen is not None:
+        ax.axvline(chosen, color="#222", lw=1.6, label=f"recommended {chosen:.4g}")
+    handles, labels = ax.get_legend_handles_labels()
+    more, more_labels = right.get_legend_handles_labels()
+    ax.legend(handles + more, labels + more_labels, fontsize=SMALL_FONT, loc="center right")
+    ax.grid(alpha=0.3)
+    ax.set_title(title or "Threshold trade-off from the analysts' decisions")
+    return fig

@@ -226,7 +226,12 @@ class SelfOrganizingMap(torch.nn.Module):
         Each prototype becomes the mean of all rows weighted by the Gaussian neighbourhood
         (radius ``sigma``) of their BMU; a unit with zero total weight keeps its prototype.
         """
-        sums = accumulate_bmu_sums(data, self.weights, chunk_size or chunk_rows(self.n_units))
+        self.apply_bmu_sums(accumulate_bmu_sums(data, self.weights,
+                                                chunk_size or chunk_rows(self.n_units)), sigma)
+
+    def apply_bmu_sums(self, sums: torch.Tensor, sigma: float) -> None:
+        """The batch-map update from per-BMU sums (:func:`accumulate_bmu_sums`, or their
+        total over the partitions of a distributed table: :mod:`txanomaly.spark`)."""
         d = self.n_features
         h = gaussian_neighbourhood(self.grid_sq, sigma)
         numer = h @ sums[:d].T                     # (units, d)

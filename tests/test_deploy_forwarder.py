@@ -24,8 +24,8 @@ from txanomaly.deploy.forwarder import lambda_function as fwd
 ENDPOINT = "txanomaly-endpoint"
 TX = {"transactionId": "t-1", "timestamp": 1_700_000_000_000, "originUserId": "u1",
       "originAmountDetails": {"transactionAmount": 42.0, "transactionCurrency": "EUR"}}
-VERDICT = {"transactionId": "t-1", "score": 1.2, "threshold": 2.5, "is_anomaly": False,
-           "reasons": []}
+VERDICT = {"transactionId": "t-1", "anomalyScore": 1.2, "isAnomaly": False, "verdict": "ALLOW",
+           "riskLevel": "LOW", "threshold": 2.5, "reasons": [], "modelVersion": "0123abcd"}
 
 
 def api_event(body: str | None, resource: str = fwd.SINGLE_ROUTE, method: str = "POST",
@@ -105,7 +105,7 @@ def test_one_transaction_is_forwarded_and_its_verdict_returned(stubbed):
 def test_a_batch_is_forwarded_as_one_call(stubbed):
     forwarder, stubber = stubbed
     batch = [TX, {**TX, "transactionId": "t-2"}]
-    verdicts = [VERDICT, {**VERDICT, "transactionId": "t-2", "is_anomaly": True}]
+    verdicts = [VERDICT, {**VERDICT, "transactionId": "t-2", "isAnomaly": True, "verdict": "FLAG"}]
     stubber.add_response("invoke_endpoint", answer_body(verdicts), expected(batch))
     answer = forwarder.handle(api_event(json.dumps(batch), resource=fwd.BATCH_ROUTE))
     assert answer["statusCode"] == 200

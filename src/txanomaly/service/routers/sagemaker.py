@@ -5,7 +5,10 @@
 * ``text/csv``: rows of raw feature values in the model's feature order (a header row with
   the feature names is allowed) and answers ``[{"anomaly_index": i}, ...]`` for the rows the
   model flags, as the prototype did;
-* ``application/json``: transactions, answered as ``POST /v1/score`` does.
+* ``application/json``: transactions, answered as ``POST /v1/score`` does; stored too, as
+  ``POST /v1/transactions`` does, when the request carries SageMaker's custom attribute
+  ``store=1`` (InvokeEndpoint's ``CustomAttributes``, which the AWS deployment's forwarding
+  Lambda sends when the stack keeps a shared history: docs/deploy-aws.md).
 
 Both go through the same scoring path: the CSV rows are scored by ``Scorer.verdicts``, the
 function that scores the JSON transactions after their features are computed.
@@ -25,6 +28,15 @@ from txanomaly.service.inputs import media_type, read_body
 from txanomaly.service.responses import VERDICT_SCHEMA, json_response, verdicts_response
 from txanomaly.service.routers.health import is_ready
 from txanomaly.service.schemas import Status, error_responses
+
+#: SageMaker hands InvokeEndpoint's ``CustomAttributes`` to the container in this header.
+CUSTOM_ATTRIBUTES_HEADER = "x-amzn-sagemaker-custom-attributes"
+
+
+def wants_store(request: Request) -> bool:
+    """True when the custom attributes (``;``- or ``,``-separated) hold ``store=1``."""
+    attributes = request.headers.get(CUSTOM_ATTRIBUTES_HEADER, "").replace(",", ";")
+    return "store=1" in (part.strip().lower() for part in attributes.split(";"))
 
 
 async def ping(request: Request) -> object:
@@ -95,7 +107,7 @@ def register(max_batch: int) -> APIRouter:
     async def invocations(request: Request, runtime: AuthorizedRuntime) -> Response:
         kind = media_type(request)
         if kind == "application/json":
-            return await verdicts_response(request, runtime, persist=False)
+            return await verdicts_response(request, runtime, persist=wants_store(request))
         if kind != "text/csv":
             raise ApiError(415, "send text/csv feature rows or application/json transactions")
         body = await read_body(request, runtime.settings.max_body_bytes)

@@ -155,15 +155,30 @@ class SelfOrganizingMap(torch.nn.Module):
         (+-1 standard deviation around the mean), ``sample`` copies random rows, ``randn``
         draws standard normal values (the prototype's initialisation).
         """
+        X = self._check(X)
+        rows = self.initial_rows(len(X), method)
+        return self.initialize_from(None if rows is None else X[rows], method)
+
+    def initial_rows(self, n: int, method: str) -> torch.Tensor | None:
+        """Which of ``n`` rows :meth:`initialize` reads, in the order it reads them, drawn
+        from the map's generator (None for ``randn``, which reads none). A distributed
+        trainer draws them here and fetches those rows (:mod:`txanomaly.spark`)."""
         if method not in INITIALIZATIONS:
             raise ValueError(f"init must be one of {INITIALIZATIONS}, got {method!r}")
-        X = self._check(X)
+        if method == "randn":
+            return None
+        return self._draw_rows(n, self.n_units if method == "sample" else min(n, _PCA_MAX_ROWS))
+
+    def initialize_from(self, rows: torch.Tensor | None, method: str) -> SelfOrganizingMap:
+        """:meth:`initialize` from the rows :meth:`initial_rows` chose; returns ``self``."""
         if method == "randn":
             w = torch.randn(self.n_units, self.n_features, generator=self.generator)
+        elif rows is None:
+            raise ValueError(f"init {method!r} needs the rows initial_rows chose")
         elif method == "sample":
-            w = X[self._draw_rows(len(X), self.n_units)].cpu()
+            w = rows.cpu()
         else:
-            w = self._pca_weights(X[self._draw_rows(len(X), min(len(X), _PCA_MAX_ROWS))])
+            w = self._pca_weights(rows)
         self.weights.copy_(w.to(self.device, torch.float32))
         return self
 

@@ -1,0 +1,333 @@
+"""Training on Spark: the batch SOM as one distributed reduction per epoch.
+
+The steps of :meth:`txanomaly.pipeline.TransactionModel.fit`, each on the cluster:
+
+1. the fitted transforms' scales (the median of a column's non-zero ``|x|``) and the
+   scaler's statistics (``standard``: the mean, then the mean squared deviation, as sums per
+   partition added on the driver; ``robust``: exact quantiles);
+2. the map's initial prototypes from the rows a single-machine fit would read
+   (:meth:`SelfOrganizingMap.initial_rows <txanomaly.som.SelfOrganizingMap.initial_rows>`,
+   the same generator draws), fetched by their place in ``_index`` order;
+3. each epoch, every partition computes the batch kernel's per-unit augmented sums
+   (:func:`txanomaly.som.accumulate_bmu_sums`) against the current prototypes, the driver
+   adds them up and applies the same update
+   (:meth:`~txanomaly.som.SelfOrganizingMap.apply_bmu_sums`);
+4. the training scores, and the threshold as their exact ``1 - contamination`` quantile
+   (:mod:`txanomaly.spark.quantiles`: equal to ``np.quantile`` on the same scores).
+
+Only the order of additions differs from one machine: the sums of step 1 and 3 are added per
+partition, then across partitions, where one machine adds in one sweep. docs/spark.md states
+what that does to the model (the tolerance the tests hold it to).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pyarrow as pa
+from sklearn.base import clone
+
+from txanomaly.errors import TxAnomalyError
+from txanomaly.features.spec import FITTED_TRANSFORMS, FeatureSet, get_feature_set
+from txanomaly.spark import quantiles as qx
+from txanomaly.spark.features import ORDER
+from txanomaly.spark.score import model_from_spec, model_spec
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame
+
+    from txanomaly.detector import AnomalyDetector
+    from txanomaly.pipeline import TransactionModel
+
+log = logging.getLogger(__name__)
+
+#: Column ``j`` of the model inputs (the transformed features).
+def _input(j: int) -> str:
+    return f"x{j}"
+
+
+def fit(features: DataFrame, feature_set: str | FeatureSet = "standard",
+        detector: AnomalyDetector | None = None,
+        callback: Callable[[int, int], None] | None = None) -> TransactionModel:
+    """Train a :class:`~txanomaly.pipeline.TransactionModel` on a Spark table of features.
+
+    Parameters
+    ----------
+    features : pyspark.sql.DataFrame
+        Raw feature values (:func:`txanomaly.spark.compute_features`): the feature set's
+        columns and ``_index`` (the rows' order, which the initialisation's row draws
+        refer to).
+    feature_set : str or FeatureSet
+        As for ``TransactionModel``; its weights, directions and scaling apply as there.
+    detector : AnomalyDetector, optional
+        The parameters (cloned); ``algorithm`` must be ``batch``, the one that distributes.
+    callback : callable, optional
+        ``callback(epoch, epochs)`` after each epoch.
+
+    Returns
+    -------
+    TransactionModel
+        Fitted: it saves to the same model directory as a single-machine fit, and from the
+        same rows, seed and settings has the same prototypes, scaler and threshold up to the
+        order of float additions (docs/spark.md, "Equality").
+    """
+    from pyspark import StorageLevel
+
+    from txanomaly.detector import AnomalyDetector
+    from txanomaly.pipeline import TransactionModel
+
+    started = time.perf_counter()
+    fs = get_feature_set(feature_set)
+    det = _resolved(fs, clone(detector) if detector is not None else AnomalyDetector())
+    rows, cols = det.check_params()
+    if det.algorithm != "batch":
+        raise TxAnomalyError(f"Spark trains the batch algorithm only, not {det.algorithm!r} "
+                             "(online and seed update one row at a time, in order)")
+    raw = _checked(features, fs)
+    n = raw.count()
+    if n < 2:
+        raise TxAnomalyError(f"{n} training row(s); training needs at least 2")
+    fs = _fit_transforms(raw, fs, n)
+    inputs = _inputs(raw, fs).persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        d = len(fs.features)
+        center, scale = _scaler(inputs, det, d, n)
+        som = det._new_som(rows, cols, d)  # the detector's seeding, as a local fit
+        method = "randn" if det.algorithm == "seed" else det.init
+        picked = som.initial_rows(n, method)
+        import torch
+
+        som.initialize_from(None if picked is None else torch.from_numpy(
+            _rows_at(inputs, picked.numpy(), center, scale, d)), method)
+        sigma = det._sigma(rows, cols)
+        from txanomaly.som import exponential_decay
+
+        for epoch in range(det.epochs):
+            sums = _epoch_sums(inputs, som.weights.numpy().copy(), center, scale, d)
+            som.apply_bmu_sums(torch.from_numpy(sums.astype(np.float32)),
+                               exponential_decay(sigma, det.sigma_end, epoch, det.epochs))
+            if callback is not None:
+                callback(epoch + 1, det.epochs)
+        det.restore(som.weights.numpy(), center, scale, 1.0)  # threshold: below
+        threshold, summary = _threshold(inputs, fs, det, n)
+        summary["seconds"] = round(time.perf_counter() - started, 3)
+        det.restore(som.weights.numpy(), center, scale, threshold,
+                    training_summary={**summary, "engine": "spark"})
+    finally:
+        inputs.unpersist()
+    log.info("trained on Spark %s", det.training_summary_)
+    return TransactionModel.from_fitted(fs, det)
+
+
+def _resolved(fs: FeatureSet, det: AnomalyDetector) -> AnomalyDetector:
+    """The detector's parameters as :meth:`TransactionModel.fit` resolves them."""
+    if det.feature_weights is None and fs.weights is not None:
+        det.set_params(feature_weights=fs.weights)
+    if det.feature_directions is None:
+        det.set_params(feature_directions=fs.directions)
+    elif list(det.feature_directions) != (fs.directions or [0] * len(fs.features)):
+        raise TxAnomalyError("the detector's feature_directions differ from the feature "
+                             "set's; declare directions in the feature set")
+    if det.scaling == "auto":
+        det.set_params(scaling=fs.scaling)
+    return det
+
+
+def _checked(features: DataFrame, fs: FeatureSet) -> DataFrame:
+    """The feature columns (typed) and ``_index``; an error naming a row with a non-finite
+    value, as a single-machine fit gives."""
+    from pyspark.sql import functions as F
+
+    missing = [c for c in [*fs.names, ORDER] if c not in features.columns]
+    if missing:
+        raise TxAnomalyError(f"input lacks column(s) {missing}")
+    raw = features.select(F.col(ORDER).cast("bigint"), *[F.col(c).cast("double")
+                                                          for c in fs.names])
+    bad = F.lit(False)
+    for c in fs.names:
+        bad = bad | F.col(c).isNull() | F.isnan(c) | (F.abs(F.col(c)) == float("inf"))
+    row = raw.filter(bad).orderBy(ORDER).first()
+    if row is not None:
+        name = next(c for c in fs.names if row[c] is None or not np.isfinite(row[c]))
+        raise TxAnomalyError(f"row with _index {row[ORDER]}: feature {name!r} is {row[name]}; "
+                             "features must be finite")
+    return raw
+
+
+def _fit_transforms(raw: DataFrame, fs: FeatureSet, n: int) -> FeatureSet:
+    """:meth:`FeatureSet.fit_transforms` on the cluster: each scale the median of the
+    column's non-zero ``|x|`` (1 when it has none), exactly."""
+    from dataclasses import replace
+
+    from pyspark.sql import functions as F
+
+    feats = list(fs.features)
+    for j, f in enumerate(feats):
+        if f.transform not in FITTED_TRANSFORMS or f.transform_scale is not None:
+            continue
+        magnitude = raw.select(F.abs(F.col(f.name)).alias("m")).filter(F.col("m") > 0)
+        count = magnitude.count()
+        scale = qx.median(magnitude, "m", count) if count else 1.0
+        feats[j] = replace(f, transform_scale=scale if np.isfinite(scale) and scale > 0
+                           else 1.0)
+    return replace(fs, features=tuple(feats))
+
+
+def _inputs(raw: DataFrame, fs: FeatureSet) -> DataFrame:
+    """``_index`` and the model inputs (:meth:`FeatureSet.transform`) as ``x0..x{d-1}``."""
+    from pyspark.sql.types import DoubleType, LongType, StructField, StructType
+
+    d = len(fs.features)
+    schema = StructType([StructField(ORDER, LongType()),
+                         *[StructField(_input(j), DoubleType()) for j in range(d)]])
+
+    def transform(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        for batch in batches:
+            X = fs.transform(np.column_stack([batch.column(c).to_numpy() for c in fs.names])
+                             if batch.num_rows else np.empty((0, d)))
+            yield pa.RecordBatch.from_arrays(
+                [batch.column(ORDER), *[pa.array(X[:, j]) for j in range(d)]],
+                names=[ORDER, *[_input(j) for j in range(d)]])
+
+    return raw.mapInArrow(transform, schema)
+
+
+def _matrix(batch: pa.RecordBatch, d: int) -> np.ndarray:
+    return np.column_stack([batch.column(_input(j)).to_numpy() for j in range(d)])
+
+
+def _partition_sums(inputs: DataFrame, per_batch: Callable[[np.ndarray], np.ndarray],
+                    width: int) -> np.ndarray:
+    """``per_batch`` (a batch's model inputs -> ``width`` float64 sums) added per partition,
+    then across partitions on the driver."""
+    from pyspark.sql.types import ArrayType, DoubleType, StructField, StructType
+
+    schema = StructType([StructField("sums", ArrayType(DoubleType(), False))])
+
+    def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        total = np.zeros(width)
+        for batch in batches:
+            if batch.num_rows:
+                total += per_batch(_matrix(batch, d))
+        yield pa.RecordBatch.from_arrays([pa.array([total.tolist()],
+                                                   pa.list_(pa.float64()))], names=["sums"])
+
+    d = len([c for c in inputs.columns if c != ORDER])
+    table = inputs.mapInArrow(run, schema).toArrow()
+    total = np.zeros(width)
+    for part in table.column("sums").to_pylist():
+        total += np.asarray(part)
+    return total
+
+
+def _scaler(inputs: DataFrame, det: AnomalyDetector, d: int, n: int
+            ) -> tuple[np.ndarray, np.ndarray]:
+    """The scaler's (center, scale) with the feature weights folded in, as
+    :meth:`AnomalyDetector._fit_scaler` (``txanomaly.scaling.fit_scaler``) gives."""
+    scaling = "robust" if det.scaling == "auto" else det.scaling
+    if scaling == "none":
+        center, scale = np.zeros(d), np.ones(d)
+    else:
+        mean = _partition_sums(inputs, lambda X: X.sum(axis=0, dtype=np.float64), d) / n
+        std = np.sqrt(_partition_sums(inputs, lambda X: ((X - mean) ** 2).sum(axis=0), d) / n)
+        if scaling == "standard":
+            center, scale = mean, std
+        else:  # robust: median and interquartile range, the std where that is 0
+            q = np.array([qx.quantiles(inputs, _input(j), [0.25, 0.5, 0.75], n)
+                          for j in range(d)]).T
+            center, scale = q[1], np.where(q[2] - q[0] > 0, q[2] - q[0], std)
+        scale = np.where(scale > 0, scale, 1.0)
+    if det.feature_weights is not None:
+        scale = scale / np.asarray(det.feature_weights, dtype=np.float64)
+    return np.asarray(center, dtype=np.float64), scale
+
+
+def _scaled(X: np.ndarray, center: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """The detector's scaling (:meth:`AnomalyDetector._scaled`): float64, then float32."""
+    return ((X - center) / scale).astype(np.float32)
+
+
+def _rows_at(inputs: DataFrame, positions: np.ndarray, center: np.ndarray, scale: np.ndarray,
+             d: int) -> np.ndarray:
+    """The scaled rows at ``positions`` of the table in ``_index`` order, in that order."""
+    from pyspark.sql import functions as F
+
+    order = np.sort(inputs.select(ORDER).toArrow().column(ORDER).to_numpy())
+    wanted = order[positions]
+    spark = inputs.sparkSession
+    keys = spark.createDataFrame(pa.table({ORDER: pa.array(wanted, pa.int64())}).to_pandas())
+    table = inputs.join(F.broadcast(keys), ORDER).toArrow()
+    found = dict(zip(table.column(ORDER).to_numpy().tolist(), range(table.num_rows),
+                     strict=True))
+    X = np.column_stack([table.column(_input(j)).to_numpy() for j in range(d)])
+    return _scaled(X[[found[int(w)] for w in wanted]], center, scale)
+
+
+def _epoch_sums(inputs: DataFrame, weights: np.ndarray, center: np.ndarray,
+                scale: np.ndarray, d: int) -> np.ndarray:
+    """The epoch's ``(d + 2, units)`` augmented per-BMU sums over every partition."""
+    units = len(weights)
+
+    def per_batch(X: np.ndarray) -> np.ndarray:
+        import torch
+
+        from txanomaly.som import accumulate_bmu_sums, augment_rows, chunk_rows
+
+        data = augment_rows(torch.from_numpy(_scaled(X, center, scale)))
+        sums = accumulate_bmu_sums(data, torch.from_numpy(weights), chunk_rows(units))
+        return sums.double().numpy().ravel()
+
+    return _partition_sums(inputs, per_batch, (d + 2) * units).reshape(d + 2, units)
+
+
+def _threshold(inputs: DataFrame, fs: FeatureSet, det: AnomalyDetector, n: int
+               ) -> tuple[float, dict[str, Any]]:
+    """The threshold (the exact ``1 - contamination`` quantile of the training scores, or
+    the fixed one) and the training summary, as :meth:`AnomalyDetector.fit` writes it.
+
+    ``det`` holds the trained map (its threshold is not used); the executors rebuild it from
+    plain data (:class:`~txanomaly.spark.score.ModelSpec`).
+    """
+    from pyspark import StorageLevel
+    from pyspark.sql.types import DoubleType, StructField, StructType
+
+    from txanomaly.pipeline import TransactionModel
+
+    spec = model_spec(TransactionModel.from_fitted(fs, det))
+    d = len(fs.features)
+
+    def measures(X: np.ndarray) -> np.ndarray:  # the plain distance (QE) and the TE's count
+        fitted = model_from_spec(spec).detector_
+        Xs = fitted._transform(X)
+        qe = fitted.som_.bmu_distances(Xs)[0].double().numpy()
+        return np.array([qe.sum(), fitted.som_.topographic_error(Xs) * len(X)])
+
+    qe_sum, far = _partition_sums(inputs, measures, 2)
+
+    def scores(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        fitted = model_from_spec(spec).detector_
+        for batch in batches:
+            if batch.num_rows:
+                yield pa.RecordBatch.from_arrays(
+                    [pa.array(fitted.anomaly_score(_matrix(batch, d)))], names=["score"])
+
+    scored = inputs.mapInArrow(scores, StructType([StructField("score", DoubleType())])
+                               ).persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        qs = [0.5, 0.95, 0.99, 1.0]
+        if det.threshold is None:
+            qs.append(1.0 - float(det.contamination))
+        values = qx.quantiles(scored, "score", qs, n)
+    finally:
+        scored.unpersist()
+    threshold = float(det.threshold) if det.threshold is not None else values[4]
+    summary = {"rows": n, "quantization_error": float(qe_sum / n),
+               "topographic_error": round(far) / n, "algorithm": det.algorithm,
+               "epochs": det.epochs, "threshold": threshold,
+               "score_quantiles": dict(zip(("p50", "p95", "p99", "max"), values[:4],
+                                           strict=True))}
+    return threshold, summary

@@ -20,7 +20,16 @@ from pydantic.json_schema import models_json_schema
 import txanomaly
 from txanomaly.service import errors
 from txanomaly.service.metrics import Metrics, MetricsMiddleware
-from txanomaly.service.routers import anomalies, health, model, sagemaker, score, transactions
+from txanomaly.service.routers import (
+    anomalies,
+    console,
+    feedback,
+    health,
+    model,
+    sagemaker,
+    score,
+    transactions,
+)
 from txanomaly.service.runtime import Runtime
 from txanomaly.service.schemas import AnomalyIndex, TransactionIn, Verdict
 from txanomaly.service.settings import Settings, get_settings
@@ -86,6 +95,8 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
         app.include_router(score.register(settings.max_batch))
         app.include_router(anomalies.router)
         app.include_router(model.router)
+        app.include_router(feedback.router)
+        console.install(app)  # the analysts' console at /console (docs/console.md)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     app.openapi = lambda: _openapi(app, settings)  # type: ignore[method-assign]
     return app

@@ -12,6 +12,8 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
+from txanomaly.schema import check_string
+from txanomaly.service.errors import ApiError
 from txanomaly.service.inputs import parse_transactions, read_json
 from txanomaly.service.runtime import Runtime
 
@@ -22,6 +24,17 @@ VERDICT_SCHEMA: dict[str, Any] = {"oneOf": [
 VERDICT_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {"description": "A verdict, or a list of verdicts for a list",
           "content": {"application/json": {"schema": VERDICT_SCHEMA}}}}
+
+
+def checked_path_id(transaction_id: str) -> str:
+    """A transaction id from a route's path, by the input rules for ids: one that could never
+    be stored (a NUL, which PostgreSQL text cannot hold) is a 422 here, not a database error.
+    """
+    try:
+        return check_string(transaction_id)
+    except ValueError as exc:
+        raise ApiError(422, "invalid transaction id", [{"field": "path.transaction_id",
+                                                        "message": str(exc)}]) from None
 
 
 def json_response(data: Any, status: int = 200) -> Response:

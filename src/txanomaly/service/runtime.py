@@ -24,6 +24,7 @@ from txanomaly.service.metrics import Metrics
 from txanomaly.service.settings import Settings
 from txanomaly.storage.base import StorageBusy
 from txanomaly.storage.sql import SqlStorage
+from txanomaly.storage.sql_review import ReviewStore
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -46,6 +47,8 @@ class Runtime:
         self.scorer = scorer
         self.store = store
         self.metrics = metrics
+        #: The analysts' queue and feedback (tables and trigger installed if missing).
+        self.review = ReviewStore(store)
         self._sqlite_thread = (ThreadPoolExecutor(1, thread_name_prefix="txanomaly-sqlite")
                                if store.dialect == "sqlite" else None)
 

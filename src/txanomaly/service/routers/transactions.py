@@ -7,10 +7,15 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Request
 from starlette.responses import Response
 
-from txanomaly.schema import MAX_STRING_LENGTH, check_string, to_raw
+from txanomaly.schema import MAX_STRING_LENGTH, to_raw
 from txanomaly.service.deps import AuthorizedRuntime
 from txanomaly.service.errors import ApiError
-from txanomaly.service.responses import VERDICT_RESPONSES, json_response, verdicts_response
+from txanomaly.service.responses import (
+    VERDICT_RESPONSES,
+    checked_path_id,
+    json_response,
+    verdicts_response,
+)
 from txanomaly.service.schemas import (
     StoredTransactionOut,
     error_responses,
@@ -50,13 +55,7 @@ async def get_transaction(
     runtime: AuthorizedRuntime,
     transaction_id: Annotated[str, Path(min_length=1, max_length=MAX_STRING_LENGTH)],
 ) -> Response:
-    try:
-        # The input rules for ids: one that could never be stored (a NUL, which PostgreSQL
-        # text cannot hold) is refused here, not by the database.
-        check_string(transaction_id)
-    except ValueError as exc:
-        raise ApiError(422, "invalid transaction id", [{"field": "path.transaction_id",
-                                                        "message": str(exc)}]) from None
+    checked_path_id(transaction_id)
     found = await runtime.call(runtime.store.get, transaction_id)
     if found is None:
         raise ApiError(404, f"no stored transaction {transaction_id!r}")

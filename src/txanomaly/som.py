@@ -47,6 +47,8 @@ SEED_LEARNING_RATE = 0.1
 #: the L2/L3 cache of the machines we measured (benchmarks/bench_som.py picks 4096 rows for a
 #: 10x10 map).
 _CHUNK_BYTES = 1_600_000
+#: On a GPU the chunk is as large as this (bench_device.py): launches, not cache, limit there.
+_GPU_CHUNK_BYTES = 256 * 2**20
 #: Rows used to estimate the principal components for PCA initialisation.
 _PCA_MAX_ROWS = 100_000
 
@@ -92,13 +94,16 @@ def gaussian_neighbourhood(grid_sq: torch.Tensor, sigma: float) -> torch.Tensor:
     return torch.exp(-grid_sq / (2.0 * sigma * sigma))
 
 
-def chunk_rows(n_units: int) -> int:
-    """Rows per chunk so that a ``chunk x n_units`` float32 block stays in cache.
+def chunk_rows(n_units: int, device: str | torch.device = "cpu") -> int:
+    """Rows per chunk so that a ``chunk x n_units`` float32 block stays in cache (CPU), or
+    is large enough to fill a GPU (CUDA: blocks of about 256 MB, where a CPU-sized block
+    leaves the GPU waiting on each kernel launch).
 
-    >>> chunk_rows(100), chunk_rows(900)
-    (4096, 512)
+    >>> chunk_rows(100), chunk_rows(900), chunk_rows(100, "cuda")
+    (4096, 512, 524288)
     """
-    rows = max(256, _CHUNK_BYTES // (4 * n_units))
+    budget = _GPU_CHUNK_BYTES if torch.device(device).type == "cuda" else _CHUNK_BYTES
+    rows = max(256, budget // (4 * n_units))
     return int(2 ** round(math.log2(rows)))
 
 
@@ -241,8 +246,8 @@ class SelfOrganizingMap(torch.nn.Module):
         Each prototype becomes the mean of all rows weighted by the Gaussian neighbourhood
         (radius ``sigma``) of their BMU; a unit with zero total weight keeps its prototype.
         """
-        self.apply_bmu_sums(accumulate_bmu_sums(data, self.weights,
-                                                chunk_size or chunk_rows(self.n_units)), sigma)
+        step = chunk_size or chunk_rows(self.n_units, self.device)
+        self.apply_bmu_sums(accumulate_bmu_sums(data, self.weights, step), sigma)
 
     def apply_bmu_sums(self, sums: torch.Tensor, sigma: float) -> None:
         """The batch-map update from per-BMU sums (:func:`accumulate_bmu_sums`, or their
@@ -298,7 +303,7 @@ class SelfOrganizingMap(torch.nn.Module):
         dist = torch.empty(len(X), dtype=torch.float32, device=w.device)
         bmu = torch.empty(len(X), dtype=torch.int64, device=w.device)
         w_sq = self._unit_norms(w)
-        step = chunk_size or chunk_rows(self.n_units)
+        step = chunk_size or chunk_rows(self.n_units, self.device)
         for start in range(0, len(X), step):
             x = X[start:start + step]
             sq = torch.addmm(w_sq, x, w.T, alpha=-2.0).add_((x * x).sum(1, keepdim=True))
@@ -321,7 +326,7 @@ class SelfOrganizingMap(torch.nn.Module):
         w = self.weights
         w_sq = (w * w).sum(1)
         far = 0
-        step = chunk_size or chunk_rows(self.n_units)
+        step = chunk_size or chunk_rows(self.n_units, self.device)
         for start in range(0, len(X), step):
             x = X[start:start + step]
             sq = torch.addmm(w_sq, x, w.T, alpha=-2.0).add_((x * x).sum(1, keepdim=True))

@@ -36,14 +36,14 @@ def _root(
 
 # Modules that add commands to the app; each defines ``register(app)``.
 _COMMAND_MODULES = ("synth", "data", "model", "analysis", "serve", "history", "model_file",
-                    "feature_set")
+                    "feature_set", "calibrate")
 #: The module of each command: running one command imports only its module, so that
 #: ``txanomaly features`` does not load PyTorch, scikit-learn or matplotlib (seconds and
 #: hundreds of MB).
 _MODULE_OF = {"synth": "synth", "features": "data", "train": "model", "score": "model",
               "report": "analysis", "evaluate": "analysis", "tune": "analysis",
               "demo": "analysis", "serve": "serve", "history": "history",
-              "model": "model_file", "feature-set": "feature_set"}
+              "model": "model_file", "feature-set": "feature_set", "calibrate": "calibrate"}
 
 
 def build_app(modules: tuple[str, ...] = _COMMAND_MODULES) -> typer.Typer:

@@ -175,6 +175,30 @@ def save(path: str | Path, detector: AnomalyDetector,
     return directory
 
 
+def set_threshold(source: str | Path, target: str | Path, threshold: float,
+                  origin: dict[str, Any], key: Key | None = None) -> str:
+    """Write the model of ``source`` to ``target`` (may be the same directory) with another
+    threshold, recording where it came from (``threshold_source``: ``origin``, which names
+    its ``method``); returns the new version.
+
+    The model is checked first, as :func:`load` does; the new ``model.json`` is checked by
+    the same rules before anything is written (a threshold out of the training scores'
+    range is refused). With ``key`` the result is signed; without, it is unsigned.
+    """
+    src, dst = Path(source), Path(target)
+    loaded = load(src)
+    blob = (src / TENSORS_FILE).read_bytes()
+    meta = _recorded({**loaded.metadata, "format_version": FORMAT_VERSION,
+                      "threshold": float(threshold), "threshold_source": dict(origin)}, key)
+    check_metadata(meta, f"{dst / METADATA_FILE}")
+    dst.mkdir(parents=True, exist_ok=True)
+    if dst.resolve() != src.resolve():
+        _write_atomic(dst / TENSORS_FILE, blob)
+    _write_metadata(dst, meta)
+    logger.info("model %s: threshold %s (%s)", dst, threshold, origin.get("method"))
+    return str(meta["model_version"])
+
+
 def _recorded(meta: dict[str, Any], key: Key | None) -> dict[str, Any]:
     """``meta`` with its version (and, with ``key``, its signature) recorded."""
     # Through JSON and back: the version is computed from exactly what a reader will parse.

@@ -51,7 +51,10 @@ _QUANTILES = ("p50", "p95", "p99", "max")
 _REQUIRED = ("format_version", "feature_names", "map", "params", "threshold", "tensors")
 _OPTIONAL = ("package_version", "feature_set", "fitted_with_feature_names", "contamination",
              "training_summary")
-_FORMAT_2 = ("model_version", "signature")
+_FORMAT_2 = ("model_version", "signature", "threshold_source")
+#: ``threshold_source``: where the threshold in force came from (``txanomaly calibrate
+#: --write``): a flat object of at most this many fields, ``method`` among them.
+_MAX_SOURCE_FIELDS = 20
 _FEATURE_FIELDS = ("name", "op", "key", "window_ms", "transform", "clip", "weight",
                    "direction", "merchant_direction", "transform_scale")
 _FEATURE_SET_FIELDS = ("name", "version", "description", "scaling", "counterparty",
@@ -293,6 +296,8 @@ def _check_feature(value: Any, field: str, where: str) -> None:
 def _check_signed_fields(meta: dict[str, Any], where: str) -> None:
     _require(isinstance(meta["model_version"], str), where, "model_version",
              meta["model_version"], "must be a string")
+    if "threshold_source" in meta:
+        _check_threshold_source(meta["threshold_source"], where)
     if "signature" not in meta:
         return
     signature = _object(meta["signature"], "signature", where)
@@ -302,6 +307,16 @@ def _check_signed_fields(meta: dict[str, Any], where: str) -> None:
     value = signature["value"]
     _require(isinstance(value, str) and bool(_SHA256.fullmatch(value)), where,
              "signature.value", value, "must be 64 lowercase hex digits")
+
+
+def _check_threshold_source(value: Any, where: str) -> None:
+    source = _object(value, "threshold_source", where)
+    _require(isinstance(source.get("method"), str) and len(source) <= _MAX_SOURCE_FIELDS,
+             where, "threshold_source", source,
+             f"must name its method and hold at most {_MAX_SOURCE_FIELDS} fields")
+    for key, item in source.items():
+        _require(item is None or isinstance(item, str | bool) or _is_number(item), where,
+                 f"threshold_source.{key}", item, "must be a string, number, boolean or null")
 
 
 # --------------------------------------------------------------------------- small checks

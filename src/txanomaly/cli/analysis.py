@@ -25,6 +25,7 @@ from txanomaly.defaults import DEMO_DIR, DEMO_ROWS, TUNE_MAPS
 from txanomaly.features.files import resolve_feature_set
 
 if TYPE_CHECKING:
+    import polars as pl
     from matplotlib.figure import Figure
 
     from txanomaly import demo as demo_core
@@ -128,7 +129,18 @@ def report(
 @handle_errors
 def evaluate(
     input: InputArg,
-    labels: LabelsOpt,
+    labels: Annotated[Path | None, typer.Option(
+        "--labels", "-l", help="Labels CSV: transactionId,is_anomaly[,kind]. Or --feedback-db."
+    )] = None,
+    feedback_db: Annotated[str | None, typer.Option(
+        "--feedback-db", help="Take the labels from the analysts' decisions in the service's "
+                              "database (sqlite:///PATH or postgresql://...): fraud = 1, not "
+                              "fraud = 0, escalations unlabelled.")] = None,
+    db_schema: Annotated[str | None, typer.Option(
+        "--db-schema", help="PostgreSQL schema of --feedback-db.")] = None,
+    unreviewed: Annotated[str, typer.Option(
+        help="With --feedback-db, the transactions without a fraud / not fraud decision: "
+             "'normal' (taken as legitimate) or 'skip' (left out).")] = "normal",
     model_dir: Annotated[Path | None, typer.Option(
         "--model", "-m", help="Evaluate this trained model as is (no retraining).")] = None,
     feature_set: FeatureSetOpt = None,
@@ -162,6 +174,9 @@ def evaluate(
     out = Output(quiet, as_json)
     check_exists(input, labels)
     check_exists(model_dir, what="model directory")
+    if (labels is None) == (feedback_db is None):
+        raise typer.BadParameter("give --labels FILE or --feedback-db URL (one of them)",
+                                 param_hint="--labels")
     names = _baseline_names(baselines)
     from txanomaly import evaluate as ev
     from txanomaly import plots
@@ -175,7 +190,12 @@ def evaluate(
                                  param_hint="--feature-set")
     fs = model.feature_set_ if model is not None else (chosen or resolve_feature_set("standard"))
     frame = read_input(input, output or input.with_suffix(".json"), rejects, out).frame
-    prepared = ev.prepare(frame, ev.load_labels(labels), fs, train_fraction)
+    if labels is not None:
+        label_table = ev.load_labels(labels)
+    else:
+        frame, label_table = _feedback_labels(out, frame, str(feedback_db), db_schema,
+                                              unreviewed)
+    prepared = ev.prepare(frame, label_table, fs, train_fraction)
     with _steps(out, "evaluating", 1 + len(names)) as step:
         result = ev.evaluate(prepared, model=model, detector_params=params, baselines=names,
                              top_k=top_k, seed=seed, on_step=step,
@@ -189,6 +209,34 @@ def evaluate(
     if written:
         out.print(f"wrote {written}", highlight=False)
     out.summary(result.to_dict())
+
+
+def _feedback_labels(out: Output, frame: pl.DataFrame, db: str, schema: str | None,
+                     unreviewed: str) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The input (only the decided rows with ``skip``) and its labels from the analysts'
+    decisions in force."""
+    import polars as pl
+
+    from txanomaly.calibrate import LABELS, feedback_labels
+    from txanomaly.cli.calibrate import open_review
+    from txanomaly.errors import TxAnomalyError
+
+    review = open_review(db, schema)
+    try:
+        decisions = review.decisions()
+    finally:
+        review.close()
+    table = feedback_labels(decisions, frame["transaction_id"].to_list(), unreviewed)
+    if unreviewed == "skip":
+        frame = frame.filter(pl.col("transaction_id").is_in(table["transaction_id"].to_list()))
+    decided = sum(1 for d in decisions.values() if d in LABELS)
+    frauds = sum(1 for d in decisions.values() if d == "fraud")
+    out.print(f"labels from {decided:,} analysts' decisions ({frauds:,} fraud); "
+              f"{frame.height:,} transactions evaluated ({unreviewed} for the unreviewed)",
+              highlight=False)
+    if not frame.height:
+        raise TxAnomalyError("none of the input's transactions has a decision")
+    return frame, table
 
 
 def _baseline_names(text: str | None) -> list[str]:

@@ -32,6 +32,7 @@ import orjson
 import sqlalchemy as sa
 
 from txanomaly.errors import TxAnomalyError
+from txanomaly.storage.base import StorageError
 from txanomaly.storage.sql import SqlStorage, key_history, transactions
 
 #: The decisions an analyst can make. ``escalate`` asks someone else to look: it leaves the
@@ -225,6 +226,34 @@ class ReviewStore:
             self.install()
 
     # ------------------------------------------------------------------ setup
+    @classmethod
+    def open_existing(cls, url: str, schema: str | None = None) -> ReviewStore:
+        """The review of a database the service has used; creates nothing.
+
+        Raises
+        ------
+        StorageError
+            The database cannot be opened or holds no review tables (no ``txanomaly serve``
+            ran on it).
+        """
+        store = SqlStorage(url, schema=schema, create=False)
+        try:
+            names = set(sa.inspect(store.engine).get_table_names(schema=schema))
+        except sa.exc.SQLAlchemyError as exc:
+            store.close()
+            raise StorageError(f"cannot open the database {store.location}: {exc}") from None
+        missing = {"transactions", *metadata.tables} - names
+        if missing:
+            store.close()
+            raise StorageError(f"{store.location} holds no analysts' feedback (missing "
+                               f"table(s) {', '.join(sorted(missing))}): it is the database "
+                               "txanomaly serve --db writes")
+        return cls(store, install=False)
+
+    def close(self) -> None:
+        """Close the storage underneath."""
+        self.store.close()
+
     def install(self) -> int:
         """Create the review tables and the trigger if missing, and queue the flagged
         transactions that are not queued yet. Returns how many were added."""

@@ -16,6 +16,7 @@ from fastapi import APIRouter, Path, Query, Request
 from pydantic import BaseModel, Field
 from starlette.responses import Response
 
+from txanomaly.calibrate import LABELS
 from txanomaly.schema import MAX_STRING_LENGTH, check_string
 from txanomaly.service.console.auth import fingerprint
 from txanomaly.service.deps import AuthorizedRuntime
@@ -36,9 +37,6 @@ from txanomaly.storage.sql_review import (
 
 router = APIRouter(prefix="/v1", tags=["feedback"])
 Decision = Literal["fraud", "not_fraud", "escalate"]
-#: Labels of the decisions in force: fraud is an anomaly, not fraud is not; an escalation
-#: labels nothing yet.
-LABELS = {"fraud": 1, "not_fraud": 0}
 _EXPORT_PAGE = 10_000
 
 

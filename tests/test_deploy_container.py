@@ -179,9 +179,12 @@ def request(port: int, method: str, path: str, body: bytes | None = None,
     return status, json.loads(raw) if raw else None
 
 
-@pytest.fixture
-def sagemaker_server(tmp_path: Path, model_dir: Path) -> Iterator[Running]:
-    """``docker run IMAGE`` (CMD serve) with the stack's environment for history=none."""
+@pytest.fixture(scope="module")
+def sagemaker_server(tmp_path_factory: pytest.TempPathFactory, model_dir: Path
+                     ) -> Iterator[Running]:
+    """``docker run IMAGE`` (CMD serve) with the stack's environment for history=none;
+    one server for the module."""
+    tmp_path = tmp_path_factory.mktemp("sagemaker")
     port = free_port()
     stack_env = container_environment(DeployConfig(model_dir, "none"))
     stack_env["TXANOMALY_DB"] = f"sqlite:///{tmp_path / 'history.db'}"  # not the real /tmp
@@ -194,8 +197,8 @@ def sagemaker_server(tmp_path: Path, model_dir: Path) -> Iterator[Running]:
         server.stop()
 
 
-def test_sagemaker_contract_over_http(sagemaker_server: Running, tmp_path: Path):
-    port = sagemaker_server.port
+def test_sagemaker_contract_over_http(sagemaker_server: Running):
+    port, tmp_path = sagemaker_server.port, sagemaker_server.log_path.parent
     assert "--sagemaker --port" in sagemaker_server.output()  # the command it started
     assert request(port, "GET", "/ping") == (200, {"status": "ok"})
     status, verdict = request(port, "POST", "/invocations", json.dumps(TX).encode(),
@@ -220,21 +223,21 @@ def test_sagemaker_contract_over_http(sagemaker_server: Running, tmp_path: Path)
     assert check.returncode == 0
 
 
-def test_store_attribute_keeps_the_history(sagemaker_server: Running, tmp_path: Path):
+def test_store_attribute_keeps_the_history(sagemaker_server: Running):
     """SageMaker's custom attribute ``store=1`` (what the forwarding Lambda sends when the
     stack keeps a shared history) stores the transaction; without it nothing is stored."""
-    port = sagemaker_server.port
+    port, tmp_path = sagemaker_server.port, sagemaker_server.log_path.parent
     headers = {"Content-Type": "application/json"}
-    assert request(port, "POST", "/invocations", json.dumps(TX).encode(), headers)[0] == 200
-    stored = {**TX, "transactionId": "c-2"}
+    scored = {**TX, "transactionId": "s-1"}
+    assert request(port, "POST", "/invocations", json.dumps(scored).encode(), headers)[0] == 200
+    stored = {**TX, "transactionId": "s-2"}
     status, _ = request(port, "POST", "/invocations", json.dumps(stored).encode(),
                         {**headers, "X-Amzn-SageMaker-Custom-Attributes": "store=1"})
     assert status == 200
-    sagemaker_server.stop()
-    store = sql_storage(f"sqlite:///{tmp_path / 'history.db'}")
+    store = sql_storage(f"sqlite:///{tmp_path / 'history.db'}")  # WAL: read beside the server
     try:
-        assert store.get("c-1") is None
-        assert store.get("c-2") is not None
+        assert store.get("s-1") is None
+        assert store.get("s-2") is not None
     finally:
         store.close()
 

@@ -409,10 +409,6 @@ class TxAnomalyStack(cdk.Stack):
                 NagPackSuppression(id="AwsSolutions-SMG4", reason=(
                     "The container reads the secret when it starts; a rotation would cut "
                     "running instances off until they are replaced (docs/deploy-aws.md).")),
-                NagPackSuppression(id="AwsSolutions-RDS6", reason=(
-                    "The service connects with the generated password from Secrets "
-                    "Manager; IAM database authentication needs a token refresher in the "
-                    "driver, which the service does not have.")),
             ], apply_to_children=True)
 
 

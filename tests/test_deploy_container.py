@@ -13,18 +13,23 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import boto3
 import pytest
 
 from service_fixtures import API_KEY, model_dir
+from test_deploy_forwarder import api_event
 from txanomaly.deploy import container
 from txanomaly.deploy.aws_config import DeployConfig, container_environment
+from txanomaly.deploy.forwarder import lambda_function as forwarder
 from txanomaly.storage import sql_storage
 
 __all__ = ["model_dir"]  # the fixture, imported for pytest
@@ -167,15 +172,20 @@ class Running:
         self.log.close()
 
 
-def request(port: int, method: str, path: str, body: bytes | None = None,
-            headers: dict[str, str] | None = None) -> tuple[int, Any]:
+def raw_request(port: int, method: str, path: str, body: bytes | None = None,
+                headers: dict[str, str] | None = None) -> tuple[int, bytes]:
     req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=body, method=method,
                                  headers=headers or {})
     try:
         with urllib.request.urlopen(req, timeout=30) as answer:
-            status, raw = answer.status, answer.read()
+            return answer.status, answer.read()
     except urllib.error.HTTPError as exc:
-        status, raw = exc.code, exc.read()
+        return exc.code, exc.read()
+
+
+def request(port: int, method: str, path: str, body: bytes | None = None,
+            headers: dict[str, str] | None = None) -> tuple[int, Any]:
+    status, raw = raw_request(port, method, path, body, headers)
     return status, json.loads(raw) if raw else None
 
 
@@ -315,3 +325,75 @@ def test_database_secret_becomes_the_database_url():
     with pytest.raises(container.ContainerError, match="not both"):
         container.resolve_database({"TXANOMALY_DB_SECRET": arn, "TXANOMALY_DB": "x"}, client)
     assert container.resolve_database({"A": "b"}) == {"A": "b"}
+
+
+def sagemaker_runtime_on_loopback(container_port: int) -> ThreadingHTTPServer:
+    """SageMaker's InvokeEndpoint on the wire (the one AWS API faked here): POST
+    /endpoints/NAME/invocations is handed to the container's /invocations as SageMaker hands it
+    (Content-Type, the custom attributes header); a container's error answer becomes
+    SageMaker's ModelError (HTTP 424, OriginalStatusCode, OriginalMessage)."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            assert re.fullmatch(r"/endpoints/txanomaly-scoring/invocations", self.path)
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            headers = {"Content-Type": self.headers["Content-Type"]}
+            attributes = self.headers.get("X-Amzn-SageMaker-Custom-Attributes")
+            if attributes:
+                headers["X-Amzn-SageMaker-Custom-Attributes"] = attributes
+            status, raw = raw_request(container_port, "POST", "/invocations", body, headers)
+            out_headers = {"Content-Type": "application/json"}
+            if status != 200:
+                raw = json.dumps({
+                    "ErrorCode": "CLIENT_ERROR_FROM_MODEL", "OriginalStatusCode": status,
+                    "OriginalMessage": raw.decode(), "LogStreamArn": "arn:aws:logs:eu-west-1:"
+                    "123456789012:log-group:/aws/sagemaker/Endpoints/txanomaly-scoring",
+                    "Message": f"Received client error ({status}) from primary"}).encode()
+                out_headers["x-amzn-ErrorType"] = "ModelError"
+                status = 424
+            self.send_response(status)
+            for name, value in {**out_headers, "Content-Length": str(len(raw))}.items():
+                self.send_header(name, value)
+            self.end_headers()
+            self.wfile.write(raw)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def test_forwarder_to_the_container_end_to_end(sagemaker_server: Running):
+    """API Gateway event -> the forwarding Lambda -> botocore's InvokeEndpoint over HTTP ->
+    the real container: the verdict comes back, ``store=1`` stores it, and the container's
+    422 reaches the caller with the field it names."""
+    runtime = sagemaker_runtime_on_loopback(sagemaker_server.port)
+    try:
+        client = boto3.client(
+            "sagemaker-runtime", region_name="eu-west-1",
+            endpoint_url=f"http://127.0.0.1:{runtime.server_address[1]}",
+            aws_access_key_id="AKIDTESTING", aws_secret_access_key="testing")
+        lambda_ = forwarder.Forwarder(forwarder.Config(endpoint_name="txanomaly-scoring"),
+                                      client)
+        tx = {**TX, "transactionId": "e2e-1"}
+        answer = lambda_.handle(api_event(json.dumps(tx)))
+        assert answer["statusCode"] == 200, answer
+        assert json.loads(answer["body"])["transactionId"] == "e2e-1"
+        batch = [{**TX, "transactionId": f"e2e-{i}", "timestamp": TX["timestamp"] + i}
+                 for i in (2, 3)]
+        answer = lambda_.handle(api_event(json.dumps(batch), resource=forwarder.BATCH_ROUTE))
+        assert [v["transactionId"] for v in json.loads(answer["body"])] == ["e2e-2", "e2e-3"]
+        bad = lambda_.handle(api_event(json.dumps({**TX, "transactionId": "e2e-4",
+                                                   "timestamp": "soon"})))
+    finally:
+        runtime.shutdown()
+        runtime.server_close()
+    assert bad["statusCode"] == 422
+    assert json.loads(bad["body"])["errors"][0]["field"] == "timestamp"
+    store = sql_storage(f"sqlite:///{sagemaker_server.log_path.parent / 'history.db'}")
+    try:
+        assert all(store.get(f"e2e-{i}") is not None for i in (1, 2, 3))
+    finally:
+        store.close()

@@ -89,6 +89,9 @@ def test_uvicorn_factory_with_a_bad_model_never_reports_ready_and_logs_why(
     assert "threshold = NaN: NaN and Infinity are not numbers a model holds" in log.read_text()
 
 
+AUTH = {"X-API-Key": API_KEY}
+
+
 def signed_copy(model_dir: Path, tmp_path: Path) -> Path:
     copy = tmp_path / "signed"
     copy.mkdir()
@@ -104,6 +107,20 @@ def test_server_with_a_model_key_serves_the_model_signed_with_it(model_dir: Path
     with TestClient(create_app(settings(signed, tmp_path, model_key=MODEL_KEY))) as client:
         assert client.get("/readyz").status_code == 200
         assert client.app.state.runtime.scorer.version == artifact.load(signed).version
+        info = client.get("/v1/model", headers=AUTH).json()
+        assert info["signature"] == {"signed": True, "algorithm": "hmac-sha256",
+                                     "verified": True}
+
+
+def test_server_without_a_model_key_says_the_signature_was_not_checked(model_dir: Path,
+                                                                       tmp_path: Path):
+    signed = signed_copy(model_dir, tmp_path)
+    with TestClient(create_app(settings(signed, tmp_path))) as client:
+        assert client.get("/v1/model", headers=AUTH).json()["signature"] == {
+            "signed": True, "algorithm": "hmac-sha256", "verified": False}
+    with TestClient(create_app(settings(model_dir, tmp_path))) as client:
+        assert client.get("/v1/model", headers=AUTH).json()["signature"] == {
+            "signed": False, "algorithm": None, "verified": False}
 
 
 @pytest.mark.parametrize("which", ["unsigned", "other key"])

@@ -53,11 +53,13 @@ class Scorer:
     """
 
     def __init__(self, model: TransactionModel, version: str, metadata: dict[str, Any],
-                 top: int = 3):
+                 top: int = 3, verified: bool = False):
         self.model = model
         self.version = version
         self.metadata = metadata
         self.top = top
+        #: Whether a key verified the model's signature when it was loaded.
+        self.verified = verified
         self.threshold = model.threshold
         self.online = OnlineFeatures(model.feature_set_)
 
@@ -74,7 +76,7 @@ class Scorer:
             raise ModelFileError(f"{path}: the model has no feature set, so its features cannot "
                                  "be computed from transactions; train it with TransactionModel")
         return cls(TransactionModel.from_fitted(loaded.feature_set, loaded.detector),
-                   loaded.version, loaded.metadata, top)
+                   loaded.version, loaded.metadata, top, loaded.verified)
 
     @property
     def feature_names(self) -> list[str]:
@@ -108,6 +110,10 @@ class Scorer:
             "packageVersion": meta.get("package_version"),
             "formatVersion": meta.get("format_version"),
             "trainingSummary": meta.get("training_summary") or {},
+            "signature": {"signed": isinstance(signed := meta.get("signature"), dict),
+                          "algorithm": signed.get("algorithm") if isinstance(signed, dict)
+                          else None,
+                          "verified": self.verified},
         }
 
 

@@ -99,6 +99,13 @@ class AnomalyPage(BaseModel):
     nextCursor: str | None = Field(description="pass as `cursor` for the next page")
 
 
+class SignatureInfo(BaseModel):
+    signed: bool = Field(description="model.json carries a signature")
+    algorithm: str | None = Field(description="its algorithm (hmac-sha256), if signed")
+    verified: bool = Field(description="the server was given a key and the signature "
+                                       "verified with it (without a key nothing is checked)")
+
+
 class ModelInfo(BaseModel):
     modelVersion: str
     featureSet: str
@@ -109,6 +116,7 @@ class ModelInfo(BaseModel):
     packageVersion: str | None
     formatVersion: int | None
     trainingSummary: dict[str, Any]
+    signature: SignatureInfo
 
 
 class ItemError(BaseModel):

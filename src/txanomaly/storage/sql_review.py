@@ -326,13 +326,13 @@ class ReviewStore:
         """One page of the queue: ``newest`` (time, then id, descending) or ``riskiest``
         (score, then id, descending). ``after`` is the (time or score, id) of the previous
         page's last item (:func:`queue_cursor`)."""
-        q = review_queue.c
+        q = _queue_rows(where.user)
         key = q.ts if where.order == "newest" else q.anomaly_score
         t = transactions
         query = (sa.select(q.transaction_id, q.ts, q.anomaly_score, q.risk_level, q.state,
                            t.c.record, t.c.result)
                  .join(t, t.c.seq == q.seq)
-                 .where(*self._conditions(where, risk=True, state=True))
+                 .where(*_conditions(q, where, risk=True, state=True))
                  .order_by(key.desc(), q.transaction_id.desc()).limit(limit))
         if after is not None:
             literal = sa.literal(after[0], key.type)
@@ -348,9 +348,9 @@ class ReviewStore:
         """Counts for the queue's filters: ``states`` (per state, under the risk filter),
         ``risks`` (per risk level, under the state filter) and ``total`` (under both);
         user and time filters apply to all."""
-        q = review_queue.c
+        q = _queue_rows(where.user)
         query = (sa.select(q.state, q.risk_level, sa.func.count())
-                 .where(*self._conditions(where, risk=False, state=False))
+                 .where(*_conditions(q, where, risk=False, state=False))
                  .group_by(q.state, q.risk_level))
         with self.store.engine.connect() as conn:
             rows = conn.execute(query).all()
@@ -367,25 +367,6 @@ class ReviewStore:
             if in_risk and in_state:
                 total += int(n)
         return {"states": states, "risks": risks, "total": total}
-
-    def _conditions(self, where: QueueFilter, risk: bool, state: bool) -> list[Any]:
-        q = review_queue.c
-        out: list[Any] = []
-        if state and where.state == "open":
-            out.append(q.state == "open")
-        elif state and where.state == "decided":
-            out.append(q.state != "open")
-        elif state and where.state in DECISIONS:
-            out.append(q.state == where.state)
-        if risk and where.risk is not None:
-            out.append(q.risk_level == where.risk)
-        if where.user is not None:
-            out.append(sa.or_(q.origin_user == where.user, q.destination_user == where.user))
-        if where.start is not None:
-            out.append(q.ts >= where.start)
-        if where.end is not None:
-            out.append(q.ts < where.end)
-        return out
 
     # ------------------------------------------------------------------ feedback
     def history(self, transaction_id: str) -> list[FeedbackRow]:
@@ -502,6 +483,38 @@ class ReviewStore:
             out.append(UserTransaction(tid, int(ts), amount, currency, float(score), bool(flag),
                                        decision))
         return out
+
+
+def _queue_rows(user: str | None) -> Any:
+    """The queue's rows, or one user's: a union of the sender and the recipient index
+    lookups (an ``OR`` of the two let SQLite scan the whole queue in time order for a user
+    with few flags: 84 ms at 1M stored transactions, against a few ms)."""
+    q = review_queue.c
+    if user is None:
+        return q
+    sent = sa.select(review_queue).where(q.origin_user == user)
+    received = sa.select(review_queue).where(
+        q.destination_user == user, sa.or_(q.origin_user.is_(None), q.origin_user != user))
+    return sa.union_all(sent, received).subquery("user_queue").c
+
+
+def _conditions(q: Any, where: QueueFilter, risk: bool, state: bool) -> list[Any]:
+    """The filter's WHERE terms on the queue rows ``q`` (the user is chosen by
+    :func:`_queue_rows`)."""
+    out: list[Any] = []
+    if state and where.state == "open":
+        out.append(q.state == "open")
+    elif state and where.state == "decided":
+        out.append(q.state != "open")
+    elif state and where.state in DECISIONS:
+        out.append(q.state == where.state)
+    if risk and where.risk is not None:
+        out.append(q.risk_level == where.risk)
+    if where.start is not None:
+        out.append(q.ts >= where.start)
+    if where.end is not None:
+        out.append(q.ts < where.end)
+    return out
 
 
 def _state_matches(wanted: str, state: str) -> bool:

@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from txanomaly.cli import spark_engine
 from txanomaly.cli._common import JsonOut, Output, Quiet, default_rejects_path, handle_errors
 from txanomaly.errors import InputFormatError
 from txanomaly.features import FEATURE_SETS
@@ -70,6 +71,8 @@ def features(
     rejects: RejectsOpt = None,
     quiet: Quiet = False,
     json_out: JsonOut = False,
+    engine: spark_engine.EngineOpt = "local",
+    master: spark_engine.MasterOpt = None,
 ) -> None:
     """Compute per-transaction features (unscaled), in input order.
 
@@ -78,6 +81,9 @@ def features(
     out = Output(quiet, json_out)
     check_output(output)
     fs = resolve_feature_set(feature_set)
+    if spark_engine.use_spark(engine):
+        spark_engine.features(input, output, fs, rejects, master, out)
+        return
     start = time.perf_counter()
     result = read_input(input, output, rejects, out, fs.input_columns, categorical=True)
     table = compute_features(result.frame, fs)

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.markup import escape
 
+from txanomaly.cli import spark_engine
 from txanomaly.cli._common import JsonOut, Output, Quiet, check_exists, handle_errors
 from txanomaly.cli.data import FeatureSetOpt, RejectsOpt, check_output, read_input
 from txanomaly.errors import TxAnomalyError
@@ -59,6 +60,8 @@ def train(
     rejects: RejectsOpt = None,
     quiet: Quiet = False,
     json_out: JsonOut = False,
+    engine: spark_engine.EngineOpt = "local",
+    master: spark_engine.MasterOpt = None,
 ) -> None:
     """Train a model on historical transactions and save it to a directory.
 
@@ -79,6 +82,9 @@ def train(
     detector = AnomalyDetector(map_size=map_size, epochs=epochs, algorithm=algorithm,
                                contamination=contamination, random_state=seed, device=device)
     _check_options(detector)
+    if spark_engine.use_spark(engine):
+        spark_engine.train(input, output, fs, counterparty, detector, rejects, master, key, out)
+        return
     started = time.perf_counter()
     result = read_input(input, output, rejects, out)
     if result.frame.height < 2:
@@ -131,6 +137,8 @@ def score(
     rejects: RejectsOpt = None,
     quiet: Quiet = False,
     json_out: JsonOut = False,
+    engine: spark_engine.EngineOpt = "local",
+    master: spark_engine.MasterOpt = None,
 ) -> None:
     """Score transactions with a trained model: score, verdict, BMU and top-3 reasons.
 
@@ -143,6 +151,9 @@ def score(
     check_output(output)
     check_exists(input)
     check_exists(model_dir, what="model directory")
+    if spark_engine.use_spark(engine):
+        spark_engine.score(input, model_dir, output, rejects, master, out)
+        return
     started = time.perf_counter()
     from txanomaly.pipeline import TransactionModel  # PyTorch: see the module's docstring
 

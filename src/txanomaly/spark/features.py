@@ -61,8 +61,9 @@ def compute_features(df: DataFrame, feature_set: str | FeatureSet = "standard", 
     feature_set : str or FeatureSet
         ``standard``, ``seed`` or a FeatureSet.
     partitions : int, optional
-        Partitions of each per-key shuffle; default ``spark.sql.shuffle.partitions``. Each
-        partition is held whole in a Python worker while its pass runs.
+        Partitions of each per-key shuffle. Default: Spark's (``spark.sql.shuffle.partitions``,
+        coalesced by adaptive execution to ``spark.sql.adaptive.advisoryPartitionSizeInBytes``
+        each). Each partition is held whole in a Python worker while its pass runs.
 
     Returns
     -------
@@ -74,7 +75,6 @@ def compute_features(df: DataFrame, feature_set: str | FeatureSet = "standard", 
 
     fs = get_feature_set(feature_set)
     data = _prepare(df, fs)
-    n = partitions or int(data.sparkSession.conf.get("spark.sql.shuffle.partitions") or 200)
     by_key: dict[str | None, list[int]] = {}
     for j, feat in enumerate(fs.features):
         by_key.setdefault(feat.key, []).append(j)
@@ -83,7 +83,8 @@ def compute_features(df: DataFrame, feature_set: str | FeatureSet = "standard", 
         data = _pass(data, fs, row_level, None)
     for i, (key, feats) in enumerate(by_key.items()):
         assert key is not None
-        spread = data.repartition(n, _partition_key(key))
+        spread = (data.repartition(partitions, _partition_key(key)) if partitions else
+                  data.repartition(_partition_key(key)))
         data = _pass(spread, fs, (row_level if i == 0 else []) + feats, key)
     return data.select("transaction_id", *[F.col(_column(j)).alias(name)
                                            for j, name in enumerate(fs.names)], ORDER)

@@ -259,7 +259,7 @@ def _rows_at(inputs: DataFrame, positions: np.ndarray, center: np.ndarray, scale
     order = np.sort(inputs.select(ORDER).toArrow().column(ORDER).to_numpy())
     wanted = order[positions]
     spark = inputs.sparkSession
-    keys = spark.createDataFrame(pa.table({ORDER: pa.array(wanted, pa.int64())}).to_pandas())
+    keys = spark.createDataFrame(pa.table({ORDER: pa.array(wanted, pa.int64())}))
     table = inputs.join(F.broadcast(keys), ORDER).toArrow()
     found = dict(zip(table.column(ORDER).to_numpy().tolist(), range(table.num_rows),
                      strict=True))

@@ -1,0 +1,111 @@
+"""``--engine spark`` for ``txanomaly features``, ``train`` and ``score``: the options and the
+terminal side of the jobs in :mod:`txanomaly.spark.jobs` (docs/spark.md).
+
+PySpark (the ``[spark]`` extra) is imported only when a command runs with ``--engine spark``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.markup import escape
+
+from txanomaly.cli._common import Output, default_rejects_path
+from txanomaly.errors import TxAnomalyError
+
+if TYPE_CHECKING:
+    from txanomaly.detector import AnomalyDetector
+    from txanomaly.features.spec import FeatureSet
+
+ENGINES = ("local", "spark")
+EngineOpt = Annotated[str, typer.Option(
+    "--engine", envvar="TXANOMALY_ENGINE",
+    help="local (this machine) or spark (Apache Spark: the same results; outputs are "
+         "directories of part files; docs/spark.md).")]
+MasterOpt = Annotated[str | None, typer.Option(
+    "--master", envvar="TXANOMALY_SPARK_MASTER",
+    help="Spark master URL for --engine spark (local[4], spark://host:7077, yarn...). "
+         "Default: spark-submit's, else local[*].")]
+
+
+def use_spark(engine: str) -> bool:
+    """Whether ``--engine`` asks for Spark (a usage error names the choices)."""
+    if engine not in ENGINES:
+        raise typer.BadParameter(f"must be one of {', '.join(ENGINES)}, got {engine!r}",
+                                 param_hint="--engine")
+    return engine == "spark"
+
+
+def _rejects(output: Path, rejects: Path | None) -> tuple[Path, bool]:
+    return rejects or default_rejects_path(Path(str(output).rstrip("/"))), rejects is not None
+
+
+def _read_line(input: Path, summary: dict, out: Output) -> None:
+    where = f" -> {summary['rejects']}" if summary["rejects"] else ""
+    note = f", {summary['exact_duplicates']:,} exact repeat(s) counted once" if (
+        summary["exact_duplicates"]) else ""
+    out.print(f"read {summary['records']:,} records from {input}: {summary['valid']:,} valid, "
+              f"{summary['rejected']:,} rejected{where}{note}")
+
+
+def check_output(output: Path) -> None:
+    """Refuse (a usage error) an output Spark does not write."""
+    from txanomaly.spark.jobs import check_output as check
+
+    try:
+        check(output)
+    except TxAnomalyError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--output") from None
+
+
+def features(input: Path, output: Path, fs: FeatureSet, rejects: Path | None,
+             master: str | None, out: Output) -> None:
+    """``txanomaly features --engine spark``."""
+    from txanomaly.spark.jobs import features_job
+
+    check_output(output)
+    path, keep = _rejects(output, rejects)
+    summary = features_job(input, output, fs, path, master, keep)
+    _read_line(input, summary, out)
+    out.print(f"wrote {summary['rows']:,} rows x {len(fs.names)} features ({fs.name}) to "
+              f"{output} (Spark part files) in {summary['seconds']:.2f} s")
+    out.summary({**summary, "engine": "spark"})
+
+
+def train(input: Path, output: Path, fs: FeatureSet, counterparty: str,
+          detector: AnomalyDetector, rejects: Path | None, master: str | None,
+          key: bytes | str | None, out: Output) -> None:
+    """``txanomaly train --engine spark``."""
+    from txanomaly.spark.jobs import train_job
+
+    path, keep = _rejects(output, rejects)
+    with out.progress() as bar:
+        task = bar.add_task("training", total=detector.epochs)
+        summary, evidence = train_job(
+            input, output, fs, counterparty, detector, path, master, key,
+            callback=lambda done, _: bar.update(task, completed=done), keep_empty=keep)
+    _read_line(input, summary, out)
+    if evidence is not None:
+        out.print(escape(evidence.describe()))
+    out.print(f"trained on {summary['rows']:,} rows (Spark): QE "
+              f"{summary['quantization_error']:.4f}, TE {summary['topographic_error']:.4f}, "
+              f"threshold {summary['threshold']:.4f}, {summary['seconds']:.2f} s -> "
+              f"{escape(str(output))}")
+    out.summary(summary)
+
+
+def score(input: Path, model_dir: Path, output: Path, rejects: Path | None,
+          master: str | None, out: Output) -> None:
+    """``txanomaly score --engine spark``."""
+    from txanomaly.spark.jobs import score_job
+
+    check_output(output)
+    path, keep = _rejects(output, rejects)
+    summary = score_job(input, model_dir, output, path, master, keep)
+    _read_line(input, summary, out)
+    out.print(f"scored {summary['rows']:,} rows: {summary['anomalies']:,} anomalies (threshold "
+              f"{summary['threshold']:.4f}) -> {escape(str(output))} in "
+              f"{summary['seconds']:.2f} s")
+    out.summary({**summary, "engine": "spark"})

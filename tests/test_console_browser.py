@@ -121,6 +121,7 @@ def test_review_a_flagged_transaction_in_the_browser(server: Server, browser: we
     assert len(reasons) == 3
     assert all(r.find_element(By.CSS_SELECTOR, "td.num b").text for r in reasons)
     assert "against threshold" in b.find_element(By.CSS_SELECTOR, "p.score").text
+    assert "usually" in b.find_element(By.CSS_SELECTOR, "p.usual").text
     wait(b, lambda d: image_loaded(d, "img.plot"))
     shot(b, "2-transaction")
 

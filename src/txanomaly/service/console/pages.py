@@ -186,7 +186,8 @@ def _users(rec: Mapping[str, Any]) -> str:
 def transaction_page(transaction_id: str, timestamp: int, record: Mapping[str, Any],
                      result: Mapping[str, Any], features: Mapping[str, Feature],
                      history: Sequence[FeedbackRow], timeline_user: str | None,
-                     analyst: str, csrf: str) -> str:
+                     analyst: str, csrf: str,
+                     earlier: Sequence[UserTransaction] = ()) -> str:
     score, threshold = float(result["anomalyScore"]), float(result["threshold"])
     level = str(result.get("riskLevel", ""))
     state = history[-1].decision if history else "open"
@@ -200,6 +201,7 @@ def transaction_page(transaction_id: str, timestamp: int, record: Mapping[str, A
     verdict = (f"<section class='card'><div class='badges'>{badges}</div>"
                f"<p class='score'>Score <b>{score:.3f}</b> against threshold "
                f"<b>{threshold:.3f}</b>: {ratio:.2f} &times; the threshold.</p>{gauge}"
+               f"{_usual_amount(record, timeline_user, earlier)}"
                f"<p class='hint'>Model {esc(result.get('modelVersion'))}. Risk levels: high "
                "above the threshold, critical above twice it.</p></section>")
     details = _details(transaction_id, timestamp, record)
@@ -217,6 +219,26 @@ def transaction_page(transaction_id: str, timestamp: int, record: Mapping[str, A
     body = (f"<div class='grid'><div>{verdict}{reasons}{plot}</div>"
             f"<div>{decide}{details}</div></div>")
     return page(f"Transaction {transaction_id}", body, analyst, csrf, "queue")
+
+
+def _usual_amount(rec: Mapping[str, Any], user: str | None,
+                  earlier: Sequence[UserTransaction]) -> str:
+    """The amount beside the user's usual one (median of their earlier transactions in the
+    same currency), in real units."""
+    amount = _amount(rec)
+    if not amount or user is None:
+        return ""
+    currency = rec.get("destination_currency") or rec.get("origin_currency")
+    same = sorted(r.amount for r in earlier if r.amount is not None and r.currency == currency)
+    if not same:
+        usual = f"{_user_link(user)} has no earlier transactions in {esc(currency or 'it')}"
+    else:
+        mid = len(same) // 2
+        median = same[mid] if len(same) % 2 else (same[mid - 1] + same[mid]) / 2
+        usual = (f"{_user_link(user)} usually: <b>{esc(format_value(median))} "
+                 f"{esc(currency or '')}</b> (median of {len(same):,} earlier "
+                 f"transaction{'s' if len(same) != 1 else ''})")
+    return f"<p class='usual'>Amount <b>{esc(amount)}</b> &middot; {usual}</p>"
 
 
 def _details(transaction_id: str, timestamp: int, rec: Mapping[str, Any]) -> str:

@@ -242,9 +242,14 @@ async def transaction(request: Request, transaction_id: str) -> Response:
     analyst, csrf, runtime = _session(request)
     found = await _stored(runtime, transaction_id)
     history = await runtime.call(runtime.review.history, found.transaction_id)
+    user = _timeline_user(found.record)
+    earlier = [] if user is None else [
+        r for r in await runtime.call(runtime.review.user_transactions, user, TIMELINE_ROWS,
+                                      found.timestamp + 1)
+        if r.transaction_id != found.transaction_id]
     return _html(pages.transaction_page(
         found.transaction_id, found.timestamp, found.record, found.result, _features(runtime),
-        history, _timeline_user(found.record), analyst.name, csrf))
+        history, user, analyst.name, csrf, earlier))
 
 
 # --------------------------------------------------------------------------- a user

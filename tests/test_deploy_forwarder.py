@@ -316,3 +316,17 @@ def test_the_module_handler_reads_its_environment(monkeypatch):
         server.close()
         fwd._forwarder = None
     assert answer["statusCode"] == 504
+
+
+def test_one_log_line_per_request_without_the_body(stubbed, caplog):
+    forwarder, stubber = stubbed
+    stubber.add_response("invoke_endpoint", answer_body(VERDICT), expected(TX))
+    with caplog.at_level("INFO", logger="txanomaly.forwarder"):
+        forwarder.handle(api_event(json.dumps(TX)))
+        forwarder.handle(api_event("{"))
+    lines = [json.loads(r.getMessage()) for r in caplog.records
+             if r.name == "txanomaly.forwarder"]
+    assert [(line["route"], line["status"]) for line in lines] == [
+        (fwd.SINGLE_ROUTE, 200), (fwd.SINGLE_ROUTE, 400)]
+    assert all(line["requestId"] == "c6af9ac6-7b61-11e6-9a41-93e8deadbeef" for line in lines)
+    assert "u1" not in caplog.text and "42.0" not in caplog.text  # no transaction content

@@ -45,7 +45,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-logger = logging.getLogger()
+# A named logger at INFO: Lambda's handler on the root logger writes its records, and
+# importing this module elsewhere (tests) leaves the root logger's level alone.
+logger = logging.getLogger("txanomaly.forwarder")
 logger.setLevel(logging.INFO)
 
 SINGLE_ROUTE = "/v1/transactions"

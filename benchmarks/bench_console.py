@@ -106,18 +106,22 @@ def fill(store: SqlStorage, n: int, users: int, names: list[str], threshold: flo
                  "(?, ?, ?, ?, ?, ?, ?, ?, ?)")
     insert_key = ("INSERT INTO key_history (kind, key, seq, ts, pos, amount, cum_before, cum, "
                   "d1, d2, shift) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
-    if store.dialect == "postgresql":
-        insert_tx, insert_key = (q.replace("?", "%s") for q in (insert_tx, insert_key))
     for tx, keys in rows(n, users, names, threshold):
         with store.transaction(write=True) as t:
-            t.cur.executemany(insert_tx, tx)
-            t.cur.executemany(insert_key, keys)
+            if store.dialect == "postgresql":  # COPY: the row-by-row inserts took 6 minutes
+                for sql, chunk in ((insert_tx, tx), (insert_key, keys)):
+                    head = sql.split(" VALUES")[0].replace("INSERT INTO", "COPY")
+                    with t.cur.copy(f"{head} FROM STDIN") as copy:
+                        for row in chunk:
+                            copy.write_row(row)
+            else:
+                t.cur.executemany(insert_tx, tx)
+                t.cur.executemany(insert_key, keys)
         print(f"  stored {tx[-1][0]:,} rows ({time.perf_counter() - started:.0f} s)",
               end="\r", flush=True)
-    if store.dialect == "postgresql":
-        with store.engine.connect() as conn:
-            conn.exec_driver_sql("ANALYZE")
-            conn.commit()
+    if store.dialect == "postgresql":  # what autovacuum does to a running service's tables
+        with store.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.exec_driver_sql("VACUUM ANALYZE")
     print()
     return time.perf_counter() - started
 

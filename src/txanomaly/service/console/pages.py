@@ -265,7 +265,7 @@ def reason_words(reason: Mapping[str, Any], feature: Feature | None,
 
     >>> reason_words({"feature": "amount", "value": 950.0, "prototype": 42.0},
     ...              Feature("amount", "amount"), "EUR")
-    ('amount', '950 EUR', '42.00 EUR', 'higher than usual')
+    ('amount', '950.00 EUR', '42.00 EUR', 'higher than usual')
     """
     name = feature.label if feature is not None else str(reason["feature"])
     value, usual = float(reason["value"]), float(reason["prototype"])

@@ -160,3 +160,24 @@ def test_labels_and_recommendations_by_hand():
     bounded = calibrate(scores, labels, everything, days, current=2.5, target_precision=1.0,
                         min_labels=1, bounds=(4.5, 20.0))
     assert bounded.recommended is not None and 4.5 <= bounded.recommended < 5.0
+
+
+def test_a_threshold_source_that_breaks_the_rules_is_refused(workdir: Path, tmp_path: Path):
+    from txanomaly.errors import ModelFileError
+
+    version = artifact.set_threshold(workdir / "model", tmp_path / "m",
+                                     artifact.load(workdir / "model").detector.threshold_,
+                                     {"method": "manual", "by": "ops"})
+    assert artifact.load(tmp_path / "m").metadata["threshold_source"] == {
+        "method": "manual", "by": "ops"}
+    assert artifact.load(tmp_path / "m").version == version
+    meta_file = tmp_path / "m" / "model.json"
+    meta = json.loads(meta_file.read_text())
+    meta["threshold_source"] = {"method": "manual", "by": {"nested": 1}}
+    meta_file.write_text(json.dumps(meta))
+    with pytest.raises(ModelFileError, match=r"threshold_source\.by"):
+        artifact.load(tmp_path / "m")
+    with pytest.raises(ModelFileError, match="threshold_source"):
+        artifact.set_threshold(workdir / "model", tmp_path / "n",
+                               artifact.load(workdir / "model").detector.threshold_,
+                               {"no": "method"})

@@ -1,0 +1,270 @@
+"""From the lake to the real-time service: the store's history, produced by a Spark job.
+
+The service keeps, per key (origin user, destination user, pair), the key's transactions in
+(timestamp, arrival) order with running sums (:class:`~txanomaly.features.online.KeyLog`), and
+every scored transaction with its verdict (:mod:`txanomaly.storage`). ``txanomaly history
+load`` builds both by ingesting a file one batch at a time; here Spark builds them:
+
+- :func:`key_rows`: per key kind, the table repartitioned by key value and each value's rows
+  put in (timestamp, ``_index``) order; the running sums are added one by one, as the online
+  engine adds them, so the stored sums are bit for bit the ones ingestion writes;
+- :func:`transaction_rows`: each transaction's flat record, content hash, raw features and
+  verdict (:meth:`txanomaly.scoring.Scorer.verdicts`, run in the executors);
+- :func:`load_history`: both written into an empty store through its own ``write`` (SQLite or
+  PostgreSQL), streamed from the cluster through the driver in batches.
+
+Arrival numbers (``seq``) follow ``_index`` (ties in timestamp keep input order), taken from
+the store's own counter, so the service's later transactions come after every loaded one.
+After the load, the service's verdict for a new transaction is batch scoring's for it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+import numba
+import numpy as np
+import orjson
+import pyarrow as pa
+
+from txanomaly.features.spec import FeatureSet, get_feature_set
+from txanomaly.schema import EXTRA_COLUMN, FLAT_COLUMNS
+from txanomaly.spark.features import ORDER, compute_features
+from txanomaly.spark.score import ModelSpec, model_from_spec, model_spec
+from txanomaly.spark.session import partition_frame
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame
+
+    from txanomaly.scoring import Scorer
+    from txanomaly.storage import Storage
+
+#: Rows written per database transaction by :func:`load_history`.
+LOAD_BATCH = 5_000
+_RANK = "_rank"
+
+
+def key_rows(records: DataFrame, feature_set: str | FeatureSet, first_seq: int = 1
+             ) -> DataFrame:
+    """The store's key history (:data:`txanomaly.storage.base.KEY_COLUMNS`) of ``records``
+    (flat records with ``_index``), arrival numbers from ``first_seq`` in ``_index`` order."""
+    from functools import reduce
+
+    from pyspark.sql import functions as F
+
+    fs = get_feature_set(feature_set)
+    ranked = _ranked(records, first_seq)
+    parts = [_key_rows(ranked, fs, key) for key in sorted({f.key for f in fs.features
+                                                           if f.key is not None})]
+    if not parts:
+        return ranked.limit(0).select(*[F.lit(None).alias(c) for c in _KEY_SCHEMA_NAMES])
+    return reduce(lambda a, b: a.unionByName(b), parts)
+
+
+_KEY_SCHEMA_NAMES = ("kind", "key", "seq", "ts", "pos", "amount", "cum_before", "cum", "d1",
+                     "d2", "shift")
+
+
+def _ranked(records: DataFrame, first_seq: int) -> DataFrame:
+    """``records`` with ``seq``: ``first_seq`` + the row's rank in ``_index`` order (counted per
+    range partition, then offset: no single-partition sort)."""
+    from pyspark import StorageLevel, TaskContext
+    from pyspark.sql.types import LongType, StructField, StructType
+
+    ordered = records.repartitionByRange(ORDER).sortWithinPartitions(ORDER).persist(
+        StorageLevel.MEMORY_AND_DISK)
+
+    def count(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        part = TaskContext.get().partitionId()  # type: ignore[union-attr]
+        total = sum(b.num_rows for b in batches)
+        yield pa.RecordBatch.from_pydict({"part": [part], "rows": [total]})
+
+    counts = ordered.select(ORDER).mapInArrow(count, "part long, rows long").collect()
+    offsets, total = {}, first_seq
+    for row in sorted(counts, key=lambda r: r["part"]):
+        offsets[row["part"]] = total
+        total += row["rows"]
+    schema = StructType([*ordered.schema.fields, StructField("seq", LongType(), False)])
+
+    def number(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        at = offsets[TaskContext.get().partitionId()]  # type: ignore[union-attr]
+        for batch in batches:
+            seqs = pa.array(np.arange(at, at + batch.num_rows, dtype=np.int64))
+            at += batch.num_rows
+            yield pa.RecordBatch.from_arrays([*batch.columns, seqs],
+                                             names=[*batch.schema.names, "seq"])
+
+    return ordered.mapInArrow(number, schema)
+
+
+@numba.njit(nogil=True, cache=True)
+def _running(values: np.ndarray, starts: np.ndarray) -> np.ndarray:  # pragma: no cover
+    """Running sums added one by one, restarting where ``starts`` is True (the online
+    engine's ``cum + amount``, row after row)."""
+    out = np.empty_like(values)
+    total = 0.0
+    for i in range(values.size):
+        total = values[i] if starts[i] else total + values[i]
+        out[i] = total
+    return out
+
+
+def _key_rows(ranked: DataFrame, fs: FeatureSet, key: str) -> DataFrame:
+    """One key kind's history rows."""
+    from pyspark.sql import functions as F
+    from pyspark.sql.pandas.types import to_arrow_schema
+    from pyspark.sql.types import DoubleType, LongType, StringType, StructField, StructType
+
+    kind = fs.history_kind(key)
+    payer = fs.amount_source(key) == "origin"
+    sides = ["origin_amount", "destination_amount"]
+    amount = F.coalesce(*[F.col(c) for c in (sides if payer else sides[::-1])])
+    ids = ["origin_user_id", "destination_user_id"] if key == "pair" else [f"{key}_user_id"]
+    rows = ranked.select(*[F.col(c).cast("string") for c in ids], F.col("timestamp").alias("ts"),
+                         "seq", ORDER, amount.cast("double").alias("amount")).dropna(subset=ids)
+    schema = StructType([StructField("kind", StringType()), StructField("key", StringType()),
+                         *[StructField(c, LongType()) for c in ("seq", "ts", "pos")],
+                         *[StructField(c, DoubleType()) for c in _KEY_SCHEMA_NAMES[5:]]])
+    arrow_schema = to_arrow_schema(schema)
+
+    def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        import polars as pl
+
+        from txanomaly.features.online import pair_key
+
+        frame = partition_frame(batches)
+        if frame.is_empty():
+            return
+        value = (pl.struct(ids).map_elements(lambda r: pair_key(r[ids[0]], r[ids[1]]),
+                                             return_dtype=pl.String)
+                 if key == "pair" else pl.col(ids[0]))
+        frame = frame.with_columns(value.alias("key")).sort(["key", "ts", ORDER])
+        keys = frame.get_column("key")
+        starts = (keys != keys.shift(1)).fill_null(True).to_numpy()
+        amounts = frame.get_column("amount").to_numpy()
+        group = np.cumsum(starts) - 1
+        first = np.flatnonzero(starts)
+        pos = np.arange(len(frame)) - first[group]
+        cum = _running(amounts, starts)
+        shift = np.log1p(amounts[first])[group]
+        d = np.log1p(amounts) - shift
+        out = frame.select("key", "seq", "ts").with_columns(
+            pl.lit(kind).alias("kind"), pl.Series("pos", pos), pl.Series("amount", amounts),
+            pl.Series("cum_before", np.where(starts, 0.0, np.roll(cum, 1))),
+            pl.Series("cum", cum), pl.Series("d1", _running(d, starts)),
+            pl.Series("d2", _running(d * d, starts)), pl.Series("shift", shift))
+        yield from out.select(_KEY_SCHEMA_NAMES).to_arrow().cast(arrow_schema).to_batches()
+
+    value = F.xxhash64(*[F.col(c) for c in ids])
+    return rows.repartition(value).mapInArrow(run, schema)
+
+
+def transaction_rows(records: DataFrame, scorer: Scorer, first_seq: int = 1) -> DataFrame:
+    """The store's scored transactions (:data:`txanomaly.storage.base.TRANSACTION_COLUMNS`):
+    flat record, content hash, raw features and the verdict the service would answer."""
+    from pyspark.sql import functions as F
+    from pyspark.sql.types import (
+        BooleanType,
+        DoubleType,
+        LongType,
+        StringType,
+        StructField,
+        StructType,
+    )
+
+    fs = scorer.model.feature_set_
+    features = compute_features(records, fs)
+    named = [F.col(f"f.{n}").alias(f"_f{j}") for j, n in enumerate(fs.names)]
+    joined = _ranked(records, first_seq).alias("r").join(
+        features.alias("f"), F.col(f"r.{ORDER}") == F.col(f"f.{ORDER}")).select(
+        *[F.col(f"r.{c}") for c in (*FLAT_COLUMNS, EXTRA_COLUMN, "seq")], *named)
+    spec = joined.sparkSession.sparkContext.broadcast(
+        (model_spec(scorer.model), scorer.version, scorer.metadata, scorer.top))
+    schema = StructType([StructField("seq", LongType()), StructField("transaction_id",
+                                                                     StringType()),
+                         StructField("ts", LongType()), StructField("content_hash", StringType()),
+                         StructField("record", StringType()), StructField("features",
+                                                                          StringType()),
+                         StructField("anomaly_score", DoubleType()),
+                         StructField("is_anomaly", BooleanType()),
+                         StructField("result", StringType())])
+    d = len(fs.names)
+
+    def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        from txanomaly.ingest import content_hash
+
+        local = _scorer(*spec.value)
+        for batch in batches:
+            if not batch.num_rows:
+                continue
+            cols = batch.to_pydict()
+            recs = [{c: cols[c][i] for c in (*FLAT_COLUMNS, EXTRA_COLUMN)}
+                    for i in range(batch.num_rows)]
+            X = np.column_stack([np.asarray(cols[f"_f{j}"], dtype=np.float64)
+                                 for j in range(d)])
+            verdicts = local.verdicts(X, [r["transaction_id"] for r in recs])
+            yield pa.RecordBatch.from_pydict({
+                "seq": cols["seq"], "transaction_id": cols["transaction_id"],
+                "ts": cols["timestamp"], "content_hash": [content_hash(r) for r in recs],
+                "record": [orjson.dumps(r).decode() for r in recs],
+                "features": [orjson.dumps(row).decode() for row in X.tolist()],
+                "anomaly_score": [float(v.anomaly_score) for v in verdicts],
+                "is_anomaly": [bool(v.is_anomaly) for v in verdicts],
+                "result": [orjson.dumps(v.result).decode() for v in verdicts]},
+                schema=to_arrow(schema))
+
+    return joined.mapInArrow(run, schema)
+
+
+def to_arrow(schema: Any) -> pa.Schema:
+    from pyspark.sql.pandas.types import to_arrow_schema
+
+    return to_arrow_schema(schema)
+
+
+def _scorer(spec: ModelSpec, version: str, metadata: dict[str, Any], top: int) -> Scorer:
+    from txanomaly.scoring import Scorer
+
+    return Scorer(model_from_spec(spec), version, metadata, top)
+
+
+def load_history(records: DataFrame, scorer: Scorer, storage: Storage,
+                 batch_size: int = LOAD_BATCH) -> int:
+    """Write the history of ``records`` (valid flat records with ``_index``) into an empty
+    ``storage``, as ``txanomaly history load`` would leave it; returns the rows stored.
+
+    The arrival numbers are reserved from the store's counter first, so the service numbers
+    its own transactions after them. Rows go in batches of ``batch_size`` per database
+    transaction: an interrupted load leaves part of the history (start again on an empty
+    store).
+    """
+    n = records.count()
+    if n == 0:
+        return 0
+    with storage.transaction(write=True) as tx:
+        seqs = tx.next_seqs(n)
+        if seqs[-1] - seqs[0] != n - 1:
+            raise RuntimeError("the store's counter moved during the load: load into a store "
+                               "that nothing else writes to")
+    tx_rows = transaction_rows(records, scorer, seqs[0])
+    keys = key_rows(records, scorer.model.feature_set_, seqs[0])
+    _write(storage, tx_rows, batch_size, transactions=True)
+    _write(storage, keys, batch_size, transactions=False)
+    return n
+
+
+def _write(storage: Storage, rows: DataFrame, batch_size: int, transactions: bool) -> None:
+    chunk: list[tuple[Any, ...]] = []
+
+    def flush() -> None:
+        with storage.transaction(write=True) as tx:
+            tx.write(chunk if transactions else [], [] if transactions else chunk, [])
+        chunk.clear()
+
+    for row in rows.toLocalIterator():
+        chunk.append(tuple(row))
+        if len(chunk) >= batch_size:
+            flush()
+    if chunk:
+        flush()

@@ -269,7 +269,9 @@ def run_log(log: LabelledLog, product: Product, peers: Sequence[str], train_frac
         picked = np.random.default_rng(seed).choice(len(proto_train), prototype_rows,
                                                     replace=False)
         proto_train = proto_train[np.sort(picked)]
-    prototype = product.model("seed", algorithm="seed").fit(seed_data.X[proto_train])
+    # The reference scored on every unit (min_unit_share=0).
+    prototype = product.model("seed", algorithm="seed", min_unit_share=0.0).fit(
+        seed_data.X[proto_train])
     proto = ev.evaluate(seed_data, model=prototype, baselines=[], top_k=k).metrics[ev.SOM_NAME]
     proto["seconds"] = round(time.perf_counter() - proto_started, 3)
     metrics[PROTOTYPE] = proto

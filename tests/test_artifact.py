@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -90,8 +91,47 @@ def test_no_pickle_in_the_tensors_file(saved):
     blob = (saved / "model.safetensors").read_bytes()
     header_len = int.from_bytes(blob[:8], "little")
     header = json.loads(blob[8:8 + header_len])  # safetensors: a JSON header, raw numbers
-    assert set(header) - {"__metadata__"} == {"som.weights", "scaler.center", "scaler.scale"}
+    assert set(header) - {"__metadata__"} == {"som.weights", "scaler.center", "scaler.scale",
+                                              "som.active_units"}
     assert b"\x80\x04" not in blob[:2]
+
+
+def _rewrite_tensors(directory: Path, change: Callable[[dict[str, np.ndarray]], None]) -> None:
+    """Change the tensors and record their new SHA-256 (and version), as a deliberate edit."""
+    from safetensors.numpy import load_file, save_file
+
+    path = directory / "model.safetensors"
+    tensors = load_file(path)
+    change(tensors)
+    save_file(tensors, path)
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    edit(directory, lambda m: m["tensors"].update(sha256=digest), record_version=True)
+
+
+def test_the_scoring_units_round_trip(model, saved):
+    again = TransactionModel.load(saved)
+    np.testing.assert_array_equal(again.detector_.active_units_, model.detector_.active_units_)
+    assert not model.detector_.active_units_.all()  # some units score, not all
+    X = raw_seed_features()
+    np.testing.assert_array_equal(again.anomaly_score(X), model.anomaly_score(X))
+
+
+def test_a_model_saved_before_scoring_units_scores_on_every_unit(model, saved):
+    _rewrite_tensors(saved, lambda t: t.pop("som.active_units"))
+    old = TransactionModel.load(saved)
+    assert old.detector_.active_units_.all()
+    every = AnomalyDetector(map_size="4x4", epochs=5, min_unit_share=0.0)
+    X = raw_seed_features()
+    expected = TransactionModel(SEED, every).fit(X).anomaly_score(X)
+    np.testing.assert_allclose(old.anomaly_score(X), expected, rtol=1e-12)
+
+
+@pytest.mark.parametrize("mask", [np.zeros(16, np.uint8), np.ones(15, np.uint8),
+                                  np.full(16, 2, np.uint8)])
+def test_a_bad_scoring_units_mask_is_refused(saved, mask):
+    _rewrite_tensors(saved, lambda t: t.update({"som.active_units": mask}))
+    with pytest.raises(ModelFileError, match=r"som\.active_units"):
+        artifact.load(saved)
 
 
 def test_tampered_tensors_are_refused(saved):

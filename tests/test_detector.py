@@ -50,7 +50,12 @@ def test_fit_returns_self_and_sets_pyod_attributes():
     assert det.threshold_ == pytest.approx(np.quantile(det.decision_scores_, 0.95))
     summary = det.training_summary_
     assert summary["rows"] == len(X) and summary["algorithm"] == "batch"
-    assert summary["quantization_error"] == pytest.approx(det.decision_scores_.mean())
+    assert summary["scoring_units"] == det.active_units_.sum() <= 25
+    # The map's quantization error is over every unit; scores only over the scoring units.
+    every = AnomalyDetector(map_size="5x5", epochs=5, min_unit_share=0.0).fit(X)
+    assert every.active_units_.all()
+    assert summary["quantization_error"] == pytest.approx(every.decision_scores_.mean())
+    assert np.all(det.decision_scores_ >= every.decision_scores_ - 1e-6)
 
 
 @pytest.mark.parametrize("scaling", ["standard", "robust", "none"])
@@ -122,6 +127,7 @@ def test_random_state_changes_the_model():
     ({"init": "randn"}, "init"), ({"sigma": -1.0}, "sigma"),
     ({"learning_rate": 0}, "learning_rate"), ({"batch_size": 0}, "batch_size"),
     ({"threshold": float("nan")}, "threshold"), ({"device": "tpu"}, "device"),
+    ({"min_unit_share": 1.5}, "min_unit_share"), ({"min_unit_share": True}, "min_unit_share"),
 ])
 def test_invalid_parameters_are_named_in_the_error(params, name):
     X, _ = blobs(n=40, outliers=0)
@@ -225,3 +231,22 @@ def test_synthetic_transactions_anomalies_rank_high():
     y = data.labels["is_anomaly"].to_numpy()
     det = AnomalyDetector().fit(X)
     assert roc_auc_score(y, det.decision_scores_) > 0.75
+
+
+def test_a_rare_pattern_is_scored_against_units_of_ordinary_behaviour():
+    # 2 % of the training rows repeat one far-away pattern (a fraud ring active in the
+    # training window): the map gives it units of its own. Scored only against units that
+    # hold at least the average share of the rows, it stands further out.
+    rng = np.random.default_rng(0)
+    normal = rng.normal(0, 1, (2_000, 3))
+    ring = rng.normal(6, 0.05, (40, 3))
+    X = np.vstack([normal, ring])
+    every = AnomalyDetector(map_size="5x5", epochs=10, min_unit_share=0.0).fit(X)
+    dense = AnomalyDetector(map_size="5x5", epochs=10).fit(X)
+    assert every.active_units_.all() and 0 < dense.active_units_.sum() < 25
+    assert not dense.active_units_[np.unique(every.bmu(ring))].any()
+    assert np.all(dense.anomaly_score(ring) > every.anomaly_score(ring))
+    assert dense.is_anomaly(ring).all()
+    # Rows and explanations name the scoring unit, numbered on the whole map.
+    assert set(dense.bmu(X)) <= set(np.flatnonzero(dense.active_units_))
+    assert set(dense.explain(ring).bmu) <= set(np.flatnonzero(dense.active_units_))

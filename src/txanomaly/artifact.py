@@ -163,6 +163,7 @@ def save(path: str | Path, detector: AnomalyDetector,
         "som.weights": detector.som_.weights.detach().cpu().numpy().astype(np.float32),
         "scaler.center": np.asarray(detector.center_, dtype=np.float64),
         "scaler.scale": np.asarray(detector.scale_, dtype=np.float64),
+        "som.active_units": np.asarray(detector.active_units_, dtype=np.uint8),
     }
     blob = save_tensors(tensors)
     meta = _recorded(_metadata(detector, feature_set, names, hashlib.sha256(blob).hexdigest()),
@@ -293,7 +294,8 @@ def load(path: str | Path, feature_names: list[str] | None = None,
             tensors["som.weights"], tensors["scaler.center"], tensors["scaler.scale"],
             meta["threshold"],
             feature_names=saved_names if meta.get("fitted_with_feature_names") else None,
-            training_summary=meta.get("training_summary"))
+            training_summary=meta.get("training_summary"),
+            active_units=tensors.get("som.active_units"))
     except (TypeError, ValueError, TxAnomalyError) as exc:
         raise ModelFileError(f"{directory / TENSORS_FILE}: {exc}") from None
     return LoadedModel(detector, checked.feature_set, list(saved_names), meta, version,
@@ -370,9 +372,11 @@ def _read_tensors(directory: Path, meta: dict[str, Any]) -> dict[str, np.ndarray
         raise ModelFileError(f"{file}: missing tensor(s) {', '.join(missing)}")
     d = len(meta["feature_names"])
     units = int(meta["map"]["rows"]) * int(meta["map"]["cols"])
-    shapes = {"som.weights": (units, d), "scaler.center": (d,), "scaler.scale": (d,)}
+    # som.active_units: optional (models saved before min_unit_share score on every unit).
+    shapes = {"som.weights": (units, d), "scaler.center": (d,), "scaler.scale": (d,),
+              "som.active_units": (units,)}
     for name, shape in shapes.items():
-        if tensors[name].shape != shape:
+        if name in tensors and tensors[name].shape != shape:
             raise ModelFileError(f"{file}: tensor {name} has shape {tensors[name].shape}, "
                                  f"{METADATA_FILE} implies {shape}")
     return tensors

@@ -163,12 +163,22 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
         below it (a shorter gap), ``0`` = both sides (the plain quantization error). The
         anomaly score is then the length of the part of the scaled deviation from the BMU that
         points to risk, and explanations share out that length. Default: all 0.
+    min_unit_share : float in [0, 1], default 1.0
+        Which units score: after training, a unit is a prototype of ordinary behaviour when
+        at least ``min_unit_share`` times the average share of the training rows (``1 /
+        units``) has it as their BMU; rows are scored (and explained) against the nearest such
+        unit. A unit that only a few rows choose models those rows (rare, often the
+        anomalies themselves: a fraud pattern frequent enough in the training window gets a
+        prototype of its own), so measuring against it would call them ordinary. ``0``:
+        every unit scores (the plain quantization error). The map itself is trained as
+        always; ``active_units_`` says which units score (docs/detection.md).
 
     Attributes
     ----------
     som_ : SelfOrganizingMap
     center_, scale_ : (d,) arrays of the scaler.
     threshold_, offset_ : float; ``offset_ = -threshold_``.
+    active_units_ : (units,) bool array; the units rows are scored against (``min_unit_share``).
     decision_scores_ : (n,) training anomaly scores; ``labels_``: 1 = anomaly.
     training_summary_ : dict with rows, quantization_error, topographic_error, seconds...
     """
@@ -178,7 +188,8 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
                  threshold: float | None = None, scaling: str = "auto", init: str = "pca",
                  sigma: float | None = None, sigma_end: float = 1.0, learning_rate: float = 0.5,
                  random_state: Any = 0, device: str = "cpu", batch_size: int | None = None,
-                 feature_weights: Any = None, feature_directions: Any = None):
+                 feature_weights: Any = None, feature_directions: Any = None,
+                 min_unit_share: float = 1.0):
         self.map_size = map_size
         self.epochs = epochs
         self.algorithm = algorithm
@@ -194,6 +205,7 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
         self.batch_size = batch_size
         self.feature_weights = feature_weights
         self.feature_directions = feature_directions
+        self.min_unit_share = min_unit_share
 
     # ------------------------------------------------------------------ fitting
     def fit(self, X: Any, y: Any = None, callback: Any = None) -> AnomalyDetector:
@@ -213,6 +225,7 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
                       learning_rate=self.learning_rate,
                       learning_rate_end=self.learning_rate / 100,
                       chunk_size=self.batch_size, callback=callback)
+        self._set_active_units(Xs)
         self._set_threshold(self._scores(Xs)[0])
         # A later partial_fit fine-tunes: its radius and learning rate start decayed.
         self.samples_seen_ = len(Xs) * self.epochs
@@ -242,6 +255,7 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
         sigmas = np.maximum(self._sigma(rows, cols) * decay, self.sigma_end)
         self.som_.online_pass(Xs, sigmas, self.learning_rate * decay)
         self.samples_seen_ += len(Xs)
+        self._set_active_units(Xs)
         self._set_threshold(self._scores(Xs)[0])
         return self
 
@@ -278,6 +292,10 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
         if self.batch_size is not None:
             _check_int("batch_size", self.batch_size, 1)
         _check_device(self.device)
+        share = self.min_unit_share
+        if not (isinstance(share, float | int) and not isinstance(share, bool)
+                and 0 <= share <= 1):
+            raise ValueError(f"min_unit_share must be a number in [0, 1], got {share!r}")
         if self.feature_weights is not None:
             weights = np.asarray(self.feature_weights, dtype=np.float64)
             if weights.ndim != 1 or not (np.all(np.isfinite(weights)) and np.all(weights > 0)):
@@ -327,6 +345,19 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
         seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
         return SelfOrganizingMap(rows, cols, n_features, seed=seed, device=self.device)
 
+    def _set_active_units(self, Xs: torch.Tensor) -> None:
+        """``active_units_``: the units at least ``min_unit_share`` times the average share
+        of the rows ``Xs`` choose as their BMU (over every unit). Never empty: the most
+        chosen unit has at least the average share."""
+        hits = self.som_.hit_counts(Xs).reshape(-1).cpu().numpy()
+        self._use_units(hits >= self.min_unit_share * len(Xs) / hits.size)
+
+    def _use_units(self, active: np.ndarray) -> None:
+        self.active_units_ = np.asarray(active, dtype=bool)
+        # None: every unit scores (the fast path, no selection).
+        self._units = None if self.active_units_.all() else torch.from_numpy(
+            np.flatnonzero(self.active_units_)).to(self.som_.device)
+
     def _set_threshold(self, scores: np.ndarray) -> None:
         self.decision_scores_ = scores
         if self.threshold is not None:
@@ -338,12 +369,14 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
         self.labels_ = rule.flags(scores).astype(np.int64)
 
     def _summary(self, Xs: torch.Tensor, seconds: float) -> dict[str, Any]:
-        qe = (self.decision_scores_ if self.directions_ is None
+        # The map's own quantization error: over every unit, whichever units score.
+        qe = (self.decision_scores_ if self.directions_ is None and self._units is None
               else self.som_.bmu_distances(Xs)[0].double().cpu().numpy())
         return {"rows": len(Xs), "quantization_error": float(qe.mean()),
                 "topographic_error": self.som_.topographic_error(Xs),
                 "seconds": round(seconds, 3), "algorithm": self.algorithm,
                 "epochs": self.epochs, "threshold": self.threshold_,
+                "scoring_units": int(self.active_units_.sum()),
                 "score_quantiles": _quantiles(self.decision_scores_)}
 
     # ------------------------------------------------------------------ scoring
@@ -375,7 +408,7 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
     def _scores(self, Xs: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
         """(anomaly scores, BMU indices) of scaled rows: the distance to the BMU, or the
         length of its risk-directed part (:meth:`_directed`)."""
-        dist, bmu = self.som_.bmu_distances(Xs)
+        dist, bmu = self.som_.bmu_distances(Xs, units=self._units)
         if self.directions_ is None:
             return dist.double().cpu().numpy(), bmu.cpu().numpy()
         deviation = self._directed(Xs.double().cpu().numpy()
@@ -434,7 +467,8 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
         else:
             _check_fitted(self)
         scaled = self._scaled(X)
-        dist, bmu = self.som_.bmu_distances(torch.from_numpy(scaled).to(self.device))
+        dist, bmu = self.som_.bmu_distances(torch.from_numpy(scaled).to(self.device),
+                                            units=self._units)
         proto_scaled = self.som_.weights[bmu].double().cpu().numpy()
         diff = self._directed(scaled.astype(np.float64) - proto_scaled)
         diff_sq = diff * diff
@@ -497,12 +531,15 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
     # ------------------------------------------------------------------ persistence support
     def restore(self, weights: np.ndarray, center: np.ndarray, scale: np.ndarray,
                 threshold: float, feature_names: Sequence[str] | None = None,
-                training_summary: dict[str, Any] | None = None) -> AnomalyDetector:
+                training_summary: dict[str, Any] | None = None,
+                active_units: np.ndarray | None = None) -> AnomalyDetector:
         """Rebuild a fitted detector from saved arrays (used by :mod:`txanomaly.artifact`).
 
         Refuses (ValueError naming the array or the threshold) what no fit produces and what
         would silently change verdicts: a non-finite prototype or scaler value, a scale <= 0,
-        a threshold that is not a finite number > 0 (:func:`check_threshold`).
+        a threshold that is not a finite number > 0 (:func:`check_threshold`), an
+        ``active_units`` mask of another length or with no unit (None: every unit scores, as
+        in models saved before ``min_unit_share``).
         """
         rows, cols = self.check_params()
         weights = np.asarray(weights, dtype=np.float32)
@@ -519,6 +556,12 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
             raise ValueError(f"scaler.scale must be > 0, got {float(scale[bad])!r} at "
                              f"feature {bad}")
         threshold = check_threshold(threshold)
+        active = (np.ones(rows * cols, dtype=bool) if active_units is None
+                  else np.asarray(active_units))
+        if active.shape != (rows * cols,) or active.dtype.kind not in "biu" or not (
+                np.isin(active, (0, 1)).all() and active.any()):
+            raise ValueError(f"som.active_units must be {rows * cols} values of 0 or 1, at "
+                             "least one 1")
         self.center_, self.scale_ = center, scale
         self.directions_ = self._checked_directions(len(center))
         self.n_features_in_ = len(self.center_)
@@ -526,6 +569,7 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
             self.feature_names_in_ = np.asarray(list(feature_names), dtype=object)
         self.som_ = self._new_som(rows, cols, len(center))
         self.som_.weights.copy_(torch.from_numpy(weights))
+        self._use_units(active.astype(bool))
         self.threshold_ = threshold
         self.offset_ = -self.threshold_
         self.training_summary_ = dict(training_summary or {})

@@ -290,24 +290,30 @@ class SelfOrganizingMap(torch.nn.Module):
 
     # ------------------------------------------------------------------ queries (read-only)
     @torch.no_grad()
-    def bmu_distances(self, X: torch.Tensor, chunk_size: int | None = None
-                      ) -> tuple[torch.Tensor, torch.Tensor]:
+    def bmu_distances(self, X: torch.Tensor, chunk_size: int | None = None,
+                      units: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """``(distance, bmu)`` for every row: Euclidean distance to the best-matching unit.
 
         The BMU comes from the ``|x|^2 - 2 x.w + |w|^2`` expansion (see :func:`argmin_rows`);
         the distance is then recomputed directly from ``x - w_bmu`` so that it carries no
-        cancellation error and does not depend on how the rows were chunked.
+        cancellation error and does not depend on how the rows were chunked. ``units``
+        (unit indices, ascending): the BMU is the nearest of these; ``bmu`` still numbers
+        units on the whole map.
         """
         w = self.weights
         X = self._check(X, w.device)
         dist = torch.empty(len(X), dtype=torch.float32, device=w.device)
         bmu = torch.empty(len(X), dtype=torch.int64, device=w.device)
         w_sq = self._unit_norms(w)
-        step = chunk_size or chunk_rows(self.n_units, self.device)
+        search, search_sq = (w, w_sq) if units is None else (w.index_select(0, units),
+                                                             w_sq.index_select(0, units))
+        step = chunk_size or chunk_rows(len(search), self.device)
         for start in range(0, len(X), step):
             x = X[start:start + step]
-            sq = torch.addmm(w_sq, x, w.T, alpha=-2.0).add_((x * x).sum(1, keepdim=True))
+            sq = torch.addmm(search_sq, x, search.T, alpha=-2.0).add_((x * x).sum(1, keepdim=True))
             b = argmin_rows(sq)
+            if units is not None:
+                b = units.index_select(0, b)
             dist[start:start + len(x)] = torch.linalg.vector_norm(x - w.index_select(0, b),
                                                                    dim=1)
             bmu[start:start + len(x)] = b

@@ -39,14 +39,16 @@ class ModelSpec:
     center: np.ndarray
     scale: np.ndarray
     threshold: float
+    active_units: np.ndarray | None = None  # the units that score (all when None)
 
     @property
     def key(self) -> str:
         """Identifies the model within a worker's cache."""
         digest = hashlib.blake2b(orjson.dumps([self.feature_set, self.params, self.threshold],
                                               default=str), digest_size=16)
-        for array in (self.weights, self.center, self.scale):
-            digest.update(np.ascontiguousarray(array).tobytes())
+        for array in (self.weights, self.center, self.scale, self.active_units):
+            if array is not None:
+                digest.update(np.ascontiguousarray(array).tobytes())
         return digest.hexdigest()
 
 
@@ -55,7 +57,8 @@ def model_spec(model: TransactionModel) -> ModelSpec:
     det = model.detector_
     return ModelSpec(model.feature_set_.to_dict(), det.get_params(),
                      det.som_.weights.detach().cpu().numpy().copy(),
-                     np.asarray(det.center_), np.asarray(det.scale_), float(det.threshold_))
+                     np.asarray(det.center_), np.asarray(det.scale_), float(det.threshold_),
+                     np.asarray(det.active_units_).copy())
 
 
 _MODELS: dict[str, TransactionModel] = {}  # per Python worker: rebuilt once per model
@@ -70,7 +73,8 @@ def model_from_spec(spec: ModelSpec) -> TransactionModel:
         from txanomaly.pipeline import TransactionModel
 
         detector = AnomalyDetector(**{**spec.params, "device": "cpu"}).restore(
-            spec.weights, spec.center, spec.scale, spec.threshold)
+            spec.weights, spec.center, spec.scale, spec.threshold,
+            active_units=spec.active_units)
         found = TransactionModel.from_fitted(FeatureSet.from_dict(spec.feature_set), detector)
         _MODELS.clear()  # a worker serves one model at a time
         _MODELS[spec.key] = found

@@ -113,10 +113,12 @@ def fit(features: DataFrame, feature_set: str | FeatureSet = "standard",
             if callback is not None:
                 callback(epoch + 1, det.epochs)
         det.restore(som.weights.numpy(), center, scale, 1.0)  # threshold: below
+        active = _active_units(inputs, fs, det, n)
+        det.restore(som.weights.numpy(), center, scale, 1.0, active_units=active)
         threshold, summary = _threshold(inputs, fs, det, n)
         summary["seconds"] = round(time.perf_counter() - started, 3)
         det.restore(som.weights.numpy(), center, scale, threshold,
-                    training_summary={**summary, "engine": "spark"})
+                    training_summary={**summary, "engine": "spark"}, active_units=active)
     finally:
         inputs.unpersist()
     log.info("trained on Spark %s", det.training_summary_)
@@ -284,6 +286,23 @@ def _epoch_sums(inputs: DataFrame, weights: np.ndarray, center: np.ndarray,
     return _partition_sums(inputs, per_batch, (d + 2) * units).reshape(d + 2, units)
 
 
+def _active_units(inputs: DataFrame, fs: FeatureSet, det: AnomalyDetector, n: int
+                  ) -> np.ndarray:
+    """The units that score (``min_unit_share``), as :meth:`AnomalyDetector.fit` picks
+    them: each unit's hits over every unit, counted per partition and added (exact)."""
+    from txanomaly.pipeline import TransactionModel
+
+    spec = model_spec(TransactionModel.from_fitted(fs, det))
+    units = det.som_.n_units
+
+    def hits(X: np.ndarray) -> np.ndarray:
+        fitted = model_from_spec(spec).detector_
+        bmu = fitted.som_.bmu_distances(fitted._transform(X))[1].numpy()
+        return np.bincount(bmu, minlength=units).astype(np.float64)
+
+    return _partition_sums(inputs, hits, units) >= det.min_unit_share * n / units
+
+
 def _threshold(inputs: DataFrame, fs: FeatureSet, det: AnomalyDetector, n: int
                ) -> tuple[float, dict[str, Any]]:
     """The threshold (the exact ``1 - contamination`` quantile of the training scores, or
@@ -328,6 +347,7 @@ def _threshold(inputs: DataFrame, fs: FeatureSet, det: AnomalyDetector, n: int
     summary = {"rows": n, "quantization_error": float(qe_sum / n),
                "topographic_error": round(far) / n, "algorithm": det.algorithm,
                "epochs": det.epochs, "threshold": threshold,
+               "scoring_units": int(det.active_units_.sum()),
                "score_quantiles": dict(zip(("p50", "p95", "p99", "max"), values[:4],
                                            strict=True))}
     return threshold, summary

@@ -78,6 +78,9 @@ def test_calibrate_for_a_target_precision_writes_the_plot_and_the_model(workdir:
     assert source["previous"] == pytest.approx(summary["current"]["threshold"])
     assert loaded.version == summary["modelVersion"] != artifact.load(workdir / "model").version
     assert Scorer.load(written).threshold == pytest.approx(chosen["threshold"])
+    described = Scorer.load(written).describe()  # what GET /v1/model answers
+    assert described["thresholdSource"] == source
+    assert Scorer.load(workdir / "model").describe()["thresholdSource"] is None
 
 
 def test_calibrate_for_a_daily_budget_keeps_the_alerts_within_it(workdir: Path):

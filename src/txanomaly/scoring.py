@@ -110,6 +110,7 @@ class Scorer:
             "packageVersion": meta.get("package_version"),
             "formatVersion": meta.get("format_version"),
             "trainingSummary": meta.get("training_summary") or {},
+            "thresholdSource": meta.get("threshold_source"),
             "signature": {"signed": isinstance(signed := meta.get("signature"), dict),
                           "algorithm": signed.get("algorithm") if isinstance(signed, dict)
                           else None,

@@ -116,6 +116,9 @@ class ModelInfo(BaseModel):
     packageVersion: str | None
     formatVersion: int | None
     trainingSummary: dict[str, Any]
+    thresholdSource: dict[str, Any] | None = Field(
+        description="where the threshold came from when it was set after training "
+                    "(txanomaly calibrate --write); null: the training quantile")
     signature: SignatureInfo
 
 

@@ -49,6 +49,10 @@ def session(master: str | None = None, app_name: str = "txanomaly",
             os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
     settings = {"spark.sql.execution.arrow.pyspark.enabled": "true",
                 "spark.ui.showConsoleProgress": "false",
+                # A cached table (features kept for training) keeps adaptive execution's
+                # coalesced partitions, not spark.sql.shuffle.partitions' 200 small ones:
+                # each partition of a Python stage costs a task.
+                "spark.sql.optimizer.canChangeCachedPlanOutputPartitioning": "true",
                 **(config or {})}
     for key, value in settings.items():
         builder = builder.config(key, value)

@@ -92,7 +92,7 @@ def fit(features: DataFrame, feature_set: str | FeatureSet = "standard",
     if n < 2:
         raise TxAnomalyError(f"{n} training row(s); training needs at least 2")
     fs = _fit_transforms(raw, fs, n)
-    inputs = _inputs(raw, fs).persist(StorageLevel.MEMORY_AND_DISK)
+    inputs = _inputs(_fewer_partitions(raw, n), fs).persist(StorageLevel.MEMORY_AND_DISK)
     try:
         d = len(fs.features)
         center, scale = _scaler(inputs, det, d, n)
@@ -123,6 +123,18 @@ def fit(features: DataFrame, feature_set: str | FeatureSet = "standard",
         inputs.unpersist()
     log.info("trained on Spark %s", det.training_summary_)
     return TransactionModel.from_fitted(fs, det)
+
+
+#: Rows per partition of the training passes (at least one partition per core): each pass
+#: over a partition is a Python task, whose fixed cost is paid per epoch.
+PARTITION_ROWS = 1_000_000
+
+
+def _fewer_partitions(df: DataFrame, n: int) -> DataFrame:
+    """``df`` coalesced (no shuffle) to ~PARTITION_ROWS rows a partition, one per core at
+    least: a table of many small partitions (200 after a shuffle) costs a task each per pass."""
+    want = max(df.sparkSession.sparkContext.defaultParallelism, -(-n // PARTITION_ROWS))
+    return df.coalesce(want) if df.rdd.getNumPartitions() > want else df
 
 
 def _resolved(fs: FeatureSet, det: AnomalyDetector) -> AnomalyDetector:

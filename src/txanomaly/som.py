@@ -305,8 +305,7 @@ class SelfOrganizingMap(torch.nn.Module):
         dist = torch.empty(len(X), dtype=torch.float32, device=w.device)
         bmu = torch.empty(len(X), dtype=torch.int64, device=w.device)
         w_sq = self._unit_norms(w)
-        search, search_sq = (w, w_sq) if units is None else (w.index_select(0, units),
-                                                             w_sq.index_select(0, units))
+        search, search_sq = (w, w_sq) if units is None else self._subset(w, w_sq, units)
         step = chunk_size or chunk_rows(len(search), self.device)
         for start in range(0, len(X), step):
             x = X[start:start + step]
@@ -365,6 +364,17 @@ class SelfOrganizingMap(torch.nn.Module):
         if len(X) == 0:
             raise ValueError("X has no rows")
         return X.to(device if device is not None else self.device, torch.float32)
+
+    def _subset(self, w: torch.Tensor, w_sq: torch.Tensor, units: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The prototypes and norms of ``units``, kept like :meth:`_unit_norms` (a one-row
+        request would otherwise gather them on every call)."""
+        key = (w.data_ptr(), w._version, units.data_ptr(), len(units))
+        if self.__dict__.get("_subset_key") != key:
+            self.__dict__["_subset_value"] = (w.index_select(0, units),
+                                              w_sq.index_select(0, units))
+            self.__dict__["_subset_key"] = key
+        return self.__dict__["_subset_value"]
 
     def _unit_norms(self, w: torch.Tensor) -> torch.Tensor:
         """``|w|^2`` per unit, kept until the prototypes change (a scoring service asks for

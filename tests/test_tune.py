@@ -43,14 +43,24 @@ def test_with_labels_the_map_that_separates_the_centre_wins_on_pr_auc():
     # Anomalies sit at the centre of the square. A 1x1 map's single prototype is the mean, i.e.
     # the centre: the anomalies get the lowest scores. A 2x2 map's prototypes sit on the
     # clusters: the anomalies are the farthest rows. A 4x4 map spends units between the
-    # clusters, near the centre, and the anomalies land close to them.
+    # clusters, near the centre, and the anomalies land close to them, when every unit scores
+    # (min_unit_share=0; by default those sparse units do not score, see the next test).
     data = _four_blobs(anomalies=0.03)
-    result = tu.tune(data, ["1x1", "2x2", "4x4"], labelled=True, detector_params=FAST)
+    result = tu.tune(data, ["1x1", "2x2", "4x4"], labelled=True,
+                     detector_params={**FAST, "min_unit_share": 0.0})
     pr = {c.map_size: c.pr_auc for c in result.candidates}
     assert pr["2x2"] > 0.9 and max(pr["1x1"], pr["4x4"]) < 0.2
     assert result.recommendation.map_size == "2x2"
     assert result.recommendation.metric == "pr_auc"
     assert "next best 4x4" in result.recommendation.reason
+
+
+def test_scoring_units_keep_the_centre_anomalies_out_of_the_4x4_map():
+    # The units between the clusters hold few rows, so by default they do not score: the
+    # anomalies at the centre are measured against the clusters' units and stand out.
+    data = _four_blobs(anomalies=0.03)
+    result = tu.tune(data, ["4x4"], labelled=True, detector_params=FAST)
+    assert result.candidates[0].pr_auc > 0.9
 
 
 def test_near_ties_go_to_the_smaller_map():

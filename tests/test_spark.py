@@ -14,8 +14,7 @@ import orjson
 import polars as pl
 import pytest
 
-pytest.importorskip("pyspark")
-
+import spark_support  # noqa: F401  (skips without PySpark or Java)
 from txanomaly import spark as txs
 from txanomaly.detector import AnomalyDetector
 from txanomaly.features.batch import compute_features

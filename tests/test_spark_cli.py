@@ -9,8 +9,7 @@ import polars as pl
 import pytest
 from typer.testing import CliRunner
 
-pytest.importorskip("pyspark")
-
+import spark_support  # noqa: F401  (skips without PySpark or Java)
 from txanomaly import spark as txs
 from txanomaly.cli import app
 from txanomaly.io import write_table

@@ -7,8 +7,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-pytest.importorskip("pyspark")
-
+import spark_support  # noqa: F401  (skips without PySpark or Java)
 from service_fixtures import postgres_url, unique_schema
 from txanomaly import spark as txs
 from txanomaly.detector import AnomalyDetector

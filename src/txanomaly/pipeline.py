@@ -46,6 +46,25 @@ from txanomaly.features.spec import FeatureSet, get_feature_set
 SCORE_CHUNK = 100_000
 
 
+def resolve_detector(fs: FeatureSet, detector: AnomalyDetector | None) -> AnomalyDetector:
+    """A clone of ``detector`` (default: ``AnomalyDetector()``) with the feature set's
+    weights as ``feature_weights`` unless it has its own, the set's risk directions as
+    ``feature_directions`` (other directions are refused), and the set's scaling where it says
+    ``scaling="auto"``: what :meth:`TransactionModel.fit` (and the Spark trainer) train."""
+    detector = clone(detector) if detector is not None else AnomalyDetector()
+    if detector.feature_weights is None and fs.weights is not None:
+        detector.set_params(feature_weights=fs.weights)
+    if detector.feature_directions is None:
+        detector.set_params(feature_directions=fs.directions)
+    elif list(detector.feature_directions) != (fs.directions or [0] * len(fs.features)):
+        raise TxAnomalyError("the detector's feature_directions differ from the feature "
+                             "set's; declare directions in the feature set (they are "
+                             "saved with it in the model)")
+    if detector.scaling == "auto":
+        detector.set_params(scaling=fs.scaling)
+    return detector
+
+
 class TransactionModel(BaseEstimator):
     """A feature set and the detector trained on its (transformed) values.
 
@@ -95,17 +114,7 @@ class TransactionModel(BaseEstimator):
         ``scaling="auto"``.
         """
         fs = get_feature_set(self.feature_set)
-        detector = clone(self.detector) if self.detector is not None else AnomalyDetector()
-        if detector.feature_weights is None and fs.weights is not None:
-            detector.set_params(feature_weights=fs.weights)
-        if detector.feature_directions is None:
-            detector.set_params(feature_directions=fs.directions)
-        elif list(detector.feature_directions) != (fs.directions or [0] * len(fs.features)):
-            raise TxAnomalyError("the detector's feature_directions differ from the feature "
-                                 "set's; declare directions in the feature set (they are "
-                                 "saved with it in the model)")
-        if detector.scaling == "auto":
-            detector.set_params(scaling=fs.scaling)
+        detector = resolve_detector(fs, self.detector)
         raw = self._raw(X)
         fs = fs.fit_transforms(raw)
         self.feature_set_ = fs

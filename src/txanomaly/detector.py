@@ -225,11 +225,12 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
                       learning_rate=self.learning_rate,
                       learning_rate_end=self.learning_rate / 100,
                       chunk_size=self.batch_size, callback=callback)
-        self._set_active_units(Xs)
+        map_distances = self._set_active_units(Xs)
         self._set_threshold(self._scores(Xs)[0])
         # A later partial_fit fine-tunes: its radius and learning rate start decayed.
         self.samples_seen_ = len(Xs) * self.epochs
-        self.training_summary_ = self._summary(Xs, time.perf_counter() - started)
+        self.training_summary_ = self._summary(Xs, map_distances,
+                                               time.perf_counter() - started)
         logger.info("trained %s", self.training_summary_)
         return self
 
@@ -345,12 +346,15 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
         seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
         return SelfOrganizingMap(rows, cols, n_features, seed=seed, device=self.device)
 
-    def _set_active_units(self, Xs: torch.Tensor) -> None:
+    def _set_active_units(self, Xs: torch.Tensor) -> torch.Tensor:
         """``active_units_``: the units at least ``min_unit_share`` times the average share
         of the rows ``Xs`` choose as their BMU (over every unit). Never empty: the most
-        chosen unit has at least the average share."""
-        hits = self.som_.hit_counts(Xs).reshape(-1).cpu().numpy()
+        chosen unit has at least the average share. Returns the rows' distances to their BMU
+        over every unit (the map's own quantization error: :meth:`_summary`)."""
+        distances, bmu = self.som_.bmu_distances(Xs)
+        hits = torch.bincount(bmu, minlength=self.som_.n_units).cpu().numpy()
         self._use_units(hits >= self.min_unit_share * len(Xs) / hits.size)
+        return distances
 
     def _use_units(self, active: np.ndarray) -> None:
         self.active_units_ = np.asarray(active, dtype=bool)
@@ -368,11 +372,12 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
         self.offset_ = -rule.value
         self.labels_ = rule.flags(scores).astype(np.int64)
 
-    def _summary(self, Xs: torch.Tensor, seconds: float) -> dict[str, Any]:
-        # The map's own quantization error: over every unit, whichever units score.
-        qe = (self.decision_scores_ if self.directions_ is None and self._units is None
-              else self.som_.bmu_distances(Xs)[0].double().cpu().numpy())
-        return {"rows": len(Xs), "quantization_error": float(qe.mean()),
+    def _summary(self, Xs: torch.Tensor, map_distances: torch.Tensor, seconds: float
+                 ) -> dict[str, Any]:
+        """``map_distances``: each row's distance to its BMU over every unit, whichever units
+        score (the map's own quantization error)."""
+        qe = float(map_distances.double().mean())
+        return {"rows": len(Xs), "quantization_error": qe,
                 "topographic_error": self.som_.topographic_error(Xs),
                 "seconds": round(seconds, 3), "algorithm": self.algorithm,
                 "epochs": self.epochs, "threshold": self.threshold_,

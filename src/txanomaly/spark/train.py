@@ -29,7 +29,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
-from sklearn.base import clone
 
 from txanomaly.errors import TxAnomalyError
 from txanomaly.features.spec import FITTED_TRANSFORMS, FeatureSet, get_feature_set
@@ -77,12 +76,11 @@ def fit(features: DataFrame, feature_set: str | FeatureSet = "standard",
     """
     from pyspark import StorageLevel
 
-    from txanomaly.detector import AnomalyDetector
-    from txanomaly.pipeline import TransactionModel
+    from txanomaly.pipeline import TransactionModel, resolve_detector
 
     started = time.perf_counter()
     fs = get_feature_set(feature_set)
-    det = _resolved(fs, clone(detector) if detector is not None else AnomalyDetector())
+    det = resolve_detector(fs, detector)
     rows, cols = det.check_params()
     if det.algorithm != "batch":
         raise TxAnomalyError(f"Spark trains the batch algorithm only, not {det.algorithm!r} "
@@ -113,9 +111,9 @@ def fit(features: DataFrame, feature_set: str | FeatureSet = "standard",
             if callback is not None:
                 callback(epoch + 1, det.epochs)
         det.restore(som.weights.numpy(), center, scale, 1.0)  # threshold: below
-        active = _active_units(inputs, fs, det, n)
+        active, map_measures = _map_pass(inputs, fs, det, n)
         det.restore(som.weights.numpy(), center, scale, 1.0, active_units=active)
-        threshold, summary = _threshold(inputs, fs, det, n)
+        threshold, summary = _threshold(inputs, fs, det, n, map_measures)
         summary["seconds"] = round(time.perf_counter() - started, 3)
         det.restore(som.weights.numpy(), center, scale, threshold,
                     training_summary={**summary, "engine": "spark"}, active_units=active)
@@ -135,20 +133,6 @@ def _fewer_partitions(df: DataFrame, n: int) -> DataFrame:
     least: a table of many small partitions (200 after a shuffle) costs a task each per pass."""
     want = max(df.sparkSession.sparkContext.defaultParallelism, -(-n // PARTITION_ROWS))
     return df.coalesce(want) if df.rdd.getNumPartitions() > want else df
-
-
-def _resolved(fs: FeatureSet, det: AnomalyDetector) -> AnomalyDetector:
-    """The detector's parameters as :meth:`TransactionModel.fit` resolves them."""
-    if det.feature_weights is None and fs.weights is not None:
-        det.set_params(feature_weights=fs.weights)
-    if det.feature_directions is None:
-        det.set_params(feature_directions=fs.directions)
-    elif list(det.feature_directions) != (fs.directions or [0] * len(fs.features)):
-        raise TxAnomalyError("the detector's feature_directions differ from the feature "
-                             "set's; declare directions in the feature set")
-    if det.scaling == "auto":
-        det.set_params(scaling=fs.scaling)
-    return det
 
 
 def _checked(features: DataFrame, fs: FeatureSet) -> DataFrame:
@@ -298,25 +282,31 @@ def _epoch_sums(inputs: DataFrame, weights: np.ndarray, center: np.ndarray,
     return _partition_sums(inputs, per_batch, (d + 2) * units).reshape(d + 2, units)
 
 
-def _active_units(inputs: DataFrame, fs: FeatureSet, det: AnomalyDetector, n: int
-                  ) -> np.ndarray:
-    """The units that score (``min_unit_share``), as :meth:`AnomalyDetector.fit` picks
-    them: each unit's hits over every unit, counted per partition and added (exact)."""
+def _map_pass(inputs: DataFrame, fs: FeatureSet, det: AnomalyDetector, n: int
+              ) -> tuple[np.ndarray, tuple[float, float]]:
+    """One pass over every unit of the trained map: the units that score
+    (``min_unit_share``, from each unit's hits, counted per partition and added: exact), as
+    :meth:`AnomalyDetector.fit` picks them, and the map's own measures (the sum of the rows'
+    plain distances to their BMU, the QE; and the TE's count of far second units)."""
     from txanomaly.pipeline import TransactionModel
 
     spec = model_spec(TransactionModel.from_fitted(fs, det))
     units = det.som_.n_units
 
-    def hits(X: np.ndarray) -> np.ndarray:
+    def per_batch(X: np.ndarray) -> np.ndarray:
         fitted = model_from_spec(spec).detector_
-        bmu = fitted.som_.bmu_distances(fitted._transform(X))[1].numpy()
-        return np.bincount(bmu, minlength=units).astype(np.float64)
+        Xs = fitted._transform(X)
+        dist, bmu = fitted.som_.bmu_distances(Xs)
+        return np.concatenate([np.bincount(bmu.numpy(), minlength=units).astype(np.float64),
+                               [dist.double().sum().item(),
+                                fitted.som_.topographic_error(Xs) * len(X)]])
 
-    return _partition_sums(inputs, hits, units) >= det.min_unit_share * n / units
+    sums = _partition_sums(inputs, per_batch, units + 2)
+    return sums[:units] >= det.min_unit_share * n / units, (sums[units], sums[units + 1])
 
 
-def _threshold(inputs: DataFrame, fs: FeatureSet, det: AnomalyDetector, n: int
-               ) -> tuple[float, dict[str, Any]]:
+def _threshold(inputs: DataFrame, fs: FeatureSet, det: AnomalyDetector, n: int,
+               map_measures: tuple[float, float]) -> tuple[float, dict[str, Any]]:
     """The threshold (the exact ``1 - contamination`` quantile of the training scores, or
     the fixed one) and the training summary, as :meth:`AnomalyDetector.fit` writes it.
 
@@ -331,13 +321,7 @@ def _threshold(inputs: DataFrame, fs: FeatureSet, det: AnomalyDetector, n: int
     spec = model_spec(TransactionModel.from_fitted(fs, det))
     d = len(fs.features)
 
-    def measures(X: np.ndarray) -> np.ndarray:  # the plain distance (QE) and the TE's count
-        fitted = model_from_spec(spec).detector_
-        Xs = fitted._transform(X)
-        qe = fitted.som_.bmu_distances(Xs)[0].double().numpy()
-        return np.array([qe.sum(), fitted.som_.topographic_error(Xs) * len(X)])
-
-    qe_sum, far = _partition_sums(inputs, measures, 2)
+    qe_sum, far = map_measures  # from :func:`_map_pass`
 
     def scores(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         fitted = model_from_spec(spec).detector_

@@ -115,6 +115,15 @@ def _key_features(ctx: _Table, key: str, feats: list[Feature], columns: list[int
                     log_amount, windows, columns, [kernel.OPS[f.op] for f in feats],
                     [windows.index(-1 if f.window_ms is None else f.window_ms) for f in feats],
                     out)
+    finish_key_features(feats, columns, out, codes, log_amount)
+
+
+def finish_key_features(feats: list[Feature], columns: list[int], out: np.ndarray,
+                        codes: np.ndarray, log_amount: np.ndarray) -> None:
+    """What the compiled pass leaves to NumPy (``log1p``), and the value of the rows without
+    the key; ``out`` is features x rows, ``codes`` the key's code per row."""
+    from txanomaly.features import kernel
+
     keyless = codes == kernel.MISSING  # no history (DESIGN section 3): not written by the pass
     with np.errstate(divide="ignore", invalid="ignore"):  # keyless rows: overwritten below
         for j, feat in zip(columns, feats, strict=True):

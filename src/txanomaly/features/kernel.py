@@ -366,3 +366,232 @@ def hour_and_weekday(ts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:  # pragma
         hour[i] = hours % 24
         weekday[i] = (hours // 24 + 3) % 7
     return hour, weekday
+
+
+# --- the same pass, a chunk at a time ------------------------------------------------------
+
+
+class ChunkedKeyPass:
+    """One key's pass carried from one time-ordered chunk to the next.
+
+    It keeps what :func:`_key_pass` keeps for a whole table, but across calls: the per-value
+    state (one row per code, grown as new codes appear; codes must be stable across chunks)
+    and, for the finite windows, the rows that a window still trails (their timestamp, code
+    and running sum: the rows of the last W milliseconds, whatever their chunk). Feeding the
+    chunks of a time-ordered table one after the other gives, bit for bit, what one
+    :func:`key_pass` over the whole table gives: the arithmetic is the same, in the same order.
+    Memory: the state grows with the key's distinct values, the trail with the rows in the
+    longest window, and nothing with the rows already passed.
+    """
+
+    def __init__(self, windows: list[int], columns: list[int], ops: list[int],
+                 window_of: list[int]):
+        self.windows = np.asarray(windows, np.int64)
+        self.columns = np.asarray(columns, np.int64)
+        self.ops = np.asarray(ops, np.int64)
+        self.window_of = np.asarray(window_of, np.int64)
+        summed = any(op in (MEAN_DIFF, WINDOW_MEAN) for op in ops)
+        # The field layout of _key_pass: [0] count, LAST, SUM, MOMENTS (3), 1-2 per window.
+        n_fields = 1
+        self.last = self.sum_at = self.shift = -1
+        if GAP_SECONDS in ops:
+            self.last, n_fields = n_fields, n_fields + 1
+        if summed:
+            self.sum_at, n_fields = n_fields, n_fields + 1
+        if ZSCORE in ops:
+            self.shift, n_fields = n_fields, n_fields + 3
+        self.field = np.full(len(windows), -1, np.int64)
+        for w, span in enumerate(windows):
+            if span >= 0:
+                self.field[w] = n_fields
+                n_fields += 2 if summed else 1
+        self.state = np.zeros((0, n_fields), np.int64)
+        self.trail = np.zeros(len(windows), np.int64)  # positions in the tail + chunk
+        self.tail_ts = np.empty(0, np.int64)
+        self.tail_codes = np.empty(0, np.uint32)
+        self.tail_cum = np.empty(0, np.float64)
+
+    @property
+    def values(self) -> int:
+        """How many key values have state (the slots allocated: at least the codes seen)."""
+        return int(self.state.shape[0])
+
+    def run(self, codes: np.ndarray, ts: np.ndarray, amount: np.ndarray,
+            log_amount: np.ndarray, out: np.ndarray) -> None:
+        """Evaluate the next chunk (rows in time order, after every row of the chunks before)
+        into ``out`` (features x chunk rows; rows without the key are not written)."""
+        n = codes.size
+        if ts.size != n or amount.size != n or log_amount.size != n or out.shape[1] != n:
+            raise ValueError("codes and the chunk's columns need one entry per chunk row")
+        if n == 0:
+            return
+        known = codes[codes != MISSING]
+        if known.size:
+            top = int(known.max()) + 1
+            if top > self.state.shape[0]:  # new values: grow (doubling, as a list would)
+                grown = np.zeros((max(top, 2 * self.state.shape[0]), self.state.shape[1]),
+                                 np.int64)
+                grown[:self.state.shape[0]] = self.state
+                self.state = grown
+        start = self.tail_ts.size
+        all_ts = np.concatenate([self.tail_ts, np.asarray(ts, np.int64)])
+        all_codes = np.concatenate([self.tail_codes, np.asarray(codes, np.uint32)])
+        cum = np.concatenate([self.tail_cum, np.zeros(n, np.float64)])
+        _chunk_pass(all_codes, all_ts, start, np.ascontiguousarray(amount, np.float64),
+                    np.ascontiguousarray(log_amount, np.float64), cum, self.trail, self.state,
+                    self.windows, self.field, self.last, self.sum_at, self.shift,
+                    self.columns, self.ops, self.window_of, out)
+        finite = self.field >= 0
+        keep = int(self.trail[finite].min()) if finite.any() else all_ts.size
+        self.tail_ts = all_ts[keep:].copy()
+        self.tail_codes = all_codes[keep:].copy()
+        self.tail_cum = cum[keep:].copy()
+        self.trail -= keep
+        self.trail[~finite] = 0
+
+
+@numba.njit(nogil=True, cache=True)
+def _chunk_pass(codes: np.ndarray, ts: np.ndarray, start: int, amount: np.ndarray,
+                log_amount: np.ndarray, cum: np.ndarray, trail: np.ndarray, state: np.ndarray,
+                windows: np.ndarray, field: np.ndarray, last: int, sum_at: int, shift: int,
+                columns: np.ndarray, ops: np.ndarray, window_of: np.ndarray,
+                out: np.ndarray) -> None:  # pragma: no cover
+    """:class:`ChunkedKeyPass`'s pass, compiled: :func:`_key_pass`'s loop over rows
+    ``start..`` of the tail + chunk (time order), the running sums of the rows before
+    ``start`` given in ``cum``; ``state`` and ``trail`` are updated in place. The arithmetic
+    is :func:`_key_pass`'s, operation for operation (the tests compare them bit for bit)."""
+    summed = sum_at >= 0
+    moments = shift >= 0
+    gaps = last >= 0
+    sums = state.view(np.float64)
+    wsum = np.empty(windows.size, np.float64)
+    wcount = np.empty(windows.size, np.int64)
+    for i in range(start, codes.size):
+        t = ts[i]
+        for w in range(windows.size):  # transactions at or before t - W leave the window
+            if field[w] < 0:
+                continue
+            e = trail[w]
+            while e < i:
+                if ts[e] > t - windows[w]:
+                    break
+                if codes[e] != MISSING:
+                    gone = np.int64(codes[e])
+                    state[gone, field[w]] += 1
+                    if summed:
+                        sums[gone, field[w] + 1] = cum[e]
+                e += 1
+            trail[w] = e
+        code = codes[i]
+        if code == MISSING:
+            continue
+        r = i - start
+        c = np.int64(code)
+        a = amount[r]
+        k = state[c, 0]  # transactions before this one
+        total = ((0.0 if k == 0 else sums[c, sum_at]) + a) if summed else 0.0
+        cum[i] = total
+        for w in range(windows.size):
+            f = field[w]
+            if f < 0:
+                wsum[w] = total
+                wcount[w] = k + 1
+            else:
+                left = state[c, f]
+                wsum[w] = total - (sums[c, f + 1] if summed and left > 0 else 0.0)
+                wcount[w] = k + 1 - left
+        if moments and k == 0:
+            sums[c, shift] = log_amount[r]
+        for j in range(ops.size):
+            op = ops[j]
+            w = window_of[j]
+            if op == MEAN_DIFF:
+                value = a - wsum[w] / wcount[w]
+            elif op == COUNT:
+                value = float(wcount[w])
+            elif op == WINDOW_MEAN:
+                value = wsum[w] / wcount[w]
+            elif op == ZSCORE:
+                value = 0.0 if k == 0 else _zscore(log_amount[r], sums[c, shift],
+                                                   sums[c, shift + 1], sums[c, shift + 2], k)
+            elif op == GAP_SECONDS:
+                value = NO_PREVIOUS if k == 0 else min((t - state[c, last]) / 1000.0,
+                                                       GAP_CAP_SECONDS)
+            else:  # FIRST
+                value = 1.0 if k == 0 else 0.0
+            out[columns[j], r] = value
+        if moments:
+            d = log_amount[r] - sums[c, shift]
+            sums[c, shift + 1] += d
+            sums[c, shift + 2] += d * d
+        state[c, 0] = k + 1
+        if gaps:
+            state[c, last] = t
+        if summed:
+            sums[c, sum_at] = total
+
+
+class PairSlots:
+    """A stable code for each (first, second) pair of codes, across chunks: an open-addressing
+    hash table from the pair (one 64-bit word) to its code, 0, 1, ... in order of first
+    appearance; it grows with the distinct pairs (16 bytes per slot, at most half full)."""
+
+    def __init__(self) -> None:
+        self.keys = np.full(1024, _EMPTY, np.uint64)
+        self.codes = np.zeros(1024, np.uint32)
+        self.count = 0
+
+    def __call__(self, first: np.ndarray, second: np.ndarray) -> np.ndarray:
+        """The pair's code per row (:data:`MISSING` where either code is missing)."""
+        first = np.ascontiguousarray(first, np.uint32)
+        second = np.ascontiguousarray(second, np.uint32)
+        if first.size != second.size:
+            raise ValueError("both code columns need one entry per chunk row")
+        while 2 * (self.count + first.size) > self.keys.size:
+            self.keys, self.codes = _rehash(self.keys, self.codes, 2 * self.keys.size)
+        out, self.count = _pair_slots(first, second, self.keys, self.codes, self.count)
+        return out
+
+
+_EMPTY = np.uint64(0xFFFFFFFFFFFFFFFF)  # no pair: both codes are below MISSING
+_FIBONACCI = np.uint64(11400714819323198485)  # 2**64 / golden ratio: Knuth's multiplicative hash
+
+
+@numba.njit(nogil=True, cache=True)
+def _slot(key: np.uint64, keys: np.ndarray) -> np.int64:  # pragma: no cover
+    """Where ``key`` is in ``keys`` (a power-of-two table), or the empty slot it goes in."""
+    mask = keys.size - 1
+    at = np.int64((key * _FIBONACCI) >> np.uint64(32)) & mask
+    while keys[at] != key and keys[at] != _EMPTY:
+        at = (at + 1) & mask
+    return at
+
+
+@numba.njit(nogil=True, cache=True)
+def _rehash(keys: np.ndarray, codes: np.ndarray, size: int
+            ) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover
+    new_keys = np.full(size, _EMPTY, np.uint64)
+    new_codes = np.zeros(size, np.uint32)
+    for i in range(keys.size):
+        if keys[i] != _EMPTY:
+            at = _slot(keys[i], new_keys)
+            new_keys[at] = keys[i]
+            new_codes[at] = codes[i]
+    return new_keys, new_codes
+
+
+@numba.njit(nogil=True, cache=True)
+def _pair_slots(first: np.ndarray, second: np.ndarray, keys: np.ndarray, codes: np.ndarray,
+                count: int) -> tuple[np.ndarray, int]:  # pragma: no cover
+    out = np.full(first.size, MISSING, np.uint32)
+    for i in range(first.size):
+        if first[i] == MISSING or second[i] == MISSING:
+            continue
+        key = (np.uint64(first[i]) << np.uint64(32)) | np.uint64(second[i])
+        at = _slot(key, keys)
+        if keys[at] == _EMPTY:
+            keys[at] = key
+            codes[at] = count
+            count += 1
+        out[i] = codes[at]
+    return out, count

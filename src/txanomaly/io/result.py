@@ -58,14 +58,17 @@ def has_repeats(frame: pl.DataFrame) -> bool:
         seed=0).n_unique() != frame.height
 
 
-def deduplicate(frame: pl.DataFrame, rejects: list[Rejected]) -> ReadResult:
+def deduplicate(frame: pl.DataFrame, rejects: list[Rejected], keep_index: bool = False
+                ) -> ReadResult:
     """Drop exact repeats of a transactionId; reject repeats with different content.
 
-    ``frame`` holds every flat column and ``_index`` (the record's position in the input).
+    ``frame`` holds every flat column and ``_index`` (the record's position in the input);
+    ``keep_index``: leave ``_index`` in the result (last), else drop it.
     """
     if not has_repeats(frame):
         # In place: drop()/select() would re-align the chunks, copying the whole frame.
-        frame.drop_in_place("_index")
+        if not keep_index:
+            frame.drop_in_place("_index")
         return ReadResult(frame, sorted(rejects, key=lambda r: r.index), 0)
     content = pl.struct([*FLAT_COLUMNS, EXTRA_COLUMN]).hash(seed=0)
     tagged = frame.with_columns(
@@ -81,7 +84,8 @@ def deduplicate(frame: pl.DataFrame, rejects: list[Rejected]) -> ReadResult:
                                             f"record {row['_first']} was kept")
         record = {k: row[k] for k in (*FLAT_COLUMNS, EXTRA_COLUMN)}
         rejects.append(Rejected(row["_index"], row["transaction_id"], [error], record))
-    kept = tagged.filter(~repeat).select(*FLAT_COLUMNS, EXTRA_COLUMN)
+    kept = tagged.filter(~repeat).select(*FLAT_COLUMNS, EXTRA_COLUMN,
+                                         *(["_index"] if keep_index else []))
     if exact:
         log.info("dropped %d exact repeat(s) of a transactionId", exact)
     return ReadResult(kept, sorted(rejects, key=lambda r: r.index), exact)

@@ -1,0 +1,213 @@
+"""The batch engine a chunk at a time: memory that grows with keys and the chunk, not rows.
+
+API. :func:`feature_chunks` reads a transactions file (CSV or Parquet streamed; JSON parsed
+whole, then sliced) in time-ordered chunks of at most ``chunk_rows`` records
+(:data:`DEFAULT_CHUNK_ROWS`, one million) and yields one :class:`FeatureChunk` per chunk:
+``records``, the chunk's validated flat records (``transaction_id``, ``timestamp`` and the
+columns the feature set reads, plus any ``columns`` asked for), ``values``, their features
+as float64 (rows x features), equal bit for bit to :func:`~txanomaly.features.batch.feature_matrix`
+of the whole input for the same rows, and ``index``, each record's position in the input
+(as in the rejects). The chunks come in time order (ties in input order), which is the input
+order whenever the input is already in time order; an input that is not is sorted out of core
+first (:mod:`txanomaly.io.chunks`). ``rejects`` (a list) receives the rejected records, with
+the rules and messages of :func:`~txanomaly.io.load_transactions` (a repeated transactionId:
+counted once if identical, else rejected naming the record kept), and ``counts`` the totals;
+both are complete once the iterator is exhausted. :func:`count_rows` gives the total for a
+progress bar cheaply. :func:`counterparty_evidence` detects the counterparty role from the
+file (two id columns, streamed), for ``resolve_counterparty(fs, None, role)``.
+
+How: each key (origin, destination, pair) keeps a
+:class:`~txanomaly.features.kernel.ChunkedKeyPass`: the per-value state the whole-table
+pass keeps (counts, running sums, last timestamp, log-amount moments; one row per value),
+plus the rows a finite window still trails. User ids
+get stable codes from one growing dictionary (id text -> code); pairs from a growing hash table
+(:class:`~txanomaly.features.kernel.PairSlots`). So memory grows with the distinct ids and
+pairs and with the rows inside the longest window, and the arithmetic is the whole-table
+pass's, in the same order.
+
+>>> import polars as pl, tempfile
+>>> from txanomaly.features.batch import feature_matrix
+>>> frame = pl.DataFrame({"transaction_id": ["a", "b", "c"],
+...                       "timestamp": [0, 3_600_000, 90_000_000],
+...                       "origin_user_id": ["u", "u", "u"],
+...                       "destination_amount": [10.0, 20.0, 60.0]})
+>>> with tempfile.TemporaryDirectory() as folder:
+...     frame.write_parquet(f"{folder}/tx.parquet")
+...     chunks = list(feature_chunks(f"{folder}/tx.parquet", "seed", chunk_rows=2))
+>>> [c.records.height for c in chunks]
+[2, 1]
+>>> bool((np.vstack([c.values for c in chunks]) == feature_matrix(frame, "seed")).all())
+True
+"""
+
+from __future__ import annotations
+
+import os
+from collections import defaultdict
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from txanomaly.features import kernel
+from txanomaly.features.batch import (
+    _evaluate_into,
+    _id_columns,
+    _Table,
+    finish_key_features,
+)
+from txanomaly.features.roles import Counterparty, detect_counterparty
+from txanomaly.features.spec import FeatureSet, get_feature_set
+from txanomaly.io.chunks import DEFAULT_CHUNK_ROWS, ReadCounts, count_rows, time_ordered_chunks
+from txanomaly.io.result import Rejected
+
+__all__ = ["DEFAULT_CHUNK_ROWS", "ChunkedFeatures", "FeatureChunk", "ReadCounts",
+           "count_rows", "counterparty_evidence", "feature_chunks"]
+
+
+@dataclass(frozen=True)
+class FeatureChunk:
+    """One chunk of records and their features."""
+
+    #: The chunk's validated flat records, in output (time) order.
+    records: pl.DataFrame
+    #: float64 (rows, features): the whole input's ``feature_matrix`` for these rows.
+    values: np.ndarray
+    #: int64 (rows,): each record's position in the input file.
+    index: np.ndarray
+
+
+def feature_chunks(path: str | Path, feature_set: str | FeatureSet, *,
+                   chunk_rows: int = DEFAULT_CHUNK_ROWS, rejects: list[Rejected] | None = None,
+                   columns: list[str] | None = None, counts: ReadCounts | None = None
+                   ) -> Iterator[FeatureChunk]:
+    """The features of every valid record of ``path``, a time-ordered chunk at a time (see
+    the module's docstring). ``columns``: more flat columns to keep in ``records``."""
+    fs = get_feature_set(feature_set)
+    keep = list(dict.fromkeys([*fs.input_columns, *(columns or [])]))
+    engine = ChunkedFeatures(fs)
+    try:
+        for chunk in time_ordered_chunks(path, chunk_rows, keep, rejects, counts):
+            index = chunk.get_column("_index").to_numpy()
+            records = chunk.drop("_index")
+            yield FeatureChunk(records, engine.matrix(records), index)
+    finally:
+        engine.close()
+
+
+def counterparty_evidence(path: str | Path) -> Counterparty:
+    """:func:`~txanomaly.features.roles.detect_counterparty` over the file's two id columns,
+    read alone (categorical: 4 bytes a row each; the unique ids and pairs it computes grow
+    with keys). Records that fail validation are counted too (they rarely change a share)."""
+    from txanomaly.io.chunks import _scan
+
+    path = Path(path)
+    scan = _scan(path)
+    wanted = ["origin_user_id", "destination_user_id"]
+    if scan is None:
+        from txanomaly.io import load_transactions
+
+        return detect_counterparty(load_transactions(path, wanted, categorical=True).frame)
+    present = [c for c in wanted if c in scan.collect_schema()]
+    ids = scan.select(pl.col(c).cast(pl.String).replace("", None).cast(pl.Categorical)
+                      for c in present).collect(engine="streaming")
+    return detect_counterparty(ids)
+
+
+class ChunkedFeatures:
+    """A feature set evaluated over consecutive time-ordered chunks of one table.
+
+    ``matrix(chunk)`` for each chunk in turn gives the rows of ``feature_matrix(table)``.
+    """
+
+    def __init__(self, feature_set: str | FeatureSet):
+        self.fs = get_feature_set(feature_set)
+        self.by_key: dict[str, list[int]] = defaultdict(list)
+        for j, feat in enumerate(self.fs.features):
+            if feat.key is not None:
+                self.by_key[feat.key].append(j)
+        self.passes: dict[str, kernel.ChunkedKeyPass] = {}
+        for key, columns in self.by_key.items():
+            feats = [self.fs.features[j] for j in columns]
+            windows = sorted({-1 if f.window_ms is None else f.window_ms for f in feats})
+            self.passes[key] = kernel.ChunkedKeyPass(
+                windows, columns, [kernel.OPS[f.op] for f in feats],
+                [windows.index(-1 if f.window_ms is None else f.window_ms) for f in feats])
+        self.id_columns = list(dict.fromkeys(c for key in self.by_key for c in _id_columns(key)))
+        self._ids = _IdSlots()  # id -> code, shared by both id columns
+        self._pairs = kernel.PairSlots()
+        self._last = np.iinfo(np.int64).min
+        workers = min(len(self.by_key), os.cpu_count() or 1)
+        self._pool = ThreadPoolExecutor(workers) if workers > 1 else None
+
+    def close(self) -> None:
+        """Stop the worker threads."""
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
+
+    def matrix(self, frame: pl.DataFrame) -> np.ndarray:
+        """The features of the next chunk (rows in time order, none before the last chunk's)."""
+        fs = self.fs
+        out = np.empty((len(fs.features), frame.height), dtype=np.float64)
+        own = {f.op: j for j, f in reversed(list(enumerate(fs.features)))
+               if f.op in ("amount", "log_amount")}
+        ctx = _Table(frame, self.id_columns, **{op: out[j] for op, j in own.items()})
+        if ctx.n and (ctx.ts[0] < self._last or not ctx.in_time_order):
+            raise ValueError("chunks must come in time order (sort the table by timestamp)")
+        if ctx.n:
+            self._last = int(ctx.ts[-1])
+        for j, feat in enumerate(fs.features):
+            if feat.key is None and j not in own.values():
+                _evaluate_into(feat, ctx, out[j])
+        ids = self._id_codes(frame)
+        codes = {key: ids[cols[0]] if len(cols) == 1 else self._pairs(*(ids[c] for c in cols))
+                 for key in self.by_key for cols in [_id_columns(key)]}
+        ctx.log_amount  # noqa: B018  computed once, before the threads share it
+        if any(fs.amount_source(key) == "origin" for key in self.by_key):
+            ctx.payer_log_amount  # noqa: B018
+
+        def run(key: str) -> None:
+            payer = fs.amount_source(key) == "origin"
+            amount, log_amount = ((ctx.payer_amount, ctx.payer_log_amount) if payer
+                                  else (ctx.amount, ctx.log_amount))
+            self.passes[key].run(codes[key], ctx.ts, amount, log_amount, out)
+            finish_key_features([fs.features[j] for j in self.by_key[key]], self.by_key[key],
+                                out, codes[key], log_amount)
+
+        if self._pool is None or frame.height <= 50_000:
+            for key in self.by_key:
+                run(key)
+        else:
+            list(self._pool.map(run, self.by_key))
+        return out.T
+
+    def _id_codes(self, frame: pl.DataFrame) -> dict[str, np.ndarray]:
+        """A stable uint32 code per id (the same id, the same code, in every chunk)."""
+        return {c: self._ids(frame.get_column(c)) if c in frame.columns
+                else np.full(frame.height, kernel.MISSING, np.uint32) for c in self.id_columns}
+
+
+class _IdSlots:
+    """Stable codes for ids across chunks: a dict from the id's text to its code (0, 1, ...
+    in order of first appearance), consulted once per distinct id of a chunk. Exact (no
+    hashing of ids), and it grows with the distinct ids only (about 100 bytes an id)."""
+
+    def __init__(self) -> None:
+        self.codes: dict[str, int] = {}
+
+    def __call__(self, ids: pl.Series) -> np.ndarray:
+        text = ids.cast(pl.String)
+        distinct = text.drop_nulls().unique()
+        if distinct.len() == 0:
+            return np.full(ids.len(), kernel.MISSING, np.uint32)
+        codes = self.codes
+        slots = [codes.setdefault(value, len(codes)) for value in distinct.to_list()]
+        if len(codes) >= kernel.MISSING:
+            raise ValueError("more than 2**32 - 1 distinct ids")
+        mapped = text.replace_strict(distinct, pl.Series(slots, dtype=pl.UInt32),
+                                     default=kernel.MISSING, return_dtype=pl.UInt32)
+        return mapped.fill_null(kernel.MISSING).to_numpy()

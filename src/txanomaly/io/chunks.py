@@ -1,0 +1,303 @@
+"""Reading transactions a chunk at a time, in time order, in memory that does not grow with rows.
+
+:func:`time_ordered_chunks` yields the valid records of a CSV or Parquet file as frames of at
+most ``chunk_rows`` rows (plus ``_index``, the record's position in the input), in time order
+(ties in input order), after the same validation and with the same rejects as
+:func:`txanomaly.io.load_transactions`. It reads the file twice, or three times when the input
+is not in time order:
+
+1. a survey of two columns (``transaction_id``, ``timestamp``): the 64-bit hashes of the ids
+   go into a hash set sized from the row count (8 bytes a slot, at most 3/4 full: about
+   11 bytes a row, freed before step 2), which finds the hashes seen more than once; and
+   whether the timestamps already ascend;
+2. the records, chunk by chunk: validated (:func:`txanomaly.io.tables.validate_flat`), and
+   only the records whose id hash repeats are checked for repeats, exactly (the id text and
+   a hash of the whole record, kept for those ids alone: a 64-bit hash collision costs a
+   string comparison, never a wrong answer). A repeat with the same content is counted once,
+   one with different content is rejected naming the record kept, as ``load_transactions``
+   does;
+3. only for an input not in time order: the valid records of step 2 go to a temporary
+   Parquet folder, which Polars' streaming engine sorts by (timestamp, input position) into
+   one temporary file, read back a chunk at a time. Sorting out of core rather than refusing:
+   exports are often in id or insertion order, and sorting them is what any user would do
+   next; the temporary files (about the size of the needed columns) go to ``TMPDIR``.
+
+A timestamp that is not an integer in the file (an ISO string in a CSV) cannot be compared
+before it is parsed, so such a file takes the sorting path (the result is the same).
+JSON and JSON Lines are parsed whole (the JSON reader builds all records) and then sliced:
+convert a large JSON export to Parquet first (``txanomaly convert``-style: read once with
+:func:`txanomaly.io.load_transactions`, write with :func:`txanomaly.io.write_table`).
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numba
+import numpy as np
+import polars as pl
+
+from txanomaly.errors import FieldError, InputFormatError
+from txanomaly.io.formats import format_for
+from txanomaly.io.result import Rejected, deduplicate
+from txanomaly.io.tables import validate_flat
+from txanomaly.schema import EXTRA_COLUMN, FLAT_COLUMNS
+
+#: Rows per chunk by default: about 100-200 MB of working memory for the standard features,
+#: and large enough that the per-chunk costs (a Polars query, the compiled passes) are small.
+DEFAULT_CHUNK_ROWS = 1_000_000
+
+
+@dataclass
+class ReadCounts:
+    """What a chunked read saw, filled in as the chunks are read (complete at the end)."""
+
+    records: int = 0
+    accepted: int = 0
+    rejected: int = 0
+    exact_duplicates: int = 0
+    #: Whether the input had to be sorted (step 3).
+    sorted_out_of_core: bool = False
+
+
+def count_rows(path: str | Path) -> int:
+    """The number of records in ``path``, cheaply: Parquet's metadata, a CSV's rows (one
+    streaming count), a JSON file's records (it is parsed: JSON has no cheaper count)."""
+    path = Path(path)
+    kind = format_for(path).name
+    if not path.exists():
+        raise InputFormatError(f"{path}: no such file")
+    if kind == "Parquet":
+        import pyarrow.parquet as pq
+
+        return int(pq.ParquetFile(path).metadata.num_rows)
+    if kind == "CSV":
+        return int(pl.scan_csv(path, infer_schema=False).select(pl.len()).collect().item())
+    frame, rejects = format_for(path).read(path, None, False)
+    return frame.height + len(rejects)
+
+
+def time_ordered_chunks(path: str | Path, chunk_rows: int = DEFAULT_CHUNK_ROWS,
+                        columns: list[str] | None = None, rejects: list[Rejected] | None = None,
+                        counts: ReadCounts | None = None) -> Iterator[pl.DataFrame]:
+    """The valid records of ``path`` in time order, ``chunk_rows`` at most at a time.
+
+    Each chunk holds ``columns`` (default: every flat column and ``extra``; ``transaction_id``
+    and ``timestamp`` are always there) and ``_index`` (Int64, the record's position in the
+    input, as in the rejects). ``rejects`` receives the rejected records in input order,
+    ``counts`` the totals; both are complete once the iterator is exhausted (for an input not
+    in time order, before the first chunk).
+    """
+    path = Path(path)
+    if chunk_rows < 1:
+        raise InputFormatError(f"chunk_rows must be at least 1, got {chunk_rows}")
+    if not path.exists():
+        raise InputFormatError(f"{path}: no such file")
+    keep = _kept(columns)
+    counts = counts if counts is not None else ReadCounts()
+    rejects = rejects if rejects is not None else []
+    scan = _scan(path)
+    if scan is None:
+        yield from _whole_file_chunks(path, chunk_rows, keep, rejects, counts)
+        return
+    repeated, ordered = _survey(scan, count_rows(path), chunk_rows)
+    valid = _valid_chunks(path, scan, chunk_rows, keep, repeated, rejects, counts)
+    if ordered:
+        yield from valid
+        return
+    counts.sorted_out_of_core = True
+    with tempfile.TemporaryDirectory(prefix="txanomaly-sort-") as folder:
+        parts = Path(folder, "parts")
+        parts.mkdir()
+        written = 0
+        for i, chunk in enumerate(valid):
+            chunk.write_parquet(parts / f"{i:08d}.parquet")
+            written += 1
+        if not written:
+            return
+        ordered_file = Path(folder, "sorted.parquet")
+        (pl.scan_parquet(parts / "*.parquet").sort("timestamp", "_index")
+         .sink_parquet(ordered_file, engine="streaming"))
+        for part in parts.iterdir():
+            part.unlink()
+        yield from pl.scan_parquet(ordered_file).collect_batches(chunk_size=chunk_rows)
+
+
+def _kept(columns: list[str] | None) -> list[str]:
+    if columns is None:
+        return [*FLAT_COLUMNS, EXTRA_COLUMN]
+    return list(dict.fromkeys(["transaction_id", "timestamp", *columns]))
+
+
+def _scan(path: Path) -> pl.LazyFrame | None:
+    """A lazy scan of a table file, every cell of a CSV as text; None for JSON."""
+    kind = format_for(path).name
+    try:
+        if kind == "Parquet":
+            scan = pl.scan_parquet(path)
+        elif kind == "CSV":
+            scan = pl.scan_csv(path, infer_schema=False)
+        else:
+            return None
+        scan.collect_schema()
+    except (pl.exceptions.PolarsError, OSError) as exc:
+        raise InputFormatError(f"{path}: cannot read {kind}: {exc}") from None
+    return scan
+
+
+def _id_hash(expr: pl.Expr) -> pl.Expr:
+    return expr.cast(pl.String, strict=False).hash(seed=0)
+
+
+def _survey(scan: pl.LazyFrame, rows: int, chunk_rows: int) -> tuple[pl.Series, bool]:
+    """Step 1: the id hashes seen more than once, and whether the timestamps ascend."""
+    schema = scan.collect_schema()
+    if "transaction_id" not in schema or "timestamp" not in schema:
+        return pl.Series([], dtype=pl.UInt64), True  # validate_flat names what is missing
+    raw = pl.col("timestamp")
+    ts = raw.cast(pl.Int64, strict=False)
+    if schema["timestamp"] == pl.String:
+        raw = raw.replace("", None)
+    unknown = raw.is_not_null() & ts.is_null()
+    seen = _HashSet(rows)
+    repeated: list[np.ndarray] = []
+    ordered = True
+    last = np.iinfo(np.int64).min
+    for batch in scan.select(_id_hash(pl.col("transaction_id")).alias("h"), ts.alias("t"),
+                             unknown.alias("u")).collect_batches(chunk_size=chunk_rows):
+        repeated.append(seen.add(batch.get_column("h").to_numpy()))
+        if ordered:
+            t = batch.get_column("t").drop_nulls().to_numpy()
+            ordered = not batch.get_column("u").any() and (t.size == 0 or (
+                t[0] >= last and bool(np.all(t[1:] >= t[:-1]))))
+            if t.size:
+                last = int(t[-1])
+    del seen
+    return pl.Series(np.unique(np.concatenate([np.empty(0, np.uint64), *repeated])),
+                     dtype=pl.UInt64), ordered
+
+
+class _HashSet:
+    """A set of 64-bit hashes in one open-addressing table sized for ``rows`` (Lemire's
+    multiply-shift maps a hash to a slot of any table size, so no power-of-two rounding)."""
+
+    def __init__(self, rows: int):
+        self.table = np.zeros(max(16, rows * 4 // 3 + 1), np.uint64)  # 0 = empty slot
+        self.count = 0
+
+    def add(self, hashes: np.ndarray) -> np.ndarray:
+        """Add ``hashes``; return those that were already in (or repeat among themselves)."""
+        if 4 * (self.count + hashes.size) > 3 * self.table.size:  # more rows than counted
+            old = self.table
+            self.table = np.zeros(2 * old.size + 4 * hashes.size // 3, np.uint64)
+            _insert(self.table, old[old != 0])
+        repeats, added = _insert(self.table, np.ascontiguousarray(hashes, np.uint64))
+        self.count += added
+        return repeats
+
+
+@numba.njit(nogil=True, cache=True)
+def _insert(table: np.ndarray, hashes: np.ndarray) -> tuple[np.ndarray, int]:  # pragma: no cover
+    """Insert ``hashes`` into ``table`` (0 = empty; a hash of 0 is stored as 1: two ids
+    confused there only become suspects, checked exactly later); return the repeats found
+    and how many were added."""
+    repeats = np.empty(hashes.size, np.uint64)
+    found = 0
+    added = 0
+    size = np.uint64(table.size)
+    for i in range(hashes.size):
+        h = hashes[i] if hashes[i] != 0 else np.uint64(1)
+        at = np.int64(((h >> np.uint64(32)) * size) >> np.uint64(32))
+        while table[at] != 0 and table[at] != h:
+            at += 1
+            if at == table.size:
+                at = np.int64(0)
+        if table[at] == h:
+            repeats[found] = h
+            found += 1
+        else:
+            table[at] = h
+            added += 1
+    return repeats[:found], added
+
+
+def _valid_chunks(path: Path, scan: pl.LazyFrame, chunk_rows: int, keep: list[str],
+                  repeated: pl.Series, rejects: list[Rejected], counts: ReadCounts
+                  ) -> Iterator[pl.DataFrame]:
+    """Step 2: each chunk validated, repeats of a transactionId resolved."""
+    first: dict[str, tuple[int, int]] = {}  # id -> (index, content hash) of suspects only
+    offset = 0
+    for raw in scan.collect_batches(chunk_size=chunk_rows):
+        try:
+            frame, bad = validate_flat(raw, str(path), keep)
+        except pl.exceptions.ComputeError as exc:
+            raise InputFormatError(f"{path}: cannot read: {exc}") from None
+        bad = [replace(r, index=r.index + offset) for r in bad]
+        frame = frame.with_columns(pl.col("_index") + offset)
+        if repeated.len():
+            frame, exact = _drop_repeats(frame, raw, offset, path, repeated, first, bad)
+            counts.exact_duplicates += exact
+        counts.records += raw.height
+        counts.rejected += len(bad)
+        counts.accepted += frame.height
+        rejects.extend(sorted(bad, key=lambda r: r.index))
+        offset += raw.height
+        if frame.height:
+            yield frame
+
+
+def _drop_repeats(frame: pl.DataFrame, raw: pl.DataFrame, offset: int, path: Path,
+                  repeated: pl.Series, first: dict[str, tuple[int, int]],
+                  bad: list[Rejected]) -> tuple[pl.DataFrame, int]:
+    """The chunk without the repeats of an id kept earlier (exact ones counted, others
+    rejected as :func:`txanomaly.io.result.deduplicate` rejects them)."""
+    suspect = frame.select(_id_hash(pl.col("transaction_id")).is_in(repeated.implode())
+                           ).to_series()
+    if not suspect.any():
+        return frame, 0
+    indexes = frame.get_column("_index").filter(suspect) - offset
+    whole, _ = validate_flat(raw.with_row_index("_raw").filter(
+        pl.col("_raw").is_in(indexes.cast(pl.UInt32).implode())).drop("_raw"), str(path))
+    if whole.height != indexes.len():
+        raise AssertionError("a record validated twice gave two answers")
+    whole = whole.with_columns(_index=indexes + offset)  # both in input order
+    content = whole.select(pl.struct([*FLAT_COLUMNS, EXTRA_COLUMN]).hash(seed=0)).to_series()
+    drop: list[int] = []
+    exact = 0
+    for row, digest in zip(whole.iter_rows(named=True), content, strict=True):
+        tid, index = row["transaction_id"], row["_index"]
+        if tid not in first:
+            first[tid] = (index, digest)
+            continue
+        drop.append(index)
+        kept, kept_digest = first[tid]
+        if digest == kept_digest:
+            exact += 1
+            continue
+        error = FieldError("transactionId", "duplicate transactionId with different content; "
+                                            f"record {kept} was kept")
+        bad.append(Rejected(index, tid, [error],
+                            {k: row[k] for k in (*FLAT_COLUMNS, EXTRA_COLUMN)}))
+    return frame.filter(~pl.col("_index").is_in(drop)), exact
+
+
+def _whole_file_chunks(path: Path, chunk_rows: int, keep: list[str], rejects: list[Rejected],
+                       counts: ReadCounts) -> Iterator[pl.DataFrame]:
+    """JSON: parsed whole, repeats resolved, sorted in memory when needed, then sliced."""
+    frame, bad = format_for(path).read(path, None, False)
+    result = deduplicate(frame, bad, keep_index=True)
+    records = result.frame
+    rejects.extend(result.rejects)
+    counts.records += result.n_records
+    counts.rejected += len(result.rejects)
+    counts.exact_duplicates += result.exact_duplicates
+    counts.accepted += records.height
+    ts = records.get_column("timestamp")
+    if records.height > 1 and not ts.is_sorted():
+        counts.sorted_out_of_core = True
+        records = records.sort("timestamp", maintain_order=True)
+    records = records.select(*keep, "_index")
+    yield from (records.slice(s, chunk_rows) for s in range(0, records.height, chunk_rows))

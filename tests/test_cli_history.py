@@ -124,6 +124,8 @@ def test_errors_are_one_line_and_exit_1(model_dir: Path, tmp_path: Path,
     history.write_text("[]")
     result = load(history, model_dir, "mysql://localhost/db")
     assert result.exit_code == 1 and "sqlite:///PATH or postgresql://" in result.output
+    result = load(history, model_dir, f"sqlite:///{tmp_path}/x.db", "--engine", "dask")
+    assert result.exit_code == 2 and "local, spark" in result.output  # a usage error
     # Without the [serve] extra (SQLAlchemy), one line says what to install.
     monkeypatch.setitem(sys.modules, "sqlalchemy", None)
     monkeypatch.delitem(sys.modules, "txanomaly.storage.sql", raising=False)

@@ -1,5 +1,5 @@
-"""``--engine spark`` for ``txanomaly features``, ``train`` and ``score``: the options and the
-terminal side of the jobs in :mod:`txanomaly.spark.jobs` (docs/spark.md).
+"""``--engine spark`` for ``txanomaly features``, ``train``, ``score`` and ``history load``: the
+options and the terminal side of the jobs in :mod:`txanomaly.spark.jobs` (docs/spark.md).
 
 PySpark (the ``[spark]`` extra) is imported only when a command runs with ``--engine spark``.
 """
@@ -7,7 +7,7 @@ PySpark (the ``[spark]`` extra) is imported only when a command runs with ``--en
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -42,7 +42,7 @@ def _rejects(output: Path, rejects: Path | None) -> tuple[Path, bool]:
     return rejects or default_rejects_path(Path(str(output).rstrip("/"))), rejects is not None
 
 
-def _read_line(input: Path, summary: dict, out: Output) -> None:
+def _read_line(input: str | Path, summary: dict, out: Output) -> None:
     where = f" -> {summary['rejects']}" if summary["rejects"] else ""
     note = f", {summary['exact_duplicates']:,} exact repeat(s) counted once" if (
         summary["exact_duplicates"]) else ""
@@ -109,3 +109,38 @@ def score(input: Path, model_dir: Path, output: Path, rejects: Path | None,
               f"{summary['threshold']:.4f}) -> {escape(str(output))} in "
               f"{summary['seconds']:.2f} s")
     out.summary({**summary, "engine": "spark"})
+
+
+def history(input: str, model_dir: Path, db: str, db_schema: str | None,
+            rejects: Path | None, master: str | None, batch_size: int | None,
+            out: Output) -> None:
+    """``txanomaly history load --engine spark``."""
+    from txanomaly.spark.history import LOAD_BATCH
+    from txanomaly.spark.jobs import history_job
+
+    # INPUT stays a string for Spark (Path would fold a URL's "//"); the rejects go next to
+    # a local file or directory, else into this directory.
+    local = "://" not in input and not any(c in input for c in "*?[{")
+    path = rejects or (default_rejects_path(Path(input.rstrip("/"))) if local
+                       else Path("history.rejects.jsonl"))
+    keep = rejects is not None
+    with out.progress() as bar:
+        tasks: dict[str, Any] = {}
+        done: dict[str, int] = {}
+
+        def progress(table: str, rows: int) -> None:
+            # How many rows a table gets is known only once it is written: the bars count.
+            if table not in tasks:
+                tasks[table], done[table] = bar.add_task(f"loading {table}", total=0), 0
+            done[table] += rows
+            bar.update(tasks[table], completed=done[table], total=done[table])
+
+        summary = history_job(input, model_dir, db, db_schema, path, master,
+                              batch_size or LOAD_BATCH, keep, progress)
+    _read_line(input, summary, out)
+    how = "PostgreSQL COPY" if summary["bulk"] == "copy" else "batched inserts"
+    out.print(f"loaded {escape(str(input))} into {escape(summary['db'])}: "
+              f"{summary['stored']:,} stored, 0 replayed, {summary['flagged']:,} flagged, "
+              f"{summary['key_rows']:,} key rows ({how}, Spark) in {summary['seconds']:.1f} s",
+              highlight=False)
+    out.summary(summary)

@@ -17,17 +17,17 @@ single-machine engine's (docs/spark.md, "Equality"):
 - :func:`fit`: the batch SOM, one distributed reduction per epoch; a ``TransactionModel``;
 - :func:`score`: the model broadcast; the columns of ``txanomaly score``;
 - :func:`load_history`: the service store's history (key rows and scored transactions)
-  built on the cluster and bulk-loaded into SQLite or PostgreSQL.
+  built on the cluster and bulk-loaded into SQLite or PostgreSQL (``COPY``).
 
 Needs the ``[spark]`` extra (PySpark 4) and Java 17 or later.
 """
 
 from txanomaly.spark.features import ORDER, compute_features
-from txanomaly.spark.history import key_rows, load_history, transaction_rows
+from txanomaly.spark.history import HistoryLoad, key_rows, load_history, transaction_rows
 from txanomaly.spark.read import SparkRead, read_transactions
 from txanomaly.spark.score import score
 from txanomaly.spark.session import session
 from txanomaly.spark.train import fit
 
-__all__ = ["ORDER", "SparkRead", "compute_features", "fit", "key_rows", "load_history",
-           "read_transactions", "score", "session", "transaction_rows"]
+__all__ = ["ORDER", "HistoryLoad", "SparkRead", "compute_features", "fit", "key_rows",
+           "load_history", "read_transactions", "score", "session", "transaction_rows"]

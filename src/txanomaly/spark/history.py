@@ -10,8 +10,9 @@ load`` builds both by ingesting a file one batch at a time; here Spark builds th
   engine adds them, so the stored sums are bit for bit the ones ingestion writes;
 - :func:`transaction_rows`: each transaction's flat record, content hash, raw features and
   verdict (:meth:`txanomaly.scoring.Scorer.verdicts`, run in the executors);
-- :func:`load_history`: both written into an empty store through its own ``write`` (SQLite or
-  PostgreSQL), streamed from the cluster through the driver in batches.
+- :func:`load_history`: both written into an empty store, streamed from the cluster through
+  the driver in batches: PostgreSQL by binary ``COPY``, SQLite by the store's own ``write``
+  (:mod:`txanomaly.spark.bulk`). ``txanomaly history load --engine spark`` runs it.
 
 Arrival numbers (``seq``) follow ``_index`` (ties in timestamp keep input order), taken from
 the store's own counter, so the service's later transactions come after every loaded one.
@@ -20,7 +21,8 @@ After the load, the service's verdict for a new transaction is batch scoring's f
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numba
@@ -40,8 +42,8 @@ if TYPE_CHECKING:
     from txanomaly.scoring import Scorer
     from txanomaly.storage import Storage
 
-#: Rows written per database transaction by :func:`load_history`.
-LOAD_BATCH = 5_000
+#: Rows written per database transaction (one COPY on PostgreSQL) by :func:`load_history`.
+LOAD_BATCH = 20_000
 _RANK = "_rank"
 
 
@@ -49,12 +51,14 @@ def key_rows(records: DataFrame, feature_set: str | FeatureSet, first_seq: int =
              ) -> DataFrame:
     """The store's key history (:data:`txanomaly.storage.base.KEY_COLUMNS`) of ``records``
     (flat records with ``_index``), arrival numbers from ``first_seq`` in ``_index`` order."""
+    return _key_table(_ranked(records, first_seq)[0], get_feature_set(feature_set))
+
+
+def _key_table(ranked: DataFrame, fs: FeatureSet) -> DataFrame:
     from functools import reduce
 
     from pyspark.sql import functions as F
 
-    fs = get_feature_set(feature_set)
-    ranked = _ranked(records, first_seq)
     parts = [_key_rows(ranked, fs, key) for key in sorted({f.key for f in fs.features
                                                            if f.key is not None})]
     if not parts:
@@ -66,9 +70,10 @@ _KEY_SCHEMA_NAMES = ("kind", "key", "seq", "ts", "pos", "amount", "cum_before", 
                      "d2", "shift")
 
 
-def _ranked(records: DataFrame, first_seq: int) -> DataFrame:
+def _ranked(records: DataFrame, first_seq: int) -> tuple[DataFrame, DataFrame]:
     """``records`` with ``seq``: ``first_seq`` + the row's rank in ``_index`` order (counted per
-    range partition, then offset: no single-partition sort)."""
+    range partition, then offset: no single-partition sort); and the cached table it is read
+    from (unpersist it when done)."""
     from pyspark import StorageLevel, TaskContext
     from pyspark.sql.types import LongType, StructField, StructType
 
@@ -95,7 +100,7 @@ def _ranked(records: DataFrame, first_seq: int) -> DataFrame:
             yield pa.RecordBatch.from_arrays([*batch.columns, seqs],
                                              names=[*batch.schema.names, "seq"])
 
-    return ordered.mapInArrow(number, schema)
+    return ordered.mapInArrow(number, schema), ordered
 
 
 @numba.njit(nogil=True, cache=True)
@@ -163,6 +168,10 @@ def _key_rows(ranked: DataFrame, fs: FeatureSet, key: str) -> DataFrame:
 def transaction_rows(records: DataFrame, scorer: Scorer, first_seq: int = 1) -> DataFrame:
     """The store's scored transactions (:data:`txanomaly.storage.base.TRANSACTION_COLUMNS`):
     flat record, content hash, raw features and the verdict the service would answer."""
+    return _transaction_table(_ranked(records, first_seq)[0], records, scorer)
+
+
+def _transaction_table(ranked: DataFrame, records: DataFrame, scorer: Scorer) -> DataFrame:
     from pyspark.sql import functions as F
     from pyspark.sql.types import (
         BooleanType,
@@ -176,7 +185,7 @@ def transaction_rows(records: DataFrame, scorer: Scorer, first_seq: int = 1) -> 
     fs = scorer.model.feature_set_
     features = compute_features(records, fs)
     named = [F.col(f"f.{n}").alias(f"_f{j}") for j, n in enumerate(fs.names)]
-    joined = _ranked(records, first_seq).alias("r").join(
+    joined = ranked.alias("r").join(
         features.alias("f"), F.col(f"r.{ORDER}") == F.col(f"f.{ORDER}")).select(
         *[F.col(f"r.{c}") for c in (*FLAT_COLUMNS, EXTRA_COLUMN, "seq")], *named)
     spec = joined.sparkSession.sparkContext.broadcast(
@@ -229,42 +238,70 @@ def _scorer(spec: ModelSpec, version: str, metadata: dict[str, Any], top: int) -
     return Scorer(model_from_spec(spec), version, metadata, top)
 
 
+@dataclass(frozen=True)
+class HistoryLoad:
+    """What :func:`load_history` stored."""
+
+    #: Scored transactions stored.
+    transactions: int
+    #: Of them, flagged as anomalies.
+    flagged: int
+    #: Key-history rows stored (one per key value a transaction has: origin, destination,
+    #: pair, as the feature set uses them).
+    key_rows: int
+    #: The first arrival number (``seq``) of the loaded transactions.
+    first_seq: int
+    #: True when the rows went in by PostgreSQL ``COPY``.
+    copy: bool
+
+
 def load_history(records: DataFrame, scorer: Scorer, storage: Storage,
-                 batch_size: int = LOAD_BATCH) -> int:
+                 batch_size: int = LOAD_BATCH,
+                 progress: Callable[[str, int], None] | None = None) -> HistoryLoad:
     """Write the history of ``records`` (valid flat records with ``_index``) into an empty
-    ``storage``, as ``txanomaly history load`` would leave it; returns the rows stored.
+    ``storage``, as ``txanomaly history load`` would leave it.
 
     The arrival numbers are reserved from the store's counter first, so the service numbers
-    its own transactions after them. Rows go in batches of ``batch_size`` per database
-    transaction: an interrupted load leaves part of the history (start again on an empty
-    store).
+    its own transactions after them. The scored transactions go first, then the key history,
+    streamed from the cluster through the driver in batches of ``batch_size`` rows, one
+    database transaction each (PostgreSQL: one binary ``COPY`` each). ``progress(table,
+    rows)`` is called after each batch (``table``: ``transactions`` or ``key_history``).
+
+    Raises
+    ------
+    TxAnomalyError
+        The store already holds transactions (an interrupted load leaves some: drop the
+        tables and load again).
     """
+    from pyspark import StorageLevel
+
+    from txanomaly.spark import bulk
+
+    bulk.check_empty(storage)
     n = records.count()
     if n == 0:
-        return 0
-    with storage.transaction(write=True) as tx:
-        seqs = tx.next_seqs(n)
-        if seqs[-1] - seqs[0] != n - 1:
-            raise RuntimeError("the store's counter moved during the load: load into a store "
-                               "that nothing else writes to")
-    tx_rows = transaction_rows(records, scorer, seqs[0])
-    keys = key_rows(records, scorer.model.feature_set_, seqs[0])
-    _write(storage, tx_rows, batch_size, transactions=True)
-    _write(storage, keys, batch_size, transactions=False)
-    return n
+        return HistoryLoad(0, 0, 0, 0, bulk.uses_copy(storage))
+    first = bulk.reserve_seqs(storage, n)
+    ranked, cached = _ranked(records, first)
+    ranked = ranked.persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        flagged = 0
 
+        def transactions() -> Iterator[tuple[Any, ...]]:
+            nonlocal flagged
+            for row in _transaction_table(ranked, records, scorer).toLocalIterator(True):
+                flagged += bool(row["is_anomaly"])
+                yield tuple(row)
 
-def _write(storage: Storage, rows: DataFrame, batch_size: int, transactions: bool) -> None:
-    chunk: list[tuple[Any, ...]] = []
+        def step(table: str) -> Callable[[int], None] | None:
+            return None if progress is None else (lambda rows: progress(table, rows))
 
-    def flush() -> None:
-        with storage.transaction(write=True) as tx:
-            tx.write(chunk if transactions else [], [] if transactions else chunk, [])
-        chunk.clear()
-
-    for row in rows.toLocalIterator():
-        chunk.append(tuple(row))
-        if len(chunk) >= batch_size:
-            flush()
-    if chunk:
-        flush()
+        stored = bulk.write_rows(storage, "transactions", transactions(), batch_size,
+                                 step("transactions"))
+        keys = _key_table(ranked, scorer.model.feature_set_).toLocalIterator(True)
+        key_count = bulk.write_rows(storage, "key_history", (tuple(r) for r in keys),
+                                    batch_size, step("key_history"))
+    finally:
+        ranked.unpersist()
+        cached.unpersist()
+    return HistoryLoad(stored, flagged, key_count, first, bulk.uses_copy(storage))

@@ -131,3 +131,29 @@ def score_job(input: str | Path, model_dir: str | Path, output: str | Path,
     return {**counts, "input": str(input), "output": str(output), "model": str(model_dir),
             "rows": counts["valid"], "anomalies": flagged, "threshold": model.threshold,
             "seconds": round(time.perf_counter() - started, 3)}
+
+
+def history_job(input: str | Path, model_dir: str | Path, db: str, db_schema: str | None,
+                rejects: str | Path, master: str | None, batch_size: int,
+                keep_empty: bool = False, progress: Any = None) -> dict[str, Any]:
+    """``txanomaly history load --engine spark``: read INPUT on Spark, build the store's
+    history on the cluster and bulk-load it into the (empty) database at ``db``."""
+    from txanomaly.scoring import Scorer
+    from txanomaly.spark.bulk import check_empty
+    from txanomaly.spark.history import load_history
+    from txanomaly.storage import sql_storage
+
+    started = time.perf_counter()
+    scorer = Scorer.load(model_dir)
+    storage = sql_storage(db, schema=db_schema)
+    try:
+        check_empty(storage)  # before the cluster reads anything
+        read, counts = read_input(input, rejects, master, keep_empty)
+        loaded = load_history(read.frame, scorer, storage, batch_size, progress)
+        location = storage.location
+    finally:
+        storage.close()
+    return {**counts, "input": str(input), "db": location, "stored": loaded.transactions,
+            "replayed": 0, "flagged": loaded.flagged, "key_rows": loaded.key_rows,
+            "bulk": "copy" if loaded.copy else "insert", "engine": "spark",
+            "seconds": round(time.perf_counter() - started, 3)}

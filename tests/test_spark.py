@@ -261,3 +261,31 @@ def test_training_refuses_a_non_finite_feature_and_the_online_algorithm(spark):
         txs.fit(df, fs, AnomalyDetector(map_size="2x2", epochs=1))
     with pytest.raises(Exception, match="batch algorithm only"):
         txs.fit(df, fs, AnomalyDetector(map_size="2x2", epochs=1, algorithm="online"))
+
+
+def test_robust_scaling_on_spark_equals_the_single_machine_scaler(spark):
+    """``robust`` scaling (a feature set that declares it, the detector's ``auto``): the
+    median and IQR are exact order statistics on the cluster, so equal bit for bit; where a
+    column's IQR is 0 the scale is its standard deviation (float64 sums: STATS_RTOL)."""
+    from dataclasses import replace
+
+    fs = replace(CUSTOM, name="custom_robust", scaling="robust")
+    frame = generate(2_000, users=80, days=6, seed=12).transactions
+    features = txs.compute_features(to_spark(spark, frame), fs)
+    detector = AnomalyDetector(map_size="3x3", epochs=3, random_state=5)
+    model = txs.fit(features, fs, detector)
+    local = TransactionModel(fs, detector).fit(compute_features(frame, fs).drop(
+        "transaction_id"))
+    det, ref = model.detector_, local.detector_
+    assert det.scaling == ref.scaling == "robust"
+    assert np.array_equal(det.center_, ref.center_)  # exact medians
+    X = local.feature_set_.transform(compute_features(frame, fs).drop("transaction_id")
+                                     .to_numpy())
+    q25, q75 = np.quantile(X, [0.25, 0.75], axis=0)
+    iqr = q75 > q25
+    assert iqr.any() and not iqr.all()  # both rules are exercised
+    assert np.array_equal(det.scale_[iqr], ref.scale_[iqr])  # exact quartiles
+    np.testing.assert_allclose(det.scale_[~iqr], ref.scale_[~iqr], rtol=STATS_RTOL)
+    np.testing.assert_allclose(det.som_.weights.numpy(), ref.som_.weights.numpy(), rtol=0,
+                               atol=WEIGHTS_ATOL)
+    assert model.threshold == pytest.approx(local.threshold, rel=THRESHOLD_RTOL)

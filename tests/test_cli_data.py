@@ -101,3 +101,40 @@ def test_the_features_command_loads_no_model_libraries():
     assert done.returncode == 0, done.stderr
     assert "--feature-set" in done.stdout
     assert done.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_features_in_small_chunks_keep_input_order_even_when_the_input_is_not_in_time_order(
+        tmp_path):
+    """An input not in time order is sorted on disk, the features computed in time-ordered
+    chunks, and the output rewritten in input order: the same table as one whole-table pass."""
+    from txanomaly.features.batch import compute_features
+    from txanomaly.io import load_transactions, write_table
+    from txanomaly.synth import generate
+
+    frame = generate(700, users=15, days=3, anomaly_rate=0.02, seed=6).transactions
+    for name, table in (("sorted", frame),
+                        ("shuffled", frame.sample(fraction=1.0, shuffle=True, seed=2))):
+        src = write_table(table, tmp_path / f"{name}.parquet")
+        want = compute_features(load_transactions(src).frame, "standard")
+        for suffix in (".parquet", ".csv", ".jsonl", ".json"):
+            out = tmp_path / f"features-{name}{suffix}"
+            result = runner.invoke(app, ["features", str(src), "-o", str(out),
+                                         "--chunk-rows", "64", "--json", "--quiet"])
+            assert result.exit_code == 0, result.output
+            assert json.loads(result.stdout)["sorted_by_time_first"] == (name == "shuffled")
+            got = {".parquet": pl.read_parquet, ".csv": pl.read_csv, ".jsonl": pl.read_ndjson,
+                   ".json": pl.read_json}[suffix](out)
+            assert got.columns == want.columns and got.height == want.height
+            assert got.get_column("transaction_id").to_list() == want.get_column(
+                "transaction_id").to_list()
+            if suffix == ".parquet":  # text formats round floats' last digits
+                assert got.equals(want)
+
+
+def test_features_of_an_input_with_no_valid_record_is_an_empty_table(tmp_path):
+    src = tmp_path / "tx.csv"
+    src.write_text("transaction_id,timestamp,destination_amount\nt1,soon,1\n")
+    out = tmp_path / "f.parquet"
+    result = runner.invoke(app, ["features", str(src), "-o", str(out), "-f", "seed"])
+    assert result.exit_code == 0 and "1 rejected" in result.output
+    assert pl.read_parquet(out).height == 0

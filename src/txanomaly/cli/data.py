@@ -2,26 +2,39 @@
 
 from __future__ import annotations
 
+import itertools
+import tempfile
 import time
 from pathlib import Path
 from typing import Annotated
 
+import numpy as np
+import polars as pl
 import typer
 
 from txanomaly.cli import spark_engine
 from txanomaly.cli._common import JsonOut, Output, Quiet, default_rejects_path, handle_errors
 from txanomaly.errors import InputFormatError
 from txanomaly.features import FEATURE_SETS
-from txanomaly.features.batch import compute_features
+from txanomaly.features.chunked import (
+    DEFAULT_CHUNK_ROWS,
+    FeatureChunk,
+    ReadCounts,
+    count_rows,
+    feature_chunks,
+)
 from txanomaly.features.files import resolve_feature_set
+from txanomaly.features.spec import FeatureSet
 from txanomaly.io import (
     SUFFIXES,
     ReadResult,
+    Rejected,
     format_for,
     load_transactions,
     write_rejects,
     write_results,
 )
+from txanomaly.io.sink import ResultSink
 
 #: What ``--feature-set`` takes: a built-in set's name or a feature-set file.
 FEATURE_SET_HELP = (f"Feature set: {', '.join(FEATURE_SETS)}, or a .json/.toml file declaring "
@@ -62,6 +75,12 @@ def check_output(output: Path) -> None:
         raise typer.BadParameter(str(exc), param_hint="--output") from None
 
 
+ChunkRowsOpt = Annotated[int, typer.Option(
+    "--chunk-rows", min=1, envvar="TXANOMALY_CHUNK_ROWS",
+    help="Records per chunk: memory grows with it (and with the distinct users and the "
+         "rows in the longest window), never with the input's length.")]
+
+
 @handle_errors
 def features(
     input: Annotated[Path, typer.Argument(help=f"Transactions: {', '.join(SUFFIXES)}.")],
@@ -73,8 +92,12 @@ def features(
     json_out: JsonOut = False,
     engine: spark_engine.EngineOpt = "local",
     master: spark_engine.MasterOpt = None,
+    chunk_rows: ChunkRowsOpt = DEFAULT_CHUNK_ROWS,
 ) -> None:
     """Compute per-transaction features (unscaled), in input order.
+
+    The input is read and the output written a chunk of records at a time (docs/features.md,
+    "Large inputs"); an input not in time order is sorted on disk first.
 
     Example: [bold]txanomaly features tx.json -o features.parquet --feature-set seed[/]
     """
@@ -85,16 +108,74 @@ def features(
         spark_engine.features(input, output, fs, rejects, master, out)
         return
     start = time.perf_counter()
-    result = read_input(input, output, rejects, out, fs.input_columns, categorical=True)
-    table = compute_features(result.frame, fs)
-    write_results(table, output)
+    rejected: list[Rejected] = []
+    counts = ReadCounts()
+    total = count_rows(input)
+    with out.progress() as bar, tempfile.TemporaryDirectory(prefix="txanomaly-") as folder:
+        task = bar.add_task("features", total=total)
+        chunks = feature_chunks(input, fs, chunk_rows=chunk_rows, rejects=rejected,
+                                counts=counts)
+        first = next(chunks, None)
+        # Chunks come in time order: the input's order unless it had to be sorted; then the
+        # rows go through a temporary file and a sort by input position (on disk, too).
+        restore = counts.sorted_out_of_core
+        target = Path(folder, "by_time.parquet") if restore else output
+        with ResultSink(target) as sink:
+            for chunk in itertools.chain([first] if first else [], chunks):
+                sink.write(_feature_frame(fs, chunk, with_index=restore))
+                bar.advance(task, chunk.records.height)
+            if sink.rows == 0:
+                sink.write(_feature_frame(fs, None, with_index=restore))
+        if restore:
+            _in_input_order(target, output)
+    rows = counts.accepted
+    where = ""
+    if rejected or rejects is not None:  # no empty file left behind by default
+        where = f" -> {write_rejects(rejects or default_rejects_path(output), rejected)}"
+    note = f", {counts.exact_duplicates:,} exact repeat(s) counted once" if (
+        counts.exact_duplicates) else ""
+    out.print(f"read {counts.records:,} records from {input}: {rows:,} valid, "
+              f"{len(rejected):,} rejected{where}{note}")
     seconds = time.perf_counter() - start
-    out.print(f"wrote {table.height:,} rows x {table.width - 1} features ({fs.name}) "
+    out.print(f"wrote {rows:,} rows x {len(fs.names)} features ({fs.name}) "
               f"to {output} in {seconds:.2f} s")
-    out.summary({"input": str(input), "output": str(output), "rows": table.height,
-                 "rejected": len(result.rejects), "exact_duplicates": result.exact_duplicates,
-                 "feature_set": fs.name, "features": table.columns[1:],
+    out.summary({"input": str(input), "output": str(output), "rows": rows,
+                 "rejected": len(rejected), "exact_duplicates": counts.exact_duplicates,
+                 "feature_set": fs.name, "features": fs.names,
+                 "sorted_by_time_first": counts.sorted_out_of_core,
                  "seconds": round(seconds, 3)})
+
+
+def _feature_frame(fs: FeatureSet, chunk: FeatureChunk | None, with_index: bool
+                   ) -> pl.DataFrame:
+    """transaction_id and the features (and ``_index`` for the reordering)."""
+    if chunk is None:
+        values = np.empty((0, len(fs.names)))
+        ids = pl.Series("transaction_id", [], dtype=pl.String)
+        index = np.empty(0, np.int64)
+    else:
+        values, index = chunk.values, chunk.index
+        ids = chunk.records.get_column("transaction_id")
+    columns = [ids, *(pl.Series(name, values[:, j]) for j, name in enumerate(fs.names))]
+    if with_index:
+        columns.append(pl.Series("_index", index))
+    return pl.DataFrame(columns)
+
+
+def _in_input_order(by_time: Path, output: Path) -> None:
+    """Rewrite ``by_time`` (rows with their input position) into ``output`` in input order:
+    Polars' streaming engine sorts; a JSON array is the one output built in memory."""
+    ordered = pl.scan_parquet(by_time).sort("_index").drop("_index")
+    kind = format_for(output).name
+    output.parent.mkdir(parents=True, exist_ok=True)
+    if kind == "Parquet":
+        ordered.sink_parquet(output, engine="streaming")
+    elif kind == "CSV":
+        ordered.sink_csv(output, engine="streaming")
+    elif kind == "JSON Lines":
+        ordered.sink_ndjson(output, engine="streaming")
+    else:
+        write_results(ordered.collect(engine="streaming"), output)
 
 
 def register(app: typer.Typer) -> None:

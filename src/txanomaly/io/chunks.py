@@ -46,9 +46,10 @@ from txanomaly.io.result import Rejected, deduplicate
 from txanomaly.io.tables import validate_flat
 from txanomaly.schema import EXTRA_COLUMN, FLAT_COLUMNS
 
-#: Rows per chunk by default: about 100-200 MB of working memory for the standard features,
-#: and large enough that the per-chunk costs (a Polars query, the compiled passes) are small.
-DEFAULT_CHUNK_ROWS = 1_000_000
+#: Rows per chunk by default: a few hundred MB of working memory for the standard features
+#: (measured: about 1 GB peak for 10M rows, docs/features.md), and large enough that the
+#: per-chunk costs (a Polars query, the compiled passes) stay small.
+DEFAULT_CHUNK_ROWS = 500_000
 
 
 @dataclass
@@ -103,8 +104,11 @@ def time_ordered_chunks(path: str | Path, chunk_rows: int = DEFAULT_CHUNK_ROWS,
     if scan is None:
         yield from _whole_file_chunks(path, chunk_rows, keep, rejects, counts)
         return
-    repeated, ordered = _survey(scan, count_rows(path), chunk_rows)
-    valid = _valid_chunks(path, scan, chunk_rows, keep, repeated, rejects, counts)
+    rows = count_rows(path)
+    parquet = format_for(path).name == "Parquet"
+    repeated, ordered = _survey(scan, rows, chunk_rows, parquet)
+    valid = _valid_chunks(path, _batches(scan, chunk_rows, rows, parquet), keep, repeated,
+                          rejects, counts)
     if ordered:
         yield from valid
         return
@@ -123,7 +127,7 @@ def time_ordered_chunks(path: str | Path, chunk_rows: int = DEFAULT_CHUNK_ROWS,
          .sink_parquet(ordered_file, engine="streaming"))
         for part in parts.iterdir():
             part.unlink()
-        yield from pl.scan_parquet(ordered_file).collect_batches(chunk_size=chunk_rows)
+        yield from _batches(pl.scan_parquet(ordered_file), chunk_rows, counts.accepted, True)
 
 
 def _kept(columns: list[str] | None) -> list[str]:
@@ -148,11 +152,24 @@ def _scan(path: Path) -> pl.LazyFrame | None:
     return scan
 
 
+def _batches(scan: pl.LazyFrame, chunk_rows: int, rows: int, parquet: bool
+             ) -> Iterator[pl.DataFrame]:
+    """``scan`` a chunk at a time. Parquet: one query per slice of rows (the reader skips the
+    row groups before it; nothing is read ahead). CSV: Polars' batches of one streaming query
+    (a CSV cannot be entered in the middle; the engine may read a few batches ahead)."""
+    if not parquet:
+        yield from scan.collect_batches(chunk_size=chunk_rows)
+        return
+    for start in range(0, rows, chunk_rows):
+        yield scan.slice(start, chunk_rows).collect()
+
+
 def _id_hash(expr: pl.Expr) -> pl.Expr:
     return expr.cast(pl.String, strict=False).hash(seed=0)
 
 
-def _survey(scan: pl.LazyFrame, rows: int, chunk_rows: int) -> tuple[pl.Series, bool]:
+def _survey(scan: pl.LazyFrame, rows: int, chunk_rows: int, parquet: bool
+            ) -> tuple[pl.Series, bool]:
     """Step 1: the id hashes seen more than once, and whether the timestamps ascend."""
     schema = scan.collect_schema()
     if "transaction_id" not in schema or "timestamp" not in schema:
@@ -166,8 +183,9 @@ def _survey(scan: pl.LazyFrame, rows: int, chunk_rows: int) -> tuple[pl.Series, 
     repeated: list[np.ndarray] = []
     ordered = True
     last = np.iinfo(np.int64).min
-    for batch in scan.select(_id_hash(pl.col("transaction_id")).alias("h"), ts.alias("t"),
-                             unknown.alias("u")).collect_batches(chunk_size=chunk_rows):
+    survey = scan.select(_id_hash(pl.col("transaction_id")).alias("h"), ts.alias("t"),
+                         unknown.alias("u"))
+    for batch in _batches(survey, max(chunk_rows, 1 << 20), rows, parquet):
         repeated.append(seen.add(batch.get_column("h").to_numpy()))
         if ordered:
             t = batch.get_column("t").drop_nulls().to_numpy()
@@ -224,13 +242,13 @@ def _insert(table: np.ndarray, hashes: np.ndarray) -> tuple[np.ndarray, int]:  #
     return repeats[:found], added
 
 
-def _valid_chunks(path: Path, scan: pl.LazyFrame, chunk_rows: int, keep: list[str],
+def _valid_chunks(path: Path, batches: Iterator[pl.DataFrame], keep: list[str],
                   repeated: pl.Series, rejects: list[Rejected], counts: ReadCounts
                   ) -> Iterator[pl.DataFrame]:
     """Step 2: each chunk validated, repeats of a transactionId resolved."""
     first: dict[str, tuple[int, int]] = {}  # id -> (index, content hash) of suspects only
     offset = 0
-    for raw in scan.collect_batches(chunk_size=chunk_rows):
+    for raw in batches:
         try:
             frame, bad = validate_flat(raw, str(path), keep)
         except pl.exceptions.ComputeError as exc:

@@ -17,10 +17,8 @@ from txanomaly.features.chunked import (
     ChunkedFeatures,
     ReadCounts,
     count_rows,
-    counterparty_evidence,
     feature_chunks,
 )
-from txanomaly.features.roles import detect_counterparty
 from txanomaly.io import load_transactions, write_table
 
 DAY = 86_400_000
@@ -141,13 +139,3 @@ def test_rejects_and_repeats_across_chunks_match_load_transactions(tmp_path):
     assert counts.records == want.n_records == 12 and counts.rejected == 2
     ids = pl.concat([c.records for c in chunks]).get_column("transaction_id").to_list()
     assert sorted(ids) == sorted(want.frame.get_column("transaction_id").to_list())
-
-
-def test_counterparty_evidence_from_the_file_is_detect_counterpartys(tmp_path):
-    from txanomaly.synth import generate
-
-    for domain in ("card_terminal", "p2p"):
-        frame = generate(2000, users=40, days=3, domain=domain, seed=2).transactions
-        path = write_table(frame, tmp_path / f"{domain}.parquet")
-        assert counterparty_evidence(path) == detect_counterparty(
-            load_transactions(path).frame)

@@ -2,7 +2,7 @@
 
 API. :func:`feature_chunks` reads a transactions file (CSV or Parquet streamed; JSON parsed
 whole, then sliced) in time-ordered chunks of at most ``chunk_rows`` records
-(:data:`DEFAULT_CHUNK_ROWS`, one million) and yields one :class:`FeatureChunk` per chunk:
+(:data:`DEFAULT_CHUNK_ROWS`, 500,000) and yields one :class:`FeatureChunk` per chunk:
 ``records``, the chunk's validated flat records (``transaction_id``, ``timestamp`` and the
 columns the feature set reads, plus any ``columns`` asked for), ``values``, their features
 as float64 (rows x features), equal bit for bit to :func:`~txanomaly.features.batch.feature_matrix`
@@ -13,8 +13,7 @@ first (:mod:`txanomaly.io.chunks`). ``rejects`` (a list) receives the rejected r
 the rules and messages of :func:`~txanomaly.io.load_transactions` (a repeated transactionId:
 counted once if identical, else rejected naming the record kept), and ``counts`` the totals;
 both are complete once the iterator is exhausted. :func:`count_rows` gives the total for a
-progress bar cheaply. :func:`counterparty_evidence` detects the counterparty role from the
-file (two id columns, streamed), for ``resolve_counterparty(fs, None, role)``.
+progress bar cheaply.
 
 How: each key (origin, destination, pair) keeps a
 :class:`~txanomaly.features.kernel.ChunkedKeyPass`: the per-value state the whole-table
@@ -59,13 +58,12 @@ from txanomaly.features.batch import (
     _Table,
     finish_key_features,
 )
-from txanomaly.features.roles import Counterparty, detect_counterparty
 from txanomaly.features.spec import FeatureSet, get_feature_set
 from txanomaly.io.chunks import DEFAULT_CHUNK_ROWS, ReadCounts, count_rows, time_ordered_chunks
 from txanomaly.io.result import Rejected
 
 __all__ = ["DEFAULT_CHUNK_ROWS", "ChunkedFeatures", "FeatureChunk", "ReadCounts",
-           "count_rows", "counterparty_evidence", "feature_chunks"]
+           "count_rows", "feature_chunks"]
 
 
 @dataclass(frozen=True)
@@ -96,25 +94,6 @@ def feature_chunks(path: str | Path, feature_set: str | FeatureSet, *,
             yield FeatureChunk(records, engine.matrix(records), index)
     finally:
         engine.close()
-
-
-def counterparty_evidence(path: str | Path) -> Counterparty:
-    """:func:`~txanomaly.features.roles.detect_counterparty` over the file's two id columns,
-    read alone (categorical: 4 bytes a row each; the unique ids and pairs it computes grow
-    with keys). Records that fail validation are counted too (they rarely change a share)."""
-    from txanomaly.io.chunks import _scan
-
-    path = Path(path)
-    scan = _scan(path)
-    wanted = ["origin_user_id", "destination_user_id"]
-    if scan is None:
-        from txanomaly.io import load_transactions
-
-        return detect_counterparty(load_transactions(path, wanted, categorical=True).frame)
-    present = [c for c in wanted if c in scan.collect_schema()]
-    ids = scan.select(pl.col(c).cast(pl.String).replace("", None).cast(pl.Categorical)
-                      for c in present).collect(engine="streaming")
-    return detect_counterparty(ids)
 
 
 class ChunkedFeatures:

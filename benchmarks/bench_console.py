@@ -141,6 +141,7 @@ def queries(review: ReviewStore, repeat: int) -> list[tuple[str, float, float]]:
     first = review.queue(QueueFilter(), 50)
     user = first[0].record["origin_user_id"]
     day = (first[0].timestamp - DAY_MS, first[0].timestamp)
+    last = review.store.last_timestamp() or 0
 
     def page20() -> None:
         after = None
@@ -162,6 +163,10 @@ def queries(review: ReviewStore, repeat: int) -> list[tuple[str, float, float]]:
         ("queue counts (one day)", lambda: review.counts(QueueFilter(start=day[0],
                                                                      end=day[1]))),
         ("user history (200)", lambda: review.user_transactions(user, 200)),
+        ("flag rate, 7 days hourly (store)", lambda: review.store.flag_rate(
+            last - 7 * DAY_MS, last + 1, 3_600_000)),
+        ("flag rate, 30 days daily (store)", lambda: review.store.flag_rate(
+            last - 30 * DAY_MS, last + 1, DAY_MS)),
     ]
     return [(name, *timed(fn, repeat)) for name, fn in cases]
 
@@ -173,6 +178,7 @@ def pages(settings: Settings, tid: str, user: str, repeat: int) -> list[tuple[st
         for name, path in (("page: queue", "/console/"),
                            ("page: transaction", f"/console/transactions/{tid}"),
                            ("page: user", f"/console/users/{user}"),
+                           ("page: model (flag rate cached 60 s)", "/console/model"),
                            ("picture: timeline PNG", f"/console/transactions/{tid}/timeline.png")):
             def get(path: str = path) -> None:
                 assert client.get(path).status_code == 200, path

@@ -149,7 +149,17 @@ def test_review_a_flagged_transaction_in_the_browser(server: Server, browser: we
     shot(b, "3-user")
     b.get(f"{server.url}/console/model")
     wait(b, lambda d: all(image_loaded(d, f"img[src$='{n}']")
-                          for n in ("u-matrix.png", "hits.png", "flagged.png")))
+                          for n in ("u-matrix.png", "hits.png", "flag-rate.png")))
+    # The flag rate over time, from the database: the page's figure is the API's.
+    with httpx.Client(base_url=server.url, headers=KEY) as client:
+        rate = client.get("/v1/flag-rate").json()
+    assert rate["stored"] == len(server.ids) and rate["flagged"] >= len(server.flagged)
+    shown = b.find_element(By.CSS_SELECTOR, "#flag-rate [data-k='windowRate']").text
+    assert shown == f"{100 * rate['flagRate']:.2f} %"
+    assert b.find_element(By.CSS_SELECTOR, "#flag-rate [data-k='lastRate']").text.endswith("%")
+    size = b.execute_script("const i = document.querySelector(\"img[src$='flag-rate.png']\");"
+                            "return [i.naturalWidth, i.clientWidth];")
+    assert size[0] >= 400 and size[1] >= 300  # drawn, and not shrunk out of legibility
     # The live tiles fill once the page has refreshed twice (rates need two samples).
     wait(b, lambda d: d.find_element(By.CSS_SELECTOR, "[data-k='rps']").text != "–")
     assert len(b.find_elements(By.CSS_SELECTOR, "section.card table tbody tr")) > 10

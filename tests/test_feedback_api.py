@@ -267,3 +267,31 @@ def test_feedback_round_trip_on_postgresql(model_dir: Path, stream: pl.DataFrame
         store = SqlStorage(url, schema=schema, create=False)
         store.drop_tables()
         store.close()
+
+
+def test_flag_rate_through_the_api_matches_the_stored_verdicts(server: Server):
+    with server.client(headers=KEY) as client:
+        verdicts = [client.get(f"/v1/transactions/{tid}").json() for tid in server.ids]
+        rate = client.get("/v1/flag-rate", params={"bucketSeconds": 21_600})
+        assert rate.status_code == 200, rate.text
+        body = rate.json()
+        refused = [client.get("/v1/flag-rate", params=p) for p in (
+            {"from": "2024-01-02", "to": "2024-01-01"},
+            {"from": "0", "to": "4000000000000", "bucketSeconds": 60},
+            {"bucketSeconds": 0}, {"from": "yesterday"})]
+        no_key = client.get("/v1/flag-rate", headers={"X-API-Key": "wrong"})
+    stamps = [(v["timestamp"], v["isAnomaly"]) for v in verdicts]
+    last = max(ts for ts, _ in stamps)
+    bucket = 21_600_000
+    assert body["end"] == (last // bucket + 1) * bucket
+    assert body["start"] == body["end"] - 7 * 86_400_000
+    inside = [(ts, flag) for ts, flag in stamps if ts >= body["start"]]
+    assert (body["stored"], body["flagged"]) == (len(inside), sum(f for _, f in inside))
+    assert body["flagRate"] == pytest.approx(body["flagged"] / body["stored"])
+    for item in body["items"]:
+        mine = [flag for ts, flag in inside if item["start"] <= ts < item["start"] + bucket]
+        assert (item["stored"], item["flagged"]) == (len(mine), sum(mine))
+        assert item["flagRate"] == pytest.approx(item["flagged"] / item["stored"])
+    assert [r.status_code for r in refused] == [422, 422, 422, 422]
+    assert "at most 10,000 buckets" in refused[1].text
+    assert no_key.status_code == 401

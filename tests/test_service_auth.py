@@ -57,7 +57,7 @@ def test_every_data_route_requires_the_key(model_dir: Path, tmp_path: Path, sage
         requests = data_requests(client)
         paths = {path for _, path, _ in requests}
         assert paths == {"/invocations", "/metrics", "/v1/transactions", "/v1/score",
-                         "/v1/transactions/t0", "/v1/anomalies", "/v1/model",
+                         "/v1/transactions/t0", "/v1/anomalies", "/v1/flag-rate", "/v1/model",
                          "/v1/transactions/t0/feedback", "/v1/feedback"}
         for method, path, kwargs in requests:
             refused = client.request(method, path, **kwargs)

@@ -99,6 +99,25 @@ class AnomalyPage(BaseModel):
     nextCursor: str | None = Field(description="pass as `cursor` for the next page")
 
 
+class FlagRateBucket(BaseModel):
+    start: int = Field(description="the bucket's start, ms since epoch (UTC)")
+    stored: int = Field(description="transactions stored with a timestamp in the bucket")
+    flagged: int = Field(description="of which flagged")
+    flagRate: float = Field(description="flagged / stored")
+
+
+class FlagRate(BaseModel):
+    start: int | None = Field(description="inclusive, ms (null: nothing stored)")
+    end: int | None = Field(description="exclusive, ms")
+    bucketSeconds: int
+    stored: int
+    flagged: int
+    flagRate: float | None = Field(description="over the whole range; null when nothing "
+                                                "is stored in it")
+    items: list[FlagRateBucket] = Field(description="buckets with at least one stored "
+                                                    "transaction, oldest first")
+
+
 class SignatureInfo(BaseModel):
     signed: bool = Field(description="model.json carries a signature")
     algorithm: str | None = Field(description="its algorithm (hmac-sha256), if signed")

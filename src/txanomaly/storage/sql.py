@@ -5,7 +5,8 @@ This is the only module that imports SQLAlchemy (and, for PostgreSQL, psycopg), 
 :func:`txanomaly.storage.sql_storage`, which says so in one line when they are missing.
 
 Tables: ``transactions`` (arrival number, transactionId unique, timestamp, content hash, flat
-record, features, score, flag, verdict JSON; a partial index on the flagged ones) and
+record, features, score, flag, verdict JSON; a partial index on the flagged ones, and one on
+(timestamp, flag) for the flag rate over time, :meth:`SqlStorage.flag_rate`) and
 ``key_history`` (one row per :data:`~txanomaly.storage.base.KeyRow`, clustered on
 (kind, key, ts, seq): a key's rows in log order, read by one range scan).
 
@@ -71,7 +72,14 @@ transactions = sa.Table(
     # Partial: only the flagged few are indexed (fewer pages written per commit).
     sa.Index("ix_transactions_flagged", "ts", "transaction_id",
              sqlite_where=sa.text("is_anomaly = 1"), postgresql_where=sa.text("is_anomaly")),
+    # The flag rate per time bucket is counted from this index alone (no table rows read).
+    sa.Index("ix_transactions_ts", "ts", "is_anomaly"),
 )
+#: Indexes added after the first release: :meth:`SqlStorage.create_tables` adds them to
+#: databases made before them (``create_all`` makes a missing table's indexes only).
+_LATER_INDEXES = ("ix_transactions_ts",)
+#: Most buckets one :meth:`SqlStorage.flag_rate` call may count.
+MAX_BUCKETS = 10_000
 key_history = sa.Table(
     "key_history", metadata,
     sa.Column("kind", sa.Text, primary_key=True),
@@ -178,7 +186,42 @@ class SqlStorage:
                     conn.exec_driver_sql(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
                 conn.exec_driver_sql(f"CREATE SEQUENCE IF NOT EXISTS {PG_SEQUENCE}")
             metadata.create_all(conn)
+            if self.dialect == "sqlite":  # one writer: the write lock is held already
+                for index in _later_indexes():
+                    index.create(conn, checkfirst=True)
             conn.commit()
+        if self.dialect == "postgresql":
+            self._add_indexes_concurrently()
+
+    def _add_indexes_concurrently(self) -> None:
+        """PostgreSQL: build the indexes an older database lacks without blocking writers
+        (``CREATE INDEX CONCURRENTLY``, outside any transaction; replicas take turns under a
+        session advisory lock). An invalid index left by an interrupted build is dropped and
+        built again."""
+        with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            def state(name: str) -> bool | None:
+                return conn.exec_driver_sql(
+                    "SELECT i.indisvalid FROM pg_index i WHERE i.indexrelid = "
+                    "to_regclass(%s)", (name,)).scalar()
+
+            if all(state(str(index.name)) for index in _later_indexes()):
+                return
+            conn.exec_driver_sql("SELECT pg_advisory_lock(7386413)")
+            try:
+                for index in _later_indexes():
+                    name = str(index.name)
+                    valid = state(name)
+                    if valid:
+                        continue
+                    if valid is not None:
+                        logger.warning("dropping the invalid index %s to build it again", name)
+                        conn.exec_driver_sql(f"DROP INDEX CONCURRENTLY IF EXISTS {name}")
+                    logger.info("building the index %s (CREATE INDEX CONCURRENTLY)", name)
+                    columns = ", ".join(c.name for c in index.columns)
+                    conn.exec_driver_sql(f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {name} "
+                                         f"ON transactions ({columns})")
+            finally:
+                conn.exec_driver_sql("SELECT pg_advisory_unlock(7386413)")
 
     def drop_tables(self) -> None:
         """Drop everything the storage created (tests use this to clean up)."""
@@ -279,6 +322,45 @@ class SqlStorage:
             rows = conn.execute(query).all()
         return [StoredTransaction.from_json(*r) for r in rows]
 
+    def flag_rate(self, start: int, end: int, bucket_ms: int) -> list[tuple[int, int, int]]:
+        """``(bucket start, transactions stored, flagged)`` per bucket of transaction time,
+        for ``start <= timestamp < end`` (ms). Buckets are ``bucket_ms`` long and aligned to
+        multiples of it since the epoch (hours start on the hour, UTC); buckets without any
+        transaction are left out. Read from the (timestamp, flag) index alone.
+
+        Raises
+        ------
+        ValueError
+            ``bucket_ms`` is not positive, ``end`` is not after ``start``, or the range holds
+            more than :data:`MAX_BUCKETS` buckets.
+        """
+        if bucket_ms <= 0:
+            raise ValueError(f"bucket must be positive, got {bucket_ms} ms")
+        if end <= start:
+            raise ValueError(f"the end ({end}) must be after the start ({start})")
+        origin = start - start % bucket_ms  # floor, also before 1970
+        if (end - origin + bucket_ms - 1) // bucket_ms > MAX_BUCKETS:
+            raise ValueError(f"at most {MAX_BUCKETS:,} buckets: widen the bucket or narrow "
+                             "the range")
+        t = transactions.c
+        # ts >= start >= origin: the integer division is a floor on both databases.
+        # Integers written into the SQL (not parameters): the SELECT and the GROUP BY then
+        # hold the same expression, which PostgreSQL requires.
+        bucket = ((t.ts - sa.literal_column(str(int(origin)), sa.BigInteger))
+                  // sa.literal_column(str(int(bucket_ms)), sa.BigInteger)).label("bucket")
+        flagged = sa.func.sum(sa.case((t.is_anomaly, 1), else_=0))
+        query = (sa.select(bucket, sa.func.count(), flagged)
+                 .where(t.ts >= start, t.ts < end).group_by(bucket).order_by(bucket))
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).all()
+        return [(origin + int(b) * bucket_ms, int(n), int(f)) for b, n, f in rows]
+
+    def last_timestamp(self) -> int | None:
+        """The latest stored transaction time (ms), or None when nothing is stored."""
+        with self.engine.connect() as conn:
+            last = conn.execute(sa.select(sa.func.max(transactions.c.ts))).scalar()
+        return None if last is None else int(last)
+
     def count(self) -> int:
         """Number of stored transactions."""
         with self.engine.connect() as conn:
@@ -315,7 +397,11 @@ def _sqlite_events(engine: Engine, synchronous: str) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
 
 
-__all__ = ["SqlStorage", "normalize_url"]
+def _later_indexes() -> list[sa.Index]:
+    return [i for i in transactions.indexes if i.name in _LATER_INDEXES]
+
+
+__all__ = ["MAX_BUCKETS", "SqlStorage", "normalize_url"]
 
 
 def _begin_sqlite(cur: Any, write: bool, wait: bool) -> None:

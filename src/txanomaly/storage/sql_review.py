@@ -437,20 +437,6 @@ class ReviewStore:
                                 .order_by(t.seq.desc()).limit(n)).all()
         return [orjson.loads(f) for f, _ in rows], [bool(a) for _, a in rows]
 
-    def flagged_per_hour(self, hours: int = 7 * 24) -> list[tuple[int, int]]:
-        """``(hour start ms, flagged transactions)`` over the ``hours`` before the latest
-        flagged transaction's time (transaction time, not arrival)."""
-        q = review_queue.c
-        with self.store.engine.connect() as conn:
-            last = conn.execute(sa.select(sa.func.max(q.ts))).scalar()
-            if last is None:
-                return []
-            hour = (q.ts - q.ts % 3_600_000).label("hour")
-            rows = conn.execute(sa.select(hour, sa.func.count())
-                                .where(q.ts > int(last) - hours * 3_600_000)
-                                .group_by(hour).order_by(hour)).all()
-        return [(int(h), int(c)) for h, c in rows]
-
     # ------------------------------------------------------------------ users
     def user_transactions(self, user: str, limit: int = 200, before: int | None = None
                           ) -> list[UserTransaction]:

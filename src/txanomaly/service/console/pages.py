@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import html
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -360,8 +361,44 @@ def user_page(user: str, rows: Sequence[UserTransaction], analyst: str, csrf: st
 
 
 # --------------------------------------------------------------------------- the model
+@dataclass(frozen=True)
+class RateSummary:
+    """The flag rate in words: over the window and in its latest bucket with transactions."""
+
+    start: int | None
+    end: int | None
+    stored: int
+    flagged: int
+    last_start: int | None
+    last_stored: int
+    last_flagged: int
+    bucket_words: str
+
+    @classmethod
+    def of(cls, rows: Sequence[tuple[int, int, int]], start: int | None, end: int | None,
+           bucket_words: str) -> RateSummary:
+        """From the store's ``(bucket start, stored, flagged)`` rows."""
+        last = rows[-1] if rows else (None, 0, 0)
+        return cls(start, end, sum(r[1] for r in rows), sum(r[2] for r in rows), last[0],
+                   last[1], last[2], bucket_words)
+
+    def html(self) -> str:
+        if not self.stored:
+            return "<p class='rate empty'>No stored transactions yet.</p>"
+        last = (f"; latest {esc(self.bucket_words)} ({when(self.last_start)[:16]}): "
+                f"<b data-k='lastRate'>{_percent(self.last_flagged, self.last_stored)}</b> "
+                f"({self.last_flagged:,} of {self.last_stored:,})")
+        return (f"<p class='rate'>From {when(self.start)[:16]} to {when(self.end)[:16]} "
+                f"(UTC): <b data-k='windowRate'>{_percent(self.flagged, self.stored)}</b> "
+                f"flagged ({self.flagged:,} of {self.stored:,} stored){last}.</p>")
+
+
+def _percent(part: int, whole: int) -> str:
+    return f"{100.0 * part / whole:.2f}\u00a0%" if whole else "n/a"
+
+
 def model_page(info: Mapping[str, Any], features: Sequence[Feature], stored: int,
-               analyst: str, csrf: str) -> str:
+               rate: RateSummary, analyst: str, csrf: str) -> str:
     summary = info.get("trainingSummary") or {}
     source = info.get("thresholdSource") or {}
     source_text = ", ".join(f"{k} {v}" for k, v in source.items()) or "training quantile"
@@ -384,18 +421,26 @@ def model_page(info: Mapping[str, Any], features: Sequence[Feature], stored: int
         f"<tr><td>{esc(f.label)}<br><code>{esc(f.name)}</code></td><td>{esc(f.describe())}"
         f"</td><td>{esc(f.direction)}</td></tr>" for f in features)
     live = ("<section class='card' id='live' data-src='" + PREFIX + "/api/live'>"
-            "<h2>The service now</h2><p class='hint'>From this server's metrics, refreshed "
-            "every 5 seconds while the page is open.</p><div class='tiles'>"
+            "<h2>The service now</h2><p class='hint'>From the metrics of the worker process "
+            "that answers, refreshed every 5 seconds while the page is open. Each worker "
+            "(<code>--workers</code>) and replica counts its own requests: with several, "
+            "these tiles show one of them.</p><div class='tiles'>"
             "<div><span>requests / s</span><b data-k='rps'>–</b><svg data-s='rps'></svg></div>"
             "<div><span>flagged share</span><b data-k='flagRate'>–</b>"
             "<svg data-s='flagRate'></svg></div>"
             "<div><span>p95 latency (ms)</span><b data-k='p95Ms'>–</b>"
             "<svg data-s='p95Ms'></svg></div>"
             "<div><span>since start</span><b class='small' data-k='totals'>–</b></div></div>"
-            f"<img class='plot' src='{PREFIX}/model/flagged.png' alt='flagged transactions "
-            "per hour' width='700' height='240'></section>")
+            "</section>")
+    rate_card = ("<section class='card' id='flag-rate'><h2>Flag rate over time</h2>"
+                 "<p class='hint'>From the database: every transaction stored, by every "
+                 "worker and replica, by transaction time (also <code>GET /v1/flag-rate"
+                 f"</code>).</p>{rate.html()}<img class='plot' src='{PREFIX}/model/"
+                 "flag-rate.png' alt='share of stored transactions flagged per hour, and "
+                 "transactions stored and flagged per hour' width='440' height='320'>"
+                 "</section>")
     body = (f"<div class='grid'><section class='card'><h2>Summary</h2>"
-            f"<table class='kv'>{kv}</table></section>{live}</div>"
+            f"<table class='kv'>{kv}</table></section><div>{live}{rate_card}</div></div>"
             "<section class='card'><h2>The map</h2><p class='hint'>The U-matrix: how far "
             "each prototype is from its neighbours. The hit map and the share flagged per "
             "unit: where the latest stored transactions land.</p><div class='pictures'>"

@@ -10,7 +10,9 @@ document; the static files (style, script) are public and hold no data.
 
 from __future__ import annotations
 
+import os
 import time
+from dataclasses import dataclass
 from importlib import resources
 from typing import Annotated, Any
 from urllib.parse import quote, urlencode
@@ -23,7 +25,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from txanomaly import plots
 from txanomaly.schema import MAX_STRING_LENGTH, check_string, parse_timestamp
-from txanomaly.service.console import auth, pages
+from txanomaly.service.console import auth, charts, pages
 from txanomaly.service.console.auth import Analyst, ConsoleDenied
 from txanomaly.service.console.live import LiveSampler
 from txanomaly.service.deps import get_runtime
@@ -42,8 +44,12 @@ PAGE_SIZE = 50
 TIMELINE_ROWS = 150
 #: Stored transactions whose best-matching units make the live hit map.
 HIT_ROWS = 20_000
-#: Seconds a model picture is reused before it is drawn again.
+#: Seconds a model picture (and the flag rate under it) is reused before it is read again.
 PICTURE_TTL = 60.0
+#: The model page's flag rate: hourly buckets over the last week of transaction time.
+RATE_BUCKET_MS = 3_600_000
+RATE_BUCKET_WORDS = "hour"
+RATE_DAYS = 7
 
 router = APIRouter(prefix=PREFIX, include_in_schema=False)
 
@@ -54,6 +60,7 @@ def install(app: FastAPI) -> None:
     static = resources.files("txanomaly.service.console") / "static"
     app.mount(f"{PREFIX}/static", StaticFiles(directory=str(static)), name="console-static")
     app.state.console_pictures = {}
+    app.state.console_rates = {}
 
     async def denied(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, ConsoleDenied)
@@ -288,7 +295,10 @@ async def model_page(request: Request) -> Response:
     info = {**runtime.scorer.describe(),
             "thresholdSource": runtime.scorer.metadata.get("threshold_source")}
     stored = await runtime.call(runtime.store.count)
+    window = await _flag_rate(request, runtime)
     return _html(pages.model_page(info, runtime.scorer.model.feature_set_.features, stored,
+                                  pages.RateSummary.of(window.rows, window.start, window.end,
+                                                       RATE_BUCKET_WORDS),
                                   analyst.name, csrf))
 
 
@@ -340,19 +350,47 @@ def _hits_png(runtime: Runtime, features: list[list[float]], flags: list[bool]) 
     return plots.to_png(plots.hit_map(counts, flagged_counts))
 
 
-@router.get("/model/flagged.png")
-async def flagged_per_hour(request: Request) -> Response:
+@router.get("/model/flag-rate.png")
+async def flag_rate_picture(request: Request) -> Response:
     _, _, runtime = _session(request)
 
     async def draw() -> bytes:
-        rows = await runtime.call(runtime.review.flagged_per_hour)
-        hours = np.array([h for h, _ in rows], dtype=np.int64)
-        counts = np.array([c for _, c in rows], dtype=np.int64)
-        title = "Flagged transactions per hour (transaction time, last 7 days of data)"
-        return await run_in_threadpool(
-            lambda: plots.to_png(plots.hourly_counts(hours, counts, title)))
+        window = await _flag_rate(request, runtime)
+        title = f"Share flagged per {RATE_BUCKET_WORDS}, last {RATE_DAYS} days of data"
+        return await run_in_threadpool(lambda: plots.to_png(
+            charts.flag_rate(window.rows, RATE_BUCKET_MS, title, f"per {RATE_BUCKET_WORDS}")))
 
-    return await _picture(request, "flagged", draw)
+    return await _picture(request, "flag-rate", draw)
+
+
+@dataclass(frozen=True)
+class RateWindow:
+    """The flag rate over the model page's window: ``rows`` are the store's
+    ``(bucket start, stored, flagged)``; ``end`` is None when nothing is stored."""
+
+    start: int | None
+    end: int | None
+    rows: list[tuple[int, int, int]]
+
+
+async def _flag_rate(request: Request, runtime: Runtime) -> RateWindow:
+    """The store's flag rate over the :data:`RATE_DAYS` days of transaction time up to the
+    latest stored transaction, read at most every :data:`PICTURE_TTL` seconds (the page and
+    its picture share it)."""
+    cache: dict[str, tuple[float, RateWindow]] = request.app.state.console_rates
+    hit = cache.get("window")
+    if hit is not None and time.monotonic() - hit[0] < PICTURE_TTL:
+        return hit[1]
+    last = await runtime.call(runtime.store.last_timestamp)
+    if last is None:
+        window = RateWindow(None, None, [])
+    else:
+        end = (last // RATE_BUCKET_MS + 1) * RATE_BUCKET_MS  # the end of the latest bucket
+        start = end - RATE_DAYS * 86_400_000
+        rows = await runtime.call(runtime.store.flag_rate, start, end, RATE_BUCKET_MS)
+        window = RateWindow(start, end, rows)
+    cache["window"] = (time.monotonic(), window)
+    return window
 
 
 @router.get("/api/live")
@@ -361,7 +399,8 @@ async def live(request: Request) -> Response:
     sampler: LiveSampler | None = getattr(request.app.state, "console_sampler", None)
     if sampler is None or sampler.metrics is not runtime.metrics:
         sampler = request.app.state.console_sampler = LiveSampler(runtime.metrics)
-    return json_response(sampler.series())
+    # Each worker process keeps its own metrics: say which one answered.
+    return json_response({**sampler.series(), "worker": os.getpid()})
 
 
 # --------------------------------------------------------------------------- decisions

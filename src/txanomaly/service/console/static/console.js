@@ -44,7 +44,8 @@
       var tot = data.totals;
       live.querySelector("[data-k='totals']").textContent =
         tot.requests.toLocaleString() + " req, " + tot.stored.toLocaleString() + " stored, " +
-        tot.flagged.toLocaleString() + " flagged";
+        tot.flagged.toLocaleString() + " flagged" +
+        (data.worker ? " (worker " + data.worker + ")" : "");
     }).catch(function () {});
   }
   refresh();

@@ -15,10 +15,17 @@ Times are medians of ``--repeats`` runs (each stage after the first run has warm
 Python workers). Peak memory: the driver's Python process, the JVM (driver and, in local
 mode, the executors' threads) and the Python workers together, sampled from /proc every 0.2 s.
 
+With ``--history-db postgresql://...``, a fifth stage, ``history``: the service store's
+history of all rows built on Spark and bulk-loaded by ``COPY``
+(:func:`txanomaly.spark.load_history`), beside the local ``history load`` path (row-by-row
+ingestion, timed on the first 100,000 rows and scaled to n), each into a fresh schema.
+The load averages at the start and the end of each size are printed with its figures.
+
 Usage::
 
     python benchmarks/bench_spark.py                        # 1M and 10M rows
     python benchmarks/bench_spark.py --sizes 200000 --repeats 1
+    python benchmarks/bench_spark.py --sizes 1000000 --history-db postgresql://postgres@127.0.0.1:5432/test
 """
 
 from __future__ import annotations
@@ -39,16 +46,44 @@ CACHE = Path(tempfile.gettempdir()) / "txanomaly-bench"
 STAGES = ("read", "features", "epoch", "score")
 
 
+#: Rows generated at a time: a 10M-row set is written in blocks, never held whole.
+GENERATE_BLOCK = 1_000_000
+
+
 def dataset(n: int) -> Path:
-    """Synthetic transactions (n rows, n/50 users, 30 days) as flat Parquet, cached."""
-    from txanomaly.io import write_table
+    """Synthetic transactions (n rows, n/50 users, 30 days) as flat Parquet, cached.
+
+    Above :data:`GENERATE_BLOCK` rows, blocks of that many rows (their own seeds, the same
+    n/50 user ids, transaction ids prefixed by the block) are appended to one file.
+    """
+    import polars as pl
+    import pyarrow.parquet as pq
+
     from txanomaly.synth import generate
 
     path = CACHE / f"tx-{n}.parquet"
-    if not path.exists():
-        CACHE.mkdir(parents=True, exist_ok=True)
-        result = generate(n, users=max(n // 50, 10), days=30, anomaly_rate=0.01, seed=0)
-        write_table(result.transactions, path)
+    if path.exists():
+        return path
+    CACHE.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".partial")
+    writer = None
+    try:
+        for block, start in enumerate(range(0, n, GENERATE_BLOCK)):
+            rows = min(GENERATE_BLOCK, n - start)
+            frame = generate(rows, users=max(n // 50, 10), days=30, anomaly_rate=0.01,
+                             seed=block).transactions
+            if n > GENERATE_BLOCK:
+                frame = frame.with_columns(pl.format("b{}-{}", pl.lit(block),
+                                                     pl.col("transaction_id"))
+                                           .alias("transaction_id"))
+            table = frame.to_arrow()
+            if writer is None:
+                writer = pq.ParquetWriter(partial, table.schema)
+            writer.write_table(table, row_group_size=256_000)
+    finally:
+        if writer is not None:
+            writer.close()
+    partial.rename(path)
     return path
 
 
@@ -116,7 +151,12 @@ def _timed(repeats: int, run) -> tuple[float, object]:  # type: ignore[no-untype
     return statistics.median(times), out
 
 
-def local_worker(path: Path, repeats: int) -> dict:
+#: The local history load (row-by-row ingestion) is timed on this many rows and scaled to n:
+#: it is linear in the rows (each batch reads its keys' recent rows through an index).
+HISTORY_LOCAL_ROWS = 100_000
+
+
+def local_worker(path: Path, repeats: int, history_db: str | None) -> dict:
     from txanomaly.detector import AnomalyDetector
     from txanomaly.features.batch import compute_features
     from txanomaly.io import load_transactions
@@ -131,11 +171,14 @@ def local_worker(path: Path, repeats: int) -> dict:
     times["epoch"], model = _timed(repeats, lambda: TransactionModel("standard", detector)
                                    .fit(X))
     times["score"], _ = _timed(repeats, lambda: model.score_frame(features))  # type: ignore
+    if history_db:
+        rows = min(HISTORY_LOCAL_ROWS, frame.height)
+        times["history"] = _local_history(frame, model, history_db, rows) * frame.height / rows
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return {"times": times, "memory": {"driver_mb": round(peak)}}
 
 
-def spark_worker(path: Path, repeats: int, master: str) -> dict:
+def spark_worker(path: Path, repeats: int, history_db: str | None, master: str) -> dict:
     from pyspark import StorageLevel
 
     from txanomaly import spark as txs
@@ -168,17 +211,74 @@ def spark_worker(path: Path, repeats: int, master: str) -> dict:
                                                             AnomalyDetector(epochs=1)))
     times["score"], _ = _timed(repeats, lambda: txs.score(table, model).write.format("noop")
                                .mode("overwrite").save())
+    table.unpersist()
+    if history_db:
+        times["history"] = _spark_history(frame, model, history_db)  # type: ignore[arg-type]
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return {"times": times, "memory": {"driver_mb": round(peak), **sampler.stop()}}
 
 
-def run_worker(engine: str, path: Path, repeats: int, master: str) -> dict:
+def _fresh_store(url: str):  # type: ignore[no-untyped-def]
+    import uuid
+
+    from txanomaly.storage import sql_storage
+
+    return sql_storage(url, schema=f"txa_bench_{uuid.uuid4().hex[:8]}")
+
+
+def _spark_history(frame, model, url: str) -> float:  # type: ignore[no-untyped-def]
+    """Seconds of ``load_history`` (the store's history built on Spark, bulk-loaded: COPY
+    on PostgreSQL) of every row into an empty schema (dropped after)."""
+    from txanomaly import spark as txs
+    from txanomaly.scoring import Scorer
+
+    with tempfile.TemporaryDirectory() as tmp:
+        model.save(Path(tmp) / "model")
+        scorer = Scorer.load(Path(tmp) / "model")
+    storage = _fresh_store(url)
+    try:
+        start = time.perf_counter()
+        txs.load_history(frame, scorer, storage)
+        return time.perf_counter() - start
+    finally:
+        storage.drop_tables()
+        storage.close()
+
+
+def _local_history(frame, model, url: str, rows: int) -> float:  # type: ignore[no-untyped-def]
+    """Seconds of the local ``history load`` path (``ingest_history``, 1,000 a batch) of the
+    first ``rows`` rows into an empty schema (dropped after)."""
+    from txanomaly.ingest import ingest_history
+    from txanomaly.scoring import Scorer
+
+    with tempfile.TemporaryDirectory() as tmp:
+        model.save(Path(tmp) / "model")
+        scorer = Scorer.load(Path(tmp) / "model")
+    storage = _fresh_store(url)
+    try:
+        start = time.perf_counter()
+        for _ in ingest_history(frame.head(rows), scorer, storage, 1000):
+            pass
+        return time.perf_counter() - start
+    finally:
+        storage.drop_tables()
+        storage.close()
+
+
+def run_worker(engine: str, path: Path, repeats: int, master: str,
+               history_db: str | None) -> dict:
     cmd = [sys.executable, __file__, "--worker", engine, "--path", str(path), "--repeats",
-           str(repeats), "--master", master]
+           str(repeats), "--master", master, *(["--history-db", history_db] if history_db
+                                               else [])]
     done = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise SystemExit(f"{engine} worker failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _load() -> str:
+    one, five, fifteen = os.getloadavg()
+    return f"load average {one:.2f}, {five:.2f}, {fifteen:.2f}"
 
 
 def main() -> None:
@@ -186,27 +286,36 @@ def main() -> None:
     parser.add_argument("--sizes", default="1000000,10000000")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--master", default="local[2]")
+    parser.add_argument("--history-db", default=None, help="PostgreSQL URL: also time the "
+                        "service's history load (Spark + COPY vs local ingestion) into a "
+                        "fresh schema of it")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--path", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        fn = local_worker if args.worker == "local" else spark_worker
-        out = fn(Path(args.path), args.repeats, *(() if args.worker == "local"
-                                                  else (args.master,)))
+        if args.worker == "local":
+            out = local_worker(Path(args.path), args.repeats, args.history_db)
+        else:
+            out = spark_worker(Path(args.path), args.repeats, args.history_db, args.master)
         print(json.dumps(out))
         return
     print(f"txanomaly on Spark ({args.master}) vs one machine; medians of {args.repeats} "
-          f"run(s); {os.cpu_count()} CPU(s)")
+          f"run(s); {os.cpu_count()} CPU(s); {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
+    stages = [*STAGES, *(["history"] if args.history_db else [])]
     for n in (int(s) for s in args.sizes.split(",")):
         path = dataset(n)
-        local = run_worker("local", path, args.repeats, args.master)
-        spark = run_worker("spark", path, args.repeats, args.master)
-        print(f"\n{n:,} rows")
+        before = _load()
+        local = run_worker("local", path, args.repeats, args.master, args.history_db)
+        spark = run_worker("spark", path, args.repeats, args.master, args.history_db)
+        print(f"\n{n:,} rows ({before} at the start, {_load()} at the end)")
         print(f"{'stage':<10}{'local s':>10}{'spark s':>10}{'spark/local':>13}"
               f"{'spark rows/s':>14}")
-        for stage in STAGES:
+        for stage in stages:
             a, b = local["times"][stage], spark["times"][stage]
             print(f"{stage:<10}{a:>10.2f}{b:>10.2f}{b / a:>13.1f}{n / b:>14,.0f}")
+        if args.history_db:
+            print(f"history: local = ingestion of the first {min(HISTORY_LOCAL_ROWS, n):,} "
+                  "rows, scaled to all; spark = load_history of all rows (COPY)")
         print(f"peak memory: local process {local['memory']['driver_mb']:,} MB; spark driver "
               f"(Python) {spark['memory']['driver_mb']:,} MB, JVM "
               f"{spark['memory']['jvm_mb']:,} MB, Python workers "

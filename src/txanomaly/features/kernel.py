@@ -5,7 +5,9 @@ pair, coded as a uint32), exactly the state the online engine keeps per key: the
 sum (added one by one), the last timestamp, and the shifted log-amount moments; each window
 (t - W, t] is a second pointer trailing the first by W. Each feature is written straight into
 its output column; the pass is O(rows), reads and writes the table in order, and releases the
-GIL (the batch engine runs one key per thread).
+GIL (the batch engine runs one key per thread). The same pass runs over a whole table or over
+its time-ordered chunks one after the other (:class:`ChunkedKeyPass` carries the state from
+one to the next), with the same results to the last bit.
 
 Only IEEE-exact operations are done here (+ - * / and sqrt, no fused multiply-add, no fast
 math), so the results are bit-identical to the same arithmetic in NumPy or Python floats. The
@@ -42,9 +44,6 @@ _zscore = numba.njit(nogil=True, cache=True)(fx.log_zscore_with_history)
 _CODES = types.Array(types.uint32, 1, "C", readonly=True)  # one per table row
 _INTS = types.Array(types.int64, 1, "C", readonly=True)
 _FLOATS = types.Array(types.float64, 1, "C", readonly=True)
-#: One signature, compiled (or loaded from Numba's cache) at import; writable arrays match it too.
-_SIGNATURE = types.void(_CODES, _CODES, types.boolean, _INTS, _FLOATS, _FLOATS, _INTS, _INTS,
-                        _INTS, _INTS, types.Array(types.float64, 2, "C"))
 #: The code of a missing id (Polars' categorical codes stay below it).
 MISSING = 0xFFFFFFFF
 
@@ -61,170 +60,11 @@ def key_pass(codes: np.ndarray, order: np.ndarray | None, ts: np.ndarray, amount
     windows: window lengths in ms, -1 for all history;
     columns, ops, window_of: per feature, its row in ``out``, its op code and its window index;
     out: (features, table rows) float64, C order.
+
+    The whole table is one chunk of a :class:`ChunkedKeyPass` (the same compiled pass).
     """
-    def ints(values: np.ndarray | list[int]) -> np.ndarray:
-        return np.ascontiguousarray(values, dtype=np.int64)
-
-    def floats(values: np.ndarray) -> np.ndarray:
-        return np.ascontiguousarray(values, dtype=np.float64)
-
-    n = codes.size
-    if n > MISSING:
-        raise ValueError("more than 2**32 - 1 rows: beyond the uint32 row index")
-    if ts.size != n or (order is not None and (order.size != n or (n and (
-            order.min() < 0 or order.max() >= n)))):
-        raise ValueError("codes, order and the table's columns need one entry per table row")
-    ordered = order is None
-    _key_pass(np.ascontiguousarray(codes, dtype=np.uint32),
-              np.empty(0, np.uint32) if order is None else np.ascontiguousarray(order, np.uint32),
-              ordered, ints(ts), floats(amount), floats(log_amount),
-              ints(windows), ints(columns), ints(ops), ints(window_of), out)
-
-
-@numba.njit(nogil=True, cache=True)
-def _ring_size(ts: np.ndarray, order: np.ndarray, ordered: bool, span: int
-               ) -> int:  # pragma: no cover
-    """The smallest power of two above the most rows any window (t - span, t] holds."""
-    most = 0
-    e = 0
-    for i in range(ts.size):
-        t = ts[i if ordered else order[i]]
-        while ts[e if ordered else order[e]] <= t - span:
-            e += 1
-        most = max(most, i + 1 - e)
-    size = 1
-    while size <= most:
-        size *= 2
-    return size
-
-
-@numba.njit(_SIGNATURE, nogil=True, cache=True)
-def _key_pass(codes: np.ndarray, order: np.ndarray, ordered: bool, ts: np.ndarray,
-              amount: np.ndarray, log_amount: np.ndarray, windows: np.ndarray,
-              columns: np.ndarray, ops: np.ndarray, window_of: np.ndarray,
-              out: np.ndarray) -> None:  # pragma: no cover
-    """:func:`key_pass`, compiled. Coverage cannot see inside; the tests compare it with a
-    brute-force reference and with the online engine.
-
-    One pass in time order keeps, per key value, the state the online engine keeps: how many
-    transactions so far, the running amount sum (added one by one), the last timestamp and the
-    shifted log-amount moments. A window (t - W, t] is a second pointer that trails the first
-    by W: each transaction it passes leaves its key value's window, which then starts after it
-    (its running sum, kept in a ring while a window trails it, is the sum before the window).
-    Every table-sized array is read and written in order; only the per-value state (a few
-    8-byte fields, as the ops need) is reached at random.
-    """
-    size = codes.size
-    n_codes = 0
-    for i in range(size):
-        c = codes[i]
-        if c != MISSING:
-            n_codes = max(n_codes, int(c) + 1)
-    moments = False  # the ops say which state is kept
-    gaps = False
-    summed = False
-    for j in range(ops.size):
-        moments |= ops[j] == ZSCORE
-        gaps |= ops[j] == GAP_SECONDS
-        summed |= ops[j] == MEAN_DIFF or ops[j] == WINDOW_MEAN
-    # Per value, 8-byte fields (the float ones are a view of the same memory): [0] transactions
-    # so far; the last timestamp (LAST); the running sum (SUM); the shift, the sum of shifted
-    # log amounts and of their squares (MOMENTS); then per finite window, the transactions
-    # that left it and the running sum up to the last of them.
-    n_fields = 1
-    last = sum_at = shift = -1
-    if gaps:
-        last = n_fields
-        n_fields += 1
-    if summed:
-        sum_at = n_fields
-        n_fields += 1
-    if moments:
-        shift = n_fields
-        n_fields += 3
-    field = np.full(windows.size, -1, np.int64)
-    for w in range(windows.size):
-        if windows[w] >= 0:
-            field[w] = n_fields
-            n_fields += 2 if summed else 1
-    state = np.zeros((n_codes, n_fields), np.int64)
-    sums = state.view(np.float64)
-    # The running sum at each place in time order that a window still trails, in a ring as
-    # large as the most transactions the longest window holds.
-    longest = -1
-    for w in range(windows.size):
-        if field[w] >= 0 and (longest < 0 or windows[w] > windows[longest]):
-            longest = w
-    ring = np.empty(_ring_size(ts, order, ordered, windows[longest])
-                    if summed and longest >= 0 else 0, np.float64)
-    trail = np.zeros(windows.size, np.int64)  # the windows' trailing pointers (time order)
-    wsum = np.empty(windows.size, np.float64)
-    wcount = np.empty(windows.size, np.int64)
-    for i in range(size):
-        r = np.int64(i) if ordered else np.int64(order[i])
-        t = ts[r]
-        for w in range(windows.size):  # transactions at or before t - W leave the window
-            if field[w] < 0:
-                continue
-            e = trail[w]
-            while e < i:
-                leaving = np.int64(e) if ordered else np.int64(order[e])
-                if ts[leaving] > t - windows[w]:
-                    break
-                if codes[leaving] != MISSING:
-                    gone = np.int64(codes[leaving])
-                    state[gone, field[w]] += 1
-                    if summed:
-                        sums[gone, field[w] + 1] = ring[e & (ring.size - 1)]
-                e += 1
-            trail[w] = e
-        code = codes[r]
-        if code == MISSING:
-            continue
-        c = np.int64(code)
-        a = amount[r]
-        k = state[c, 0]  # transactions before this one
-        cum = ((0.0 if k == 0 else sums[c, sum_at]) + a) if summed else 0.0
-        if ring.size:
-            ring[i & (ring.size - 1)] = cum
-        for w in range(windows.size):
-            f = field[w]
-            if f < 0:
-                wsum[w] = cum
-                wcount[w] = k + 1
-            else:
-                left = state[c, f]
-                wsum[w] = cum - (sums[c, f + 1] if summed and left > 0 else 0.0)
-                wcount[w] = k + 1 - left
-        if moments and k == 0:
-            sums[c, shift] = log_amount[r]
-        for j in range(ops.size):
-            op = ops[j]
-            w = window_of[j]
-            if op == MEAN_DIFF:
-                value = a - wsum[w] / wcount[w]
-            elif op == COUNT:
-                value = float(wcount[w])
-            elif op == WINDOW_MEAN:
-                value = wsum[w] / wcount[w]
-            elif op == ZSCORE:
-                value = 0.0 if k == 0 else _zscore(log_amount[r], sums[c, shift],
-                                                   sums[c, shift + 1], sums[c, shift + 2], k)
-            elif op == GAP_SECONDS:
-                value = NO_PREVIOUS if k == 0 else min((t - state[c, last]) / 1000.0,
-                                                       GAP_CAP_SECONDS)
-            else:  # FIRST
-                value = 1.0 if k == 0 else 0.0
-            out[columns[j], r] = value
-        if moments:
-            d = log_amount[r] - sums[c, shift]
-            sums[c, shift + 1] += d
-            sums[c, shift + 2] += d * d
-        state[c, 0] = k + 1
-        if gaps:
-            state[c, last] = t
-        if summed:
-            sums[c, sum_at] = cum
+    ChunkedKeyPass(windows, columns, ops, window_of).run(codes, ts, amount, log_amount, out,
+                                                         order=order, last=True)
 
 
 def pair_codes(first: np.ndarray, second: np.ndarray) -> np.ndarray:
@@ -372,16 +212,21 @@ def hour_and_weekday(ts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:  # pragma
 
 
 class ChunkedKeyPass:
-    """One key's pass carried from one time-ordered chunk to the next.
+    """One key's pass over a table, a time-ordered chunk at a time (a whole table is one chunk).
 
-    It keeps what :func:`_key_pass` keeps for a whole table, but across calls: the per-value
-    state (one row per code, grown as new codes appear; codes must be stable across chunks)
-    and, for the finite windows, the rows that a window still trails (their timestamp, code
-    and running sum: the rows of the last W milliseconds, whatever their chunk). Feeding the
-    chunks of a time-ordered table one after the other gives, bit for bit, what one
-    :func:`key_pass` over the whole table gives: the arithmetic is the same, in the same order.
-    Memory: the state grows with the key's distinct values, the trail with the rows in the
-    longest window, and nothing with the rows already passed.
+    One pass in time order keeps, per key value, the state the online engine keeps: how many
+    transactions so far, the running amount sum (added one by one), the last timestamp and the
+    shifted log-amount moments. A window (t - W, t] is a second pointer that trails the first
+    by W: each transaction it passes leaves its key value's window, which then starts after it
+    (its running sum, kept in a ring while a window trails it, is the sum before the window).
+
+    Across calls it keeps the per-value state (one row per code, grown as new codes appear;
+    codes must be stable across chunks) and, for the finite windows, the rows a window still
+    trails (their timestamp and code here, their running sum in the ring: the rows of the last
+    W milliseconds, whatever their chunk). Feeding the chunks of a time-ordered table one
+    after the other gives, bit for bit, what one call over the whole table gives: the same
+    arithmetic in the same order. Memory: the state grows with the key's distinct values, the
+    trail with the rows in the longest window, nothing with the rows already passed.
     """
 
     def __init__(self, windows: list[int], columns: list[int], ops: list[int],
@@ -391,7 +236,10 @@ class ChunkedKeyPass:
         self.ops = np.asarray(ops, np.int64)
         self.window_of = np.asarray(window_of, np.int64)
         summed = any(op in (MEAN_DIFF, WINDOW_MEAN) for op in ops)
-        # The field layout of _key_pass: [0] count, LAST, SUM, MOMENTS (3), 1-2 per window.
+        # Per value, 8-byte fields (the float ones are a view of the same memory): [0]
+        # transactions so far; the last timestamp (LAST); the running sum (SUM); the shift,
+        # the sum of shifted log amounts and of their squares (MOMENTS); then per finite
+        # window, the transactions that left it and the running sum up to the last of them.
         n_fields = 1
         self.last = self.sum_at = self.shift = -1
         if GAP_SECONDS in ops:
@@ -405,100 +253,189 @@ class ChunkedKeyPass:
             if span >= 0:
                 self.field[w] = n_fields
                 n_fields += 2 if summed else 1
+        finite = self.field >= 0
+        # The longest finite window's index: its rows are the trail; -1: none.
+        self.longest = int(np.argmax(np.where(finite, self.windows, -1))) if finite.any() else -1
+        self.summed = summed
         self.state = np.zeros((0, n_fields), np.int64)
-        self.trail = np.zeros(len(windows), np.int64)  # positions in the tail + chunk
-        self.tail_ts = np.empty(0, np.int64)
+        self.position = 0  # rows passed so far (time order)
+        self.trail = np.zeros(len(windows), np.int64)  # positions of the windows' pointers
+        self.tail_ts = np.empty(0, np.int64)  # rows from min(trail) to ``position``
         self.tail_codes = np.empty(0, np.uint32)
-        self.tail_cum = np.empty(0, np.float64)
-
-    @property
-    def values(self) -> int:
-        """How many key values have state (the slots allocated: at least the codes seen)."""
-        return int(self.state.shape[0])
+        self.ring = np.empty(0, np.float64)
 
     def run(self, codes: np.ndarray, ts: np.ndarray, amount: np.ndarray,
-            log_amount: np.ndarray, out: np.ndarray) -> None:
-        """Evaluate the next chunk (rows in time order, after every row of the chunks before)
-        into ``out`` (features x chunk rows; rows without the key are not written)."""
+            log_amount: np.ndarray, out: np.ndarray, order: np.ndarray | None = None,
+            last: bool = False) -> None:
+        """Evaluate the next chunk into ``out`` (features x chunk rows; rows without the key
+        are not written). Its rows come after every row of the chunks before in time order;
+        ``order``: the chunk's rows in time order (ties in input order), None when they
+        already are; ``last``: no chunk follows (nothing is kept for one)."""
         n = codes.size
-        if ts.size != n or amount.size != n or log_amount.size != n or out.shape[1] != n:
-            raise ValueError("codes and the chunk's columns need one entry per chunk row")
+        if n > MISSING:
+            raise ValueError("more than 2**32 - 1 rows: beyond the uint32 row index")
+        if ts.size != n or amount.size != n or log_amount.size != n or out.shape[1] != n or (
+                order is not None and (order.size != n or (n and (
+                    order.min() < 0 or order.max() >= n)))):
+            raise ValueError("codes, order and the table's columns need one entry per table row")
         if n == 0:
             return
-        known = codes[codes != MISSING]
-        if known.size:
-            top = int(known.max()) + 1
-            if top > self.state.shape[0]:  # new values: grow (doubling, as a list would)
-                grown = np.zeros((max(top, 2 * self.state.shape[0]), self.state.shape[1]),
-                                 np.int64)
-                grown[:self.state.shape[0]] = self.state
-                self.state = grown
-        start = self.tail_ts.size
-        all_ts = np.concatenate([self.tail_ts, np.asarray(ts, np.int64)])
-        all_codes = np.concatenate([self.tail_codes, np.asarray(codes, np.uint32)])
-        cum = np.concatenate([self.tail_cum, np.zeros(n, np.float64)])
-        _chunk_pass(all_codes, all_ts, start, np.ascontiguousarray(amount, np.float64),
-                    np.ascontiguousarray(log_amount, np.float64), cum, self.trail, self.state,
-                    self.windows, self.field, self.last, self.sum_at, self.shift,
-                    self.columns, self.ops, self.window_of, out)
+        codes = np.ascontiguousarray(codes, np.uint32)
+        ts = np.ascontiguousarray(ts, np.int64)
+        ordered = order is None
+        order = np.empty(0, np.uint32) if order is None else np.ascontiguousarray(order,
+                                                                                   np.uint32)
+        top = _top_code(codes)
+        if top > self.state.shape[0]:  # new values: grow (doubling, as a list would)
+            grown = np.zeros((top if last else max(top, 2 * self.state.shape[0]),
+                              self.state.shape[1]), np.int64)
+            grown[:self.state.shape[0]] = self.state
+            self.state = grown
+        first = self.position
+        if self.summed and self.longest >= 0:  # the ring holds the longest window's rows
+            need = _ring_size(self.tail_ts, ts, order, ordered, first,
+                              int(self.trail[self.longest]), int(self.windows[self.longest]))
+            if need > self.ring.size:
+                self.ring = _grown_ring(self.ring, need, int(self.trail[self.longest]), first)
+        _pass(codes, order, ordered, ts, np.ascontiguousarray(amount, np.float64),
+              np.ascontiguousarray(log_amount, np.float64), self.tail_codes, self.tail_ts,
+              first, self.ring, self.trail, self.state, self.windows, self.field, self.last,
+              self.sum_at, self.shift, self.columns, self.ops, self.window_of, out)
+        self.position = first + n
+        if last:
+            return
         finite = self.field >= 0
-        keep = int(self.trail[finite].min()) if finite.any() else all_ts.size
-        self.tail_ts = all_ts[keep:].copy()
-        self.tail_codes = all_codes[keep:].copy()
-        self.tail_cum = cum[keep:].copy()
-        self.trail -= keep
-        self.trail[~finite] = 0
+        keep = int(self.trail[finite].min()) if finite.any() else self.position
+        self.trail[~finite] = self.position
+        start = first - self.tail_ts.size  # the tail's first position
+        in_time = ts if ordered else ts[order]
+        in_codes = codes if ordered else codes[order]
+        self.tail_ts = np.concatenate([self.tail_ts[max(keep - start, 0):],
+                                       in_time[max(keep - first, 0):]])
+        self.tail_codes = np.concatenate([self.tail_codes[max(keep - start, 0):],
+                                          in_codes[max(keep - first, 0):]])
 
 
-@numba.njit(nogil=True, cache=True)
-def _chunk_pass(codes: np.ndarray, ts: np.ndarray, start: int, amount: np.ndarray,
-                log_amount: np.ndarray, cum: np.ndarray, trail: np.ndarray, state: np.ndarray,
-                windows: np.ndarray, field: np.ndarray, last: int, sum_at: int, shift: int,
-                columns: np.ndarray, ops: np.ndarray, window_of: np.ndarray,
-                out: np.ndarray) -> None:  # pragma: no cover
-    """:class:`ChunkedKeyPass`'s pass, compiled: :func:`_key_pass`'s loop over rows
-    ``start..`` of the tail + chunk (time order), the running sums of the rows before
-    ``start`` given in ``cum``; ``state`` and ``trail`` are updated in place. The arithmetic
-    is :func:`_key_pass`'s, operation for operation (the tests compare them bit for bit)."""
+@numba.njit(types.int64(_CODES), nogil=True, cache=True)
+def _top_code(codes: np.ndarray) -> int:  # pragma: no cover
+    """1 + the largest code other than MISSING (0 if none)."""
+    top = 0
+    for i in range(codes.size):
+        c = codes[i]
+        if c != MISSING:
+            top = max(top, int(c) + 1)
+    return top
+
+
+def _grown_ring(ring: np.ndarray, need: int, oldest: int, end: int) -> np.ndarray:
+    """A ring of at least ``need`` entries (a power of two) holding ``ring``'s entries for
+    the positions oldest..end-1."""
+    size = 1
+    while size < need:
+        size *= 2
+    grown = np.empty(size, np.float64)
+    if ring.size:
+        positions = np.arange(oldest, end)
+        grown[positions & (size - 1)] = ring[positions & (ring.size - 1)]
+    return grown
+
+
+@numba.njit(types.int64(_INTS, _INTS, _CODES, types.boolean, types.int64, types.int64,
+                        types.int64), nogil=True, cache=True)
+def _ring_size(tail_ts: np.ndarray, ts: np.ndarray, order: np.ndarray, ordered: bool,
+               first: int, trail: int, span: int) -> int:  # pragma: no cover
+    """The smallest power of two above the most rows the window (t - span, t] holds at any
+    row of the chunk, the rows before it (from position ``trail`` on, the tail's) included."""
+    most = 0
+    e = trail
+    start = first - tail_ts.size
+    for i in range(first, first + ts.size):
+        t = ts[i - first if ordered else order[i - first]]
+        while e < i:
+            te = tail_ts[e - start] if e < first else ts[
+                e - first if ordered else order[e - first]]
+            if te > t - span:
+                break
+            e += 1
+        most = max(most, i + 1 - e)
+    size = 1
+    while size <= most:
+        size *= 2
+    return size
+
+
+_PASS = types.void(_CODES, _CODES, types.boolean, _INTS, _FLOATS, _FLOATS, _CODES, _INTS,
+                   types.int64, types.Array(types.float64, 1, "C"),
+                   types.Array(types.int64, 1, "C"), types.Array(types.int64, 2, "C"),
+                   _INTS, _INTS, types.int64, types.int64, types.int64, _INTS, _INTS, _INTS,
+                   types.Array(types.float64, 2, "C"))
+
+
+@numba.njit(_PASS, nogil=True, cache=True)
+def _pass(codes: np.ndarray, order: np.ndarray, ordered: bool, ts: np.ndarray,
+          amount: np.ndarray, log_amount: np.ndarray, tail_codes: np.ndarray,
+          tail_ts: np.ndarray, first: int, ring: np.ndarray, trail: np.ndarray,
+          state: np.ndarray, windows: np.ndarray, field: np.ndarray, last: int, sum_at: int,
+          shift: int, columns: np.ndarray, ops: np.ndarray, window_of: np.ndarray,
+          out: np.ndarray) -> None:  # pragma: no cover
+    """:class:`ChunkedKeyPass`'s pass over one chunk, compiled. Coverage cannot see inside;
+    the tests compare it with a brute-force reference and with the online engine.
+
+    Positions count rows in time order from the table's first; the chunk's are
+    first..first+n-1 (row ``order[p - first]``, or ``p - first`` when ``ordered``), the
+    tail's the ones just before. ``state``, ``trail`` and ``ring`` are updated in place.
+    Every chunk-sized array is read and written in order; only the per-value state (a few
+    8-byte fields, as the ops need) is reached at random.
+    """
     summed = sum_at >= 0
     moments = shift >= 0
     gaps = last >= 0
     sums = state.view(np.float64)
+    start = first - tail_ts.size
+    mask = ring.size - 1
     wsum = np.empty(windows.size, np.float64)
     wcount = np.empty(windows.size, np.int64)
-    for i in range(start, codes.size):
-        t = ts[i]
+    for i in range(first, first + codes.size):
+        r = np.int64(i - first) if ordered else np.int64(order[i - first])
+        t = ts[r]
         for w in range(windows.size):  # transactions at or before t - W leave the window
             if field[w] < 0:
                 continue
             e = trail[w]
             while e < i:
-                if ts[e] > t - windows[w]:
+                if e < first:
+                    te = tail_ts[e - start]
+                    ce = tail_codes[e - start]
+                else:
+                    leaving = np.int64(e - first) if ordered else np.int64(order[e - first])
+                    te = ts[leaving]
+                    ce = codes[leaving]
+                if te > t - windows[w]:
                     break
-                if codes[e] != MISSING:
-                    gone = np.int64(codes[e])
+                if ce != MISSING:
+                    gone = np.int64(ce)
                     state[gone, field[w]] += 1
                     if summed:
-                        sums[gone, field[w] + 1] = cum[e]
+                        sums[gone, field[w] + 1] = ring[e & mask]
                 e += 1
             trail[w] = e
-        code = codes[i]
+        code = codes[r]
         if code == MISSING:
             continue
-        r = i - start
         c = np.int64(code)
         a = amount[r]
         k = state[c, 0]  # transactions before this one
-        total = ((0.0 if k == 0 else sums[c, sum_at]) + a) if summed else 0.0
-        cum[i] = total
+        cum = ((0.0 if k == 0 else sums[c, sum_at]) + a) if summed else 0.0
+        if ring.size:
+            ring[i & mask] = cum
         for w in range(windows.size):
             f = field[w]
             if f < 0:
-                wsum[w] = total
+                wsum[w] = cum
                 wcount[w] = k + 1
             else:
                 left = state[c, f]
-                wsum[w] = total - (sums[c, f + 1] if summed and left > 0 else 0.0)
+                wsum[w] = cum - (sums[c, f + 1] if summed and left > 0 else 0.0)
                 wcount[w] = k + 1 - left
         if moments and k == 0:
             sums[c, shift] = log_amount[r]
@@ -528,7 +465,7 @@ def _chunk_pass(codes: np.ndarray, ts: np.ndarray, start: int, amount: np.ndarra
         if gaps:
             state[c, last] = t
         if summed:
-            sums[c, sum_at] = total
+            sums[c, sum_at] = cum
 
 
 class PairSlots:

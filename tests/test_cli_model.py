@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import pytest
 from typer.testing import CliRunner
@@ -144,3 +145,68 @@ def test_all_rejected_input(model_dir, tmp_path):
                                                                   "anomaly_score"]
     result = runner.invoke(app, ["train", str(src), "-o", str(tmp_path / "m")])
     assert result.exit_code == 1 and "training needs at least 2" in result.output
+
+
+def test_chunked_train_and_score_equal_the_whole_table_in_memory(transactions, model_dir,
+                                                                  tmp_path):
+    """Chunk borders change nothing: the model equals TransactionModel.fit on the whole
+    feature table bit for bit, and the scores equal score_frame's."""
+    from txanomaly.detector import AnomalyDetector
+    from txanomaly.features.batch import compute_features
+    from txanomaly.features.roles import resolve_counterparty
+    from txanomaly.io import read_transactions
+    from txanomaly.pipeline import TransactionModel
+
+    chunked = tmp_path / "chunked"
+    result = runner.invoke(app, ["train", str(transactions), "-o", str(chunked), "--map", "5x5",
+                                 "--epochs", "5", "--contamination", "0.02", "--seed", "1",
+                                 "--chunk-rows", "700", "-q"])
+    assert result.exit_code == 0, result.output
+    frame = read_transactions(transactions)
+    fs, _ = resolve_counterparty("standard", frame, "auto")
+    memory = TransactionModel(fs, AnomalyDetector(map_size="5x5", epochs=5, contamination=0.02,
+                                                  random_state=1)).fit(
+        compute_features(frame, fs).select(fs.names))
+    for path in (chunked, model_dir):
+        loaded = TransactionModel.load(path)
+        assert loaded.feature_set_ == memory.feature_set_
+        assert np.array_equal(loaded.detector_.som_.weights.numpy(),
+                              memory.detector_.som_.weights.numpy())
+        assert loaded.threshold == memory.threshold
+    out = tmp_path / "s.parquet"
+    result = runner.invoke(app, ["score", str(transactions), "--model", str(chunked), "-o",
+                                 str(out), "--chunk-rows", "512", "-q"])
+    assert result.exit_code == 0, result.output
+    expected = memory.score_frame(compute_features(frame, fs))
+    assert pl.read_parquet(out).equals(expected)
+
+
+def test_train_on_a_sample(transactions, tmp_path):
+    result = runner.invoke(app, ["train", str(transactions), "-o", str(tmp_path / "m"),
+                                 "--map", "4x4", "--epochs", "3", "--sample", "1000", "--json",
+                                 "-q"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["sample"] == 1000 and summary["rows"] == 3000
+    assert load(tmp_path / "m").metadata["training_summary"]["rows"] == 3000
+
+
+def test_score_keeps_the_input_order_of_a_file_not_in_time_order(transactions, model_dir,
+                                                                   tmp_path):
+    from txanomaly.features.batch import compute_features
+    from txanomaly.io import read_transactions, write_table
+    from txanomaly.pipeline import TransactionModel
+
+    shuffled = read_transactions(transactions).sample(fraction=1.0, shuffle=True, seed=4)
+    src = write_table(shuffled, tmp_path / "shuffled.csv")
+    out = tmp_path / "s.csv"
+    result = runner.invoke(app, ["score", str(src), "--model", str(model_dir), "-o", str(out),
+                                 "--chunk-rows", "1000", "-q"])
+    assert result.exit_code == 0, result.output
+    model = TransactionModel.load(model_dir)
+    expected = model.score_frame(compute_features(read_transactions(src), model.feature_set_))
+    got = pl.read_csv(out)
+    assert got["transaction_id"].to_list() == shuffled["transaction_id"].to_list()
+    assert np.allclose(got["anomaly_score"].to_numpy(), expected["anomaly_score"].to_numpy(),
+                       rtol=1e-12)
+    assert got["reason_1"].equals(expected["reason_1"])

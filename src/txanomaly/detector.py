@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,8 +40,15 @@ from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from txanomaly.errors import NotFittedError, TxAnomalyError
-from txanomaly.scaling import SCALERS, fit_scaler
-from txanomaly.som import ALGORITHMS, INITIALIZATIONS, SelfOrganizingMap
+from txanomaly.rowstore import BLOCK_ROWS, RowStore
+from txanomaly.scaling import SCALERS, fit_scaler, fit_scaler_blocks
+from txanomaly.som import (
+    ALGORITHMS,
+    INITIALIZATIONS,
+    SelfOrganizingMap,
+    chunk_rows,
+    exponential_decay,
+)
 from txanomaly.threshold import QuantileThreshold, exceeds, risk_levels
 
 logger = logging.getLogger(__name__)
@@ -229,10 +236,118 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
         self._set_threshold(self._scores(Xs)[0])
         # A later partial_fit fine-tunes: its radius and learning rate start decayed.
         self.samples_seen_ = len(Xs) * self.epochs
-        self.training_summary_ = self._summary(Xs, map_distances,
-                                               time.perf_counter() - started)
+        self.training_summary_ = self._summary(
+            len(Xs), float(map_distances.double().mean()), self.som_.topographic_error(Xs),
+            time.perf_counter() - started)
         logger.info("trained %s", self.training_summary_)
         return self
+
+    def fit_stored(self, store: RowStore, transform: Callable[[np.ndarray], np.ndarray]
+                   | None = None, callback: Any = None, sample: int | None = None
+                   ) -> AnomalyDetector:
+        """:meth:`fit` on rows that need not fit in memory: those of ``store``, made the
+        detector's inputs block by block by ``transform`` (default: as they are).
+
+        The scaler, the scoring units and the threshold come from every row (exact: the
+        scores are held in memory, 8 bytes a row, for the quantile). The scaled rows go to
+        a float32 file next to ``store``; the ``batch`` map reads it once an epoch, one
+        block at a time, and ends bit for bit where :meth:`fit` on the same rows in memory
+        ends when its rows come column-major, as a DataFrame's do (row-major rows: the
+        scaler's sums may differ in the last bits, ~1e-15 relative, in another order).
+        ``online`` and ``seed`` load the scaled rows (4 bytes a value). ``sample``:
+        train the map on a uniform random sample of that many rows (without replacement,
+        drawn from the map's seed, kept in input order) held in memory instead of on every
+        row. The inputs must be float64 (the transform's output is converted).
+        """
+        rows, cols = self.check_params()
+        if sample is not None:
+            _check_int("sample", sample, 2)
+        n, d = store.n_rows, store.n_columns
+        if n < 2:
+            raise ValueError(f"Found array with {n} sample(s) while a minimum of 2 is "
+                             "required.")
+        started = time.perf_counter()
+        self.n_features_in_ = d
+        self.__dict__.pop("feature_names_in_", None)
+
+        def inputs() -> Iterator[np.ndarray]:
+            for number, block in enumerate(store.blocks(BLOCK_ROWS)):
+                # Column-major, as a DataFrame's values come to fit: the column sums then
+                # add in the same order (NumPy sums a contiguous column pairwise).
+                x = np.asfortranarray(block if transform is None else transform(block),
+                                      dtype=np.float64)
+                _check_finite_rows(x, number * BLOCK_ROWS)
+                yield x
+
+        self.center_, self.scale_ = self._weighted(*fit_scaler_blocks(
+            inputs, d, self._scaler_kind()))
+        scaled = RowStore(store.path.with_name(store.path.name + ".scaled"), d, np.float32)
+        try:
+            for x in inputs():
+                scaled.append(self._scaled(x))
+            self.som_ = self._new_som(rows, cols, d)
+            seen = self._train_stored(scaled, sample, callback)
+            self._finish_stored(scaled, started)
+        finally:
+            scaled.path.unlink(missing_ok=True)
+        self.samples_seen_ = seen * self.epochs
+        logger.info("trained %s", self.training_summary_)
+        return self
+
+    def _train_stored(self, scaled: RowStore, sample: int | None, callback: Any) -> int:
+        """Initialise and train the map on the scaled rows; returns the rows it trained on."""
+        rows, cols = self.som_.rows, self.som_.cols
+        init = "randn" if self.algorithm == "seed" else self.init
+        options = {"sigma": self._sigma(rows, cols), "sigma_end": self.sigma_end}
+        n = scaled.n_rows
+        if sample is None and self.algorithm == "batch":
+            picked = self.som_.initial_rows(n, init)
+            self.som_.initialize_from(
+                None if picked is None else torch.from_numpy(scaled.take(picked.numpy())), init)
+            step = self.batch_size or chunk_rows(self.som_.n_units, self.device)
+            block = step * max(1, BLOCK_ROWS // step)  # a multiple of the kernel's chunk
+            for epoch in range(self.epochs):
+                sigma = exponential_decay(options["sigma"], self.sigma_end, epoch, self.epochs)
+                self.som_.batch_epoch_blocks(
+                    (torch.from_numpy(b) for b in scaled.blocks(block)), sigma, step)
+                if callback is not None:
+                    callback(epoch + 1, self.epochs)
+            return n
+        if sample is not None and sample < n:
+            rng = np.random.default_rng(int(torch.randint(
+                2**62, (1,), generator=self.som_.generator)))
+            X = scaled.take(np.sort(rng.choice(n, size=sample, replace=False)))
+        else:
+            X = scaled.load()
+        Xs = torch.from_numpy(X).to(self.device)
+        self.som_.initialize(Xs, init)
+        self.som_.fit(Xs, algorithm=self.algorithm, epochs=self.epochs, **options,
+                      learning_rate=self.learning_rate,
+                      learning_rate_end=self.learning_rate / 100,
+                      chunk_size=self.batch_size, callback=callback)
+        return len(Xs)
+
+    def _finish_stored(self, scaled: RowStore, started: float) -> None:
+        """Scoring units, threshold and summary from every scaled row, a block at a time:
+        :meth:`fit`'s closing steps."""
+        n = scaled.n_rows
+        hits = np.zeros(self.som_.n_units, dtype=np.int64)
+        qe_sum, far = 0.0, 0
+        for block in scaled.blocks():
+            Xs = torch.from_numpy(block).to(self.device)
+            distances, bmu = self.som_.bmu_distances(Xs)
+            hits += torch.bincount(bmu, minlength=self.som_.n_units).cpu().numpy()
+            qe_sum += float(distances.double().sum())
+            far += round(self.som_.topographic_error(Xs) * len(Xs))
+        self._use_units(hits >= self.min_unit_share * n / hits.size)
+        scores = np.empty(n, dtype=np.float64)
+        for number, block in enumerate(scaled.blocks()):
+            first = number * BLOCK_ROWS
+            scores[first:first + len(block)] = self._scores(
+                torch.from_numpy(block).to(self.device))[0]
+        self._set_threshold(scores)
+        self.training_summary_ = self._summary(n, qe_sum / n, far / n,
+                                               time.perf_counter() - started)
 
     def partial_fit(self, X: Any, y: Any = None) -> AnomalyDetector:
         """Online update on one chunk of a stream (``algorithm`` is treated as ``online``).
@@ -262,7 +377,15 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
 
     def _fit_scaler(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The scaler's (center, scale), with ``feature_weights`` folded into the scale."""
-        center, scale = fit_scaler(X, "robust" if self.scaling == "auto" else self.scaling)
+        return self._weighted(*fit_scaler(X, self._scaler_kind()))
+
+    def _scaler_kind(self) -> str:
+        return "robust" if self.scaling == "auto" else self.scaling
+
+    def _weighted(self, center: np.ndarray, scale: np.ndarray
+                  ) -> tuple[np.ndarray, np.ndarray]:
+        """A fitted scaler with ``feature_weights`` folded into the scale (sets
+        ``directions_``, checked against the number of features)."""
         self.directions_ = self._checked_directions(scale.size)
         if self.feature_weights is None:
             return center, scale
@@ -372,13 +495,10 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
         self.offset_ = -rule.value
         self.labels_ = rule.flags(scores).astype(np.int64)
 
-    def _summary(self, Xs: torch.Tensor, map_distances: torch.Tensor, seconds: float
-                 ) -> dict[str, Any]:
-        """``map_distances``: each row's distance to its BMU over every unit, whichever units
-        score (the map's own quantization error)."""
-        qe = float(map_distances.double().mean())
-        return {"rows": len(Xs), "quantization_error": qe,
-                "topographic_error": self.som_.topographic_error(Xs),
+    def _summary(self, rows: int, qe: float, te: float, seconds: float) -> dict[str, Any]:
+        """``qe``: the rows' mean distance to their BMU over every unit, whichever units
+        score (the map's own quantization error); ``te``: the topographic error."""
+        return {"rows": rows, "quantization_error": qe, "topographic_error": te,
                 "seconds": round(seconds, 3), "algorithm": self.algorithm,
                 "epochs": self.epochs, "threshold": self.threshold_,
                 "scoring_units": int(self.active_units_.sum()),
@@ -630,6 +750,15 @@ def _check_finite_array(name: str, values: np.ndarray) -> None:
 def _quantiles(scores: np.ndarray) -> dict[str, float]:
     qs = np.quantile(scores, [0.5, 0.95, 0.99, 1.0])
     return {"p50": float(qs[0]), "p95": float(qs[1]), "p99": float(qs[2]), "max": float(qs[3])}
+
+
+def _check_finite_rows(X: np.ndarray, first: int) -> None:
+    """ValueError naming the first row (counted from 0 over the whole input, ``first`` being
+    this block's first row) and column of ``X`` that is not finite."""
+    if not np.isfinite(X).all():
+        row, col = np.argwhere(~np.isfinite(X))[0]
+        raise ValueError(f"row {first + int(row)}: input {int(col)} is {X[row, col]}; "
+                         "inputs must be finite")
 
 
 def _check_fitted(det: AnomalyDetector) -> None:

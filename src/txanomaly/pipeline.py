@@ -30,6 +30,7 @@ and leaves the caller's detector untouched, so ``clone``, ``get_params`` and gri
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +41,8 @@ from sklearn.base import BaseEstimator, clone
 from txanomaly import artifact
 from txanomaly.detector import AnomalyDetector, Explanation
 from txanomaly.errors import NotFittedError, TxAnomalyError
-from txanomaly.features.spec import FeatureSet, get_feature_set
+from txanomaly.features.spec import FITTED_TRANSFORMS, FeatureSet, get_feature_set
+from txanomaly.rowstore import RowStore
 
 #: Rows explained at a time by :meth:`TransactionModel.score_frame`.
 SCORE_CHUNK = 100_000
@@ -122,6 +124,31 @@ class TransactionModel(BaseEstimator):
         self.detector_ = detector
         return self
 
+    def fit_stored(self, store: RowStore, callback: Any = None, sample: int | None = None
+                   ) -> TransactionModel:
+        """:meth:`fit` on raw feature values that need not fit in memory: the float64 rows
+        of ``store``, in feature-set order (``txanomaly train`` writes them there as it
+        reads). The fitted transforms' scales come from whole columns (one at a time);
+        :meth:`AnomalyDetector.fit_stored` does the rest (``sample``: the map trains on a
+        uniform sample of that many rows). On the same rows, the model equals :meth:`fit`'s
+        (``batch``: bit for bit)."""
+        fs = get_feature_set(self.feature_set)
+        if store.n_columns != len(fs.features):
+            raise TxAnomalyError(f"expected rows of {len(fs.features)} features ({fs.name!r}), "
+                                 f"got {store.n_columns}")
+        detector = resolve_detector(fs, self.detector)
+        fitted = []
+        for j, f in enumerate(fs.features):
+            if f.transform in FITTED_TRANSFORMS and f.transform_scale is None:
+                # The same rule as FeatureSet.fit_transforms, on this column alone.
+                f = FeatureSet(fs.name, (f,)).fit_transforms(store.column(j)[:, None]).features[0]
+            fitted.append(f)
+        fs = replace(fs, features=tuple(fitted))
+        self.feature_set_ = fs
+        detector.fit_stored(store, transform=fs.transform, callback=callback, sample=sample)
+        self.detector_ = detector
+        return self
+
     # ------------------------------------------------------------------ the one scoring path
     def explanation(self, X: Any, top: int = 3) -> Explanation:
         """Scores, flags, risk levels and every feature's share, values in raw feature units.
@@ -172,13 +199,19 @@ class TransactionModel(BaseEstimator):
             return pl.DataFrame(schema={"transaction_id": pl.String, "anomaly_score": pl.Float64,
                                         "is_anomaly": pl.Boolean, "risk_level": pl.String,
                                         "bmu": pl.Int64})
-        exp = self.explanation(chunk.select(self.feature_names), top=top)
+        return self.score_rows(chunk.get_column("transaction_id"),
+                               chunk.select(self.feature_names), top)
+
+    def score_rows(self, transaction_id: pl.Series, X: Any, top: int = 3) -> pl.DataFrame:
+        """:meth:`score_frame`'s table for the rows ``X`` (raw feature values) and their ids,
+        explained at once (a chunk of a file: ``txanomaly score``)."""
+        exp = self.explanation(X, top=top)
         columns: dict[str, Any] = {
-            "transaction_id": chunk.get_column("transaction_id"),
+            "transaction_id": transaction_id,
             "anomaly_score": exp.anomaly_score, "is_anomaly": exp.is_anomaly,
             "risk_level": pl.Series(exp.risk_level.tolist(), dtype=pl.String),
             "bmu": exp.bmu.astype(np.int64)}
-        rows = np.arange(chunk.height)
+        rows = np.arange(len(exp.anomaly_score))
         names = np.asarray(exp.feature_names)
         for rank, idx in enumerate(exp.top_features().T, start=1):
             columns[f"reason_{rank}"] = names[idx]

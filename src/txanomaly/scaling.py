@@ -13,6 +13,8 @@ scaled as ``(x - center) / scale``.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Iterator
+
 import numpy as np
 
 #: ``standard``: mean and (population) standard deviation; ``robust``: median and
@@ -22,19 +24,50 @@ SCALERS = ("standard", "robust", "none")
 
 def fit_scaler(X: np.ndarray, scaling: str) -> tuple[np.ndarray, np.ndarray]:
     """``(center, scale)`` per column; a zero spread becomes 1 so constants stay finite."""
-    if scaling not in SCALERS:
-        raise ValueError(f"scaling must be one of {SCALERS}, got {scaling!r}")
-    d = X.shape[1]
-    if scaling == "none":
-        return np.zeros(d), np.ones(d)
-    if scaling == "robust":
+    if scaling == "robust":  # the whole matrix at once (the blocks' version goes by column)
         q25, center, q75 = np.quantile(X, [0.25, 0.5, 0.75], axis=0)
         scale = q75 - q25
-        fallback = X.std(axis=0)
-        scale = np.where(scale > 0, scale, fallback)
+        scale = np.where(scale > 0, scale, X.std(axis=0))
+        return np.asarray(center, dtype=np.float64), np.where(scale > 0, scale, 1.0)
+    return fit_scaler_blocks(lambda: _blocks(X, MOMENT_BLOCK), X.shape[1], scaling)
+
+
+def fit_scaler_blocks(blocks: Callable[[], Iterable[np.ndarray]], n_columns: int,
+                      scaling: str, columns: Callable[[], Iterable[np.ndarray]] | None = None
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`fit_scaler` of a table that may not fit in memory.
+
+    ``blocks()`` yields the rows in order, in blocks (each call starts again from the first
+    row); blocks of :data:`MOMENT_BLOCK` rows give ``standard`` statistics equal to
+    :func:`fit_scaler`'s bit for bit. ``robust`` needs each whole column at once (its
+    quantiles are exact): ``columns()`` yields them, or by default they are gathered from
+    the blocks, one column (8 bytes a row) at a time; they equal :func:`fit_scaler`'s up to
+    rounding of the standard deviation that replaces a zero IQR.
+    """
+    if scaling not in SCALERS:
+        raise ValueError(f"scaling must be one of {SCALERS}, got {scaling!r}")
+    if scaling == "none":
+        return np.zeros(n_columns), np.ones(n_columns)
+    if scaling == "robust":
+        found = (columns or (lambda: _gathered_columns(blocks, n_columns)))()
+        stats = np.array([_robust_column(np.asarray(col)) for col in found])
+        center, scale = stats[:, 0], stats[:, 1]
     else:
-        center, scale = mean_std(X)
+        center, scale = mean_std_blocks(blocks, n_columns)
     return np.asarray(center, dtype=np.float64), np.where(scale > 0, scale, 1.0)
+
+
+def _robust_column(column: np.ndarray) -> tuple[float, float]:
+    """(median, IQR) of one column; its standard deviation where the IQR is 0."""
+    q25, center, q75 = np.quantile(column, [0.25, 0.5, 0.75])
+    scale = q75 - q25
+    return float(center), float(scale if scale > 0 else column.std())
+
+
+def _gathered_columns(blocks: Callable[[], Iterable[np.ndarray]], n_columns: int
+                      ) -> Iterator[np.ndarray]:
+    for j in range(n_columns):
+        yield np.concatenate([np.array(block[:, j], dtype=np.float64) for block in blocks()])
 
 
 def apply_scaler(X: np.ndarray, center: np.ndarray, scale: np.ndarray) -> np.ndarray:
@@ -42,16 +75,35 @@ def apply_scaler(X: np.ndarray, center: np.ndarray, scale: np.ndarray) -> np.nda
     return (np.asarray(X, dtype=np.float64) - center) / scale
 
 
-def mean_std(X: np.ndarray, chunk: int = 262_144) -> tuple[np.ndarray, np.ndarray]:
+#: Rows summed at a time by :func:`mean_std`: a block of this many rows gives the same
+#: float64 sums whether the rows come from memory or from disk.
+MOMENT_BLOCK = 262_144
+
+
+def mean_std(X: np.ndarray, chunk: int = MOMENT_BLOCK) -> tuple[np.ndarray, np.ndarray]:
     """Column mean and (population) std in float64, chunk by chunk: no full-size temporary."""
-    total = np.zeros(X.shape[1])
-    for start in range(0, len(X), chunk):
-        total += X[start:start + chunk].sum(axis=0, dtype=np.float64)
-    mean = total / len(X)
-    squares = np.zeros(X.shape[1])
-    for start in range(0, len(X), chunk):
-        squares += ((X[start:start + chunk] - mean) ** 2).sum(axis=0)
-    return mean, np.sqrt(squares / len(X))
+    return mean_std_blocks(lambda: _blocks(X, chunk), X.shape[1])
 
 
-__all__ = ["SCALERS", "apply_scaler", "fit_scaler", "mean_std"]
+def mean_std_blocks(blocks: Callable[[], Iterable[np.ndarray]], n_columns: int
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`mean_std` over the blocks of rows ``blocks()`` yields (two passes)."""
+    total = np.zeros(n_columns)
+    rows = 0
+    for block in blocks():
+        total += block.sum(axis=0, dtype=np.float64)
+        rows += len(block)
+    mean = total / rows
+    squares = np.zeros(n_columns)
+    for block in blocks():
+        squares += ((block - mean) ** 2).sum(axis=0)
+    return mean, np.sqrt(squares / rows)
+
+
+def _blocks(X: np.ndarray, rows: int) -> Iterator[np.ndarray]:
+    for start in range(0, len(X), rows):
+        yield X[start:start + rows]
+
+
+__all__ = ["MOMENT_BLOCK", "SCALERS", "apply_scaler", "fit_scaler", "fit_scaler_blocks",
+           "mean_std", "mean_std_blocks"]

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import numpy as np
 import torch
@@ -249,6 +249,21 @@ class SelfOrganizingMap(torch.nn.Module):
         step = chunk_size or chunk_rows(self.n_units, self.device)
         self.apply_bmu_sums(accumulate_bmu_sums(data, self.weights, step), sigma)
 
+    def batch_epoch_blocks(self, blocks: Iterable[torch.Tensor], sigma: float,
+                           chunk_size: int | None = None) -> None:
+        """:meth:`batch_epoch` over a table that arrives in blocks of rows (read from disk
+        each epoch: :meth:`txanomaly.detector.AnomalyDetector.fit_stored`). Blocks whose
+        lengths are multiples of the chunk give the update of one :meth:`batch_epoch` over
+        their concatenation, bit for bit."""
+        step = chunk_size or chunk_rows(self.n_units, self.device)
+        sums = None
+        for block in blocks:
+            data = augment_rows(self._check(block))
+            sums = accumulate_bmu_sums(data, self.weights, step, out=sums)
+        if sums is None:
+            raise ValueError("X has no rows")
+        self.apply_bmu_sums(sums, sigma)
+
     def apply_bmu_sums(self, sums: torch.Tensor, sigma: float) -> None:
         """The batch-map update from per-BMU sums (:func:`accumulate_bmu_sums`, or their
         total over the partitions of a distributed table: :mod:`txanomaly.spark`)."""
@@ -404,17 +419,20 @@ def augment_rows(X: torch.Tensor, chunk_size: int = 65_536) -> torch.Tensor:
     return out
 
 
-def accumulate_bmu_sums(data: torch.Tensor, weights: torch.Tensor, chunk_size: int
-                        ) -> torch.Tensor:
+def accumulate_bmu_sums(data: torch.Tensor, weights: torch.Tensor, chunk_size: int,
+                        out: torch.Tensor | None = None) -> torch.Tensor:
     """``(d + 2, units)`` per-BMU sums of the columns of ``data`` (see :func:`augment_rows`).
 
     The fused kernel: squared distances by one ``mm`` per chunk into a reused buffer, the
-    winners by :func:`argmin_rows`, the sums by one ``index_add_``.
+    winners by :func:`argmin_rows`, the sums by one ``index_add_``. ``out``: sums to add to
+    (the blocks of a table read from disk, :meth:`SelfOrganizingMap.batch_epoch_blocks`);
+    blocks whose lengths are multiples of ``chunk_size`` add in the same order as one call.
     """
     n_units = len(weights)
     aug = torch.cat([-2.0 * weights, torch.ones_like(weights[:, :1]),
                      (weights * weights).sum(1, keepdim=True)], dim=1).T.contiguous()
-    sums = torch.zeros(data.shape[0], n_units, dtype=torch.float32, device=weights.device)
+    sums = out if out is not None else torch.zeros(data.shape[0], n_units,
+                                                   dtype=torch.float32, device=weights.device)
     buf = torch.empty(chunk_size, n_units, dtype=torch.float32, device=weights.device)
     for start in range(0, data.shape[1], chunk_size):
         cols = data[:, start:start + chunk_size]

@@ -1,7 +1,10 @@
 """``txanomaly train`` and ``txanomaly score``: the model on the command line.
 
-Thin: read transactions (rejects as in ``features``), compute features, call
-:class:`~txanomaly.pipeline.TransactionModel`, write the model directory or the scores.
+Thin: read transactions chunk by chunk (rejects as in ``features``), compute their features,
+call :class:`~txanomaly.pipeline.TransactionModel`, write the model directory or the scores.
+Memory does not grow with the rows: ``train`` keeps the features in a temporary file
+(float64) that the model reads back in blocks (:meth:`TransactionModel.fit_stored`);
+``score`` scores, explains and writes each chunk before reading the next.
 
 PyTorch (seconds and ~350 MB) is imported inside the commands, after their paths are
 checked: ``--help`` and a mistyped file name answer at once.
@@ -9,34 +12,57 @@ checked: ``--help`` and a mistyped file name answer at once.
 
 from __future__ import annotations
 
+import itertools
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
+import polars as pl
 import typer
 from rich.markup import escape
 
 from txanomaly.cli import spark_engine
-from txanomaly.cli._common import JsonOut, Output, Quiet, check_exists, handle_errors
-from txanomaly.cli.data import FeatureSetOpt, RejectsOpt, check_output, read_input
+from txanomaly.cli._common import (
+    JsonOut,
+    Output,
+    Quiet,
+    check_exists,
+    default_rejects_path,
+    handle_errors,
+)
+from txanomaly.cli.data import (
+    ChunkRowsOpt,
+    FeatureSetOpt,
+    RejectsOpt,
+    _in_input_order,
+    check_output,
+)
+from txanomaly.counterparty_tally import CounterpartyTally
 from txanomaly.errors import TxAnomalyError
 from txanomaly.features import FeatureSet
-from txanomaly.features.batch import compute_features
+from txanomaly.features.chunked import (
+    DEFAULT_CHUNK_ROWS,
+    FeatureChunk,
+    ReadCounts,
+    count_rows,
+    feature_chunks,
+)
 from txanomaly.features.files import resolve_feature_set
 from txanomaly.features.roles import CHOICES as COUNTERPARTY_CHOICES
-from txanomaly.features.roles import resolve_counterparty
-from txanomaly.io import SUFFIXES, write_results
+from txanomaly.features.roles import Counterparty, resolve_counterparty
+from txanomaly.io import SUFFIXES, Rejected, write_rejects
+from txanomaly.io.sink import ResultSink
+from txanomaly.rowstore import RowStore
 
 if TYPE_CHECKING:
-    import polars as pl
-
     from txanomaly.detector import AnomalyDetector
     from txanomaly.pipeline import TransactionModel
 
 _TOP_REASONS = 3
 
 InputArg = Annotated[Path, typer.Argument(help="Transactions: .json, .jsonl, .csv or .parquet.")]
-
 
 @handle_errors
 def train(
@@ -54,10 +80,16 @@ def train(
         help="Share of training rows above the threshold.")] = 0.05,
     seed: Annotated[int, typer.Option(help="Random seed (initialisation, shuffling).")] = 0,
     device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+    sample: Annotated[int | None, typer.Option(
+        help="Train the map on a uniform random sample of this many rows (drawn with "
+             "--seed) instead of every row; the scaler and the threshold still come from "
+             "every row. Default: every row, read from a temporary file each epoch.",
+        min=2)] = None,
     signing_key_file: Annotated[Path | None, typer.Option(
         help="Sign the model with the key in this file (HMAC-SHA256), as `txanomaly model "
              "sign` does; a server given the key refuses any other model.")] = None,
     rejects: RejectsOpt = None,
+    chunk_rows: ChunkRowsOpt = DEFAULT_CHUNK_ROWS,
     quiet: Quiet = False,
     json_out: JsonOut = False,
     engine: spark_engine.EngineOpt = "local",
@@ -86,35 +118,87 @@ def train(
         spark_engine.train(input, output, fs, counterparty, detector, rejects, master, key, out)
         return
     started = time.perf_counter()
-    result = read_input(input, output, rejects, out)
-    if result.frame.height < 2:
-        raise TxAnomalyError(f"{input}: {result.frame.height} valid transaction(s); "
-                             "training needs at least 2")
-    fs, evidence = resolve_counterparty(fs, result.frame, counterparty)
-    if evidence is not None:
-        out.print(escape(evidence.describe()))
-    model = _fit(detector, fs, compute_features(result.frame, fs), out)
+    with tempfile.TemporaryDirectory(prefix="txanomaly-train-") as folder:
+        store = RowStore(Path(folder) / "features.f64", len(fs.features))
+        detect = (counterparty == "auto" and fs.counterparty is None
+                  and any(f.merchant_direction is not None for f in fs.features))
+        tally = CounterpartyTally() if detect else None
+        reader = ChunkReader(input, output, fs, rejects, out, chunk_rows,
+                             columns=["origin_user_id", "destination_user_id"] if detect
+                             else None)
+        for chunk in reader:
+            store.append(chunk.values)
+            if tally is not None:
+                tally.add(chunk.records)
+        if store.n_rows < 2:
+            raise TxAnomalyError(f"{input}: {store.n_rows} valid transaction(s); "
+                                 "training needs at least 2")
+        evidence: Counterparty | None = None
+        if tally is not None:
+            evidence = tally.result()
+            fs = fs.for_counterparty(evidence.role)
+        else:
+            fs, evidence = resolve_counterparty(fs, None, counterparty)
+        if evidence is not None:
+            out.print(escape(evidence.describe()))
+        model = _fit(detector, fs, store, sample, out)
     model.save(output, key=key)
     train = model.detector_.training_summary_
     summary = {**train, "train_seconds": train["seconds"],
                "seconds": round(time.perf_counter() - started, 3), "model": str(output),
                "feature_set": fs.name, "counterparty": fs.counterparty, "map": map_size,
-               "rejected": len(result.rejects)}
+               "sample": sample, "rejected": reader.counts.rejected}
     out.print(f"trained on {summary['rows']:,} rows: QE {summary['quantization_error']:.4f}, "
               f"TE {summary['topographic_error']:.4f}, threshold {summary['threshold']:.4f}, "
               f"{summary['seconds']:.2f} s -> {escape(str(output))}")
     out.summary(summary)
 
 
-def _fit(detector: AnomalyDetector, fs: FeatureSet, features: pl.DataFrame, out: Output
-         ) -> TransactionModel:
-    """Fit a :class:`TransactionModel` on ``features``, with a bar over the epochs."""
+class ChunkReader:
+    """The feature chunks of ``path`` (:func:`feature_chunks`: time order), with a progress
+    bar over its records; once they are all read, the rejects file is written (as
+    ``features`` does: only when a record was rejected, or always when ``--rejects`` is
+    given) and the counts said. ``counts`` holds them (:class:`ReadCounts`); ``columns``:
+    more flat columns for the chunks' records."""
+
+    def __init__(self, path: Path, output: Path, fs: FeatureSet, rejects: Path | None,
+                 out: Output, chunk_rows: int = DEFAULT_CHUNK_ROWS, label: str = "reading",
+                 columns: list[str] | None = None):
+        self.path, self.output, self.fs, self.rejects_path = path, output, fs, rejects
+        self.out, self.chunk_rows, self.label, self.columns = out, chunk_rows, label, columns
+        self.counts = ReadCounts()
+
+    def __iter__(self) -> Iterator[FeatureChunk]:
+        found: list[Rejected] = []
+        rows = 0
+        with self.out.progress() as bar:
+            task = bar.add_task(self.label, total=count_rows(self.path))
+            for chunk in feature_chunks(self.path, self.fs, chunk_rows=self.chunk_rows,
+                                        rejects=found, columns=self.columns, counts=self.counts):
+                yield chunk
+                rows += chunk.records.height
+                bar.update(task, completed=rows + len(found))
+        where = ""
+        if found or self.rejects_path is not None:
+            written = write_rejects(self.rejects_path or default_rejects_path(self.output), found)
+            where = f" -> {written}"
+        counts = self.counts
+        note = f", {counts.exact_duplicates:,} exact repeat(s) counted once" if (
+            counts.exact_duplicates) else ""
+        self.out.print(escape(f"read {counts.records:,} records from {self.path}: "
+                              f"{counts.accepted:,} valid, {counts.rejected:,} rejected"
+                              f"{where}{note}"))
+
+
+def _fit(detector: AnomalyDetector, fs: FeatureSet, store: RowStore, sample: int | None,
+         out: Output) -> TransactionModel:
+    """Fit a :class:`TransactionModel` on the stored features, with a bar over the epochs."""
     from txanomaly.pipeline import TransactionModel
 
     model = TransactionModel(fs, detector)
     with out.progress() as bar:
         task = bar.add_task("training", total=detector.epochs)
-        model.fit(features.select(fs.names), callback=lambda done, _: bar.update(
+        model.fit_stored(store, sample=sample, callback=lambda done, _: bar.update(
             task, completed=done))
     return model
 
@@ -135,6 +219,7 @@ def score(
     output: Annotated[Path, typer.Option(
         "--output", "-o", help=f"Scores: {', '.join(SUFFIXES)} (by extension).")],
     rejects: RejectsOpt = None,
+    chunk_rows: ChunkRowsOpt = DEFAULT_CHUNK_ROWS,
     quiet: Quiet = False,
     json_out: JsonOut = False,
     engine: spark_engine.EngineOpt = "local",
@@ -142,8 +227,10 @@ def score(
 ) -> None:
     """Score transactions with a trained model: score, verdict, BMU and top-3 reasons.
 
-    Rows come out in input order with columns transaction_id, anomaly_score, is_anomaly, bmu
-    and reason_1..3 (feature name) with their _share, _value and _prototype.
+    Rows come out in time order (the input order when the input is in time order: ties keep
+    the input order) with columns transaction_id, anomaly_score, is_anomaly, risk_level, bmu
+    and reason_1..3 (feature name) with their _share, _value and _prototype. The input is
+    read, scored and written a chunk at a time: memory does not grow with its size.
 
     Example: [bold]txanomaly score new.jsonl --model model/ -o scores.csv[/]
     """
@@ -158,25 +245,44 @@ def score(
     from txanomaly.pipeline import TransactionModel  # PyTorch: see the module's docstring
 
     model = TransactionModel.load(model_dir)
-    result = read_input(input, output, rejects, out)
-    features = compute_features(result.frame, model.feature_set_)
-    table = score_table(model, features, out)
-    write_results(table, output)
-    flagged = int(table["is_anomaly"].sum()) if table.height else 0
+    reader = ChunkReader(input, output, model.feature_set_, rejects, out, chunk_rows,
+                         "scoring")
+    flagged = 0
+    with tempfile.TemporaryDirectory(prefix="txanomaly-score-") as folder:
+        chunks = iter(reader)
+        first = next(chunks, None)
+        # Chunks come in time order: the input's order unless it had to be sorted; then the
+        # rows go through a temporary file and a sort by input position (on disk, too).
+        restore = reader.counts.sorted_out_of_core
+        target = Path(folder, "by_time.parquet") if restore else output
+        with ResultSink(target) as sink:
+            for chunk in itertools.chain([first] if first else [], chunks):
+                table = model.score_frame(_features(model, chunk), top=_TOP_REASONS)
+                flagged += int(table["is_anomaly"].sum())
+                sink.write(table.with_columns(_index=chunk.index) if restore else table)
+            if sink.rows == 0:
+                empty = model.score_frame(_no_features(model))
+                sink.write(empty.with_columns(_index=pl.lit(0, pl.Int64)) if restore else empty)
+        rows = sink.rows
+        if restore:
+            _in_input_order(target, output)
     seconds = time.perf_counter() - started
-    out.print(f"scored {table.height:,} rows: {flagged:,} anomalies (threshold "
+    out.print(f"scored {rows:,} rows: {flagged:,} anomalies (threshold "
               f"{model.threshold:.4f}) -> {escape(str(output))} in {seconds:.2f} s")
     out.summary({"input": str(input), "output": str(output), "model": str(model_dir),
-                 "rows": table.height, "anomalies": flagged, "threshold": model.threshold,
-                 "rejected": len(result.rejects), "seconds": round(seconds, 3)})
+                 "rows": rows, "anomalies": flagged, "threshold": model.threshold,
+                 "rejected": reader.counts.rejected, "seconds": round(seconds, 3)})
 
 
-def score_table(model: TransactionModel, features: pl.DataFrame, out: Output) -> pl.DataFrame:
-    """Scores and reasons for every row (:meth:`TransactionModel.score_frame`), with a bar."""
-    with out.progress() as bar:
-        task = bar.add_task("scoring", total=features.height)
-        return model.score_frame(features, top=_TOP_REASONS,
-                                 on_progress=lambda rows: bar.update(task, advance=rows))
+def _features(model: TransactionModel, chunk: FeatureChunk) -> pl.DataFrame:
+    """A chunk as :meth:`TransactionModel.score_frame` takes it: ids and feature columns."""
+    columns = [pl.Series(name, chunk.values[:, j]) for j, name in enumerate(model.feature_names)]
+    return pl.DataFrame([chunk.records.get_column("transaction_id"), *columns])
+
+
+def _no_features(model: TransactionModel) -> pl.DataFrame:
+    return pl.DataFrame(schema={"transaction_id": pl.String,
+                                **dict.fromkeys(model.feature_names, pl.Float64)})
 
 
 def register(app: typer.Typer) -> None:

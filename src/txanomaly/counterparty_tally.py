@@ -1,0 +1,63 @@
+""":func:`txanomaly.features.roles.detect_counterparty` over a file read in chunks.
+
+The rule needs three things from the whole file, each as large as the number of distinct
+ids, not rows: the origins, how many transactions name each destination, and the distinct
+(origin, destination) pairs. :class:`CounterpartyTally` keeps them from chunk to chunk and
+gives the role :func:`detect_counterparty` gives on the whole frame (a test checks it).
+
+>>> import polars as pl
+>>> tally = CounterpartyTally()
+>>> tally.add(pl.DataFrame({"origin_user_id": ["c1", "c2"], "destination_user_id": ["shop"] * 2}))
+>>> tally.add(pl.DataFrame({"origin_user_id": ["c1"], "destination_user_id": ["cafe"]}))
+>>> tally.result()
+Counterparty(role='merchant', share=0.0, rows=3, reciprocity=0.0, chosen=False)
+"""
+
+from __future__ import annotations
+
+import polars as pl
+
+from txanomaly.features.roles import MERCHANT_MAX_RECIPROCITY, MERCHANT_MAX_SHARE, Counterparty
+
+_ID_COLUMNS = ("origin_user_id", "destination_user_id")
+
+
+class CounterpartyTally:
+    """Origins, destination counts and distinct pairs of the chunks seen so far."""
+
+    def __init__(self) -> None:
+        self.seen_ids = False
+        self._origins = pl.Series("o", [], dtype=pl.String)
+        self._destinations = pl.DataFrame(schema={"d": pl.String, "n": pl.UInt64})
+        self._pairs = pl.DataFrame(schema={"o": pl.String, "d": pl.String})
+
+    def add(self, records: pl.DataFrame) -> None:
+        """Count one chunk of flat records."""
+        if not all(c in records.columns for c in _ID_COLUMNS):
+            return
+        self.seen_ids = True
+        ids = records.select(pl.col(_ID_COLUMNS[0]).cast(pl.String).alias("o"),
+                             pl.col(_ID_COLUMNS[1]).cast(pl.String).alias("d"))
+        self._origins = pl.concat([self._origins, ids.get_column("o").drop_nulls()]).unique()
+        counts = ids.drop_nulls("d").group_by("d").agg(pl.len().cast(pl.UInt64).alias("n"))
+        self._destinations = pl.concat([self._destinations, counts]).group_by("d").agg(
+            pl.col("n").sum())
+        self._pairs = pl.concat([self._pairs, ids.drop_nulls()]).unique()
+
+    def result(self) -> Counterparty:
+        """The role, by :mod:`txanomaly.features.roles`' rule."""
+        rows = int(self._destinations.get_column("n").sum() or 0)
+        if not self.seen_ids or rows == 0:
+            return Counterparty("person", float("nan"), 0)
+        paying = self._destinations.filter(pl.col("d").is_in(self._origins.implode()))
+        share = int(paying.get_column("n").sum() or 0) / rows
+        pairs = self._pairs
+        back = pairs.select(pl.col("d").alias("o"), pl.col("o").alias("d"))
+        reversed_share = pairs.join(back, on=["o", "d"], how="semi").height / max(pairs.height, 1)
+        possible = pairs["o"].n_unique() * pairs["d"].n_unique()
+        reciprocity = reversed_share / (pairs.height / possible) if pairs.height else 0.0
+        merchant = share < MERCHANT_MAX_SHARE or reciprocity < MERCHANT_MAX_RECIPROCITY
+        return Counterparty("merchant" if merchant else "person", share, rows, reciprocity)
+
+
+__all__ = ["CounterpartyTally"]

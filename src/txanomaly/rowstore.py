@@ -1,0 +1,108 @@
+"""A table of numbers on disk, written and read in blocks of rows: training beyond memory.
+
+The batch map passes over its rows once an epoch. :class:`RowStore` keeps them in a plain file
+(C order, one dtype, no header) that is appended to block by block and read back block by
+block with ordinary reads into fresh arrays, so the process holds one block at a time; the
+operating system's page cache, not the process, keeps a file that fits in memory (a
+memory-mapped file would count every page it touched in the process's resident memory).
+
+>>> import tempfile
+>>> with tempfile.TemporaryDirectory() as folder:
+...     store = RowStore(f"{folder}/x.f32", 2, np.float32)
+...     store.append(np.arange(10.0).reshape(5, 2))
+...     [b.tolist() for b in store.blocks(3)], store.take(np.array([4, 0])).tolist()
+([[[0.0, 1.0], [2.0, 3.0], [4.0, 5.0]], [[6.0, 7.0], [8.0, 9.0]]], [[8.0, 9.0], [0.0, 1.0]])
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+#: Rows per block read back by default (:data:`txanomaly.scaling.MOMENT_BLOCK`: the scaler's
+#: sums over blocks of this size equal its sums over the whole matrix).
+BLOCK_ROWS = 262_144
+
+
+class RowStore:
+    """``n_rows x n_columns`` values of ``dtype`` in the file ``path`` (created empty).
+
+    Parameters
+    ----------
+    path : str or Path
+        The file; the caller owns its folder and removes it (a temporary directory).
+    n_columns : int
+    dtype : numpy dtype, default float64
+    """
+
+    def __init__(self, path: str | Path, n_columns: int, dtype: Any = np.float64):
+        self.path = Path(path)
+        self.n_columns = int(n_columns)
+        self.dtype = np.dtype(dtype)
+        self.n_rows = 0
+        self.path.write_bytes(b"")
+
+    @property
+    def row_bytes(self) -> int:
+        return self.n_columns * self.dtype.itemsize
+
+    def append(self, block: np.ndarray) -> None:
+        """Add rows at the end (converted to the store's dtype)."""
+        block = np.ascontiguousarray(block, dtype=self.dtype)
+        if block.ndim != 2 or block.shape[1] != self.n_columns:
+            raise ValueError(f"expected rows of {self.n_columns} values, got shape {block.shape}")
+        with self.path.open("ab") as fh:
+            fh.write(block.data.cast("B"))
+        self.n_rows += len(block)
+
+    def blocks(self, rows: int = BLOCK_ROWS, start: int = 0, stop: int | None = None
+               ) -> Iterator[np.ndarray]:
+        """Rows ``start:stop`` in order, ``rows`` at a time (the last block may be shorter);
+        each block is a new array the caller may keep."""
+        stop = self.n_rows if stop is None else min(stop, self.n_rows)
+        with self.path.open("rb", buffering=0) as fh:
+            fh.seek(start * self.row_bytes)
+            for first in range(start, stop, rows):
+                block = np.empty((min(rows, stop - first), self.n_columns), dtype=self.dtype)
+                view = block.data.cast("B")
+                done = 0
+                while done < len(view):
+                    got = fh.readinto(view[done:])
+                    if not got:
+                        raise OSError(f"{self.path}: ended after {first} rows of {stop}")
+                    done += got
+                yield block
+
+    def take(self, indices: np.ndarray, rows: int = BLOCK_ROWS) -> np.ndarray:
+        """The rows at ``indices``, in that order (repeats allowed), in one ordered pass."""
+        indices = np.asarray(indices, dtype=np.int64).reshape(-1)
+        if len(indices) and not (indices.min() >= 0 and indices.max() < self.n_rows):
+            raise IndexError(f"row index out of range for a store of {self.n_rows} rows")
+        out = np.empty((len(indices), self.n_columns), dtype=self.dtype)
+        order = np.argsort(indices, kind="stable")
+        wanted = indices[order]
+        lo = 0
+        for number, block in enumerate(self.blocks(rows)):
+            first = number * rows
+            hi = int(np.searchsorted(wanted, first + len(block), side="left"))
+            out[order[lo:hi]] = block[wanted[lo:hi] - first]
+            lo = hi
+            if lo == len(wanted):
+                break
+        return out
+
+    def load(self) -> np.ndarray:
+        """Every row, in memory."""
+        values = np.fromfile(self.path, dtype=self.dtype, count=self.n_rows * self.n_columns)
+        return values.reshape(self.n_rows, self.n_columns)
+
+    def column(self, j: int) -> np.ndarray:
+        """Column ``j`` (one pass over the file)."""
+        return np.concatenate([block[:, j] for block in self.blocks()] or
+                              [np.empty(0, dtype=self.dtype)])
+
+
+__all__ = ["BLOCK_ROWS", "RowStore"]

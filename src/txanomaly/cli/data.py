@@ -6,7 +6,7 @@ import itertools
 import tempfile
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import numpy as np
 import polars as pl
@@ -16,13 +16,6 @@ from txanomaly.cli import spark_engine
 from txanomaly.cli._common import JsonOut, Output, Quiet, default_rejects_path, handle_errors
 from txanomaly.errors import InputFormatError
 from txanomaly.features import FEATURE_SETS
-from txanomaly.features.chunked import (
-    DEFAULT_CHUNK_ROWS,
-    FeatureChunk,
-    ReadCounts,
-    count_rows,
-    feature_chunks,
-)
 from txanomaly.features.files import resolve_feature_set
 from txanomaly.features.spec import FeatureSet
 from txanomaly.io import (
@@ -34,7 +27,11 @@ from txanomaly.io import (
     write_rejects,
     write_results,
 )
+from txanomaly.io.chunks import DEFAULT_CHUNK_ROWS, ReadCounts, count_rows
 from txanomaly.io.sink import ResultSink
+
+if TYPE_CHECKING:
+    from txanomaly.features.chunked import FeatureChunk
 
 #: What ``--feature-set`` takes: a built-in set's name or a feature-set file.
 FEATURE_SET_HELP = (f"Feature set: {', '.join(FEATURE_SETS)}, or a .json/.toml file declaring "
@@ -107,6 +104,8 @@ def features(
     if spark_engine.use_spark(engine):
         spark_engine.features(input, output, fs, rejects, master, out)
         return
+    from txanomaly.features.chunked import feature_chunks  # Numba: loaded when used
+
     start = time.perf_counter()
     rejected: list[Rejected] = []
     counts = ReadCounts()

@@ -32,11 +32,12 @@ convert a large JSON export to Parquet first (``txanomaly convert``-style: read 
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
+from functools import cache
 from pathlib import Path
+from typing import Any
 
-import numba
 import numpy as np
 import polars as pl
 
@@ -127,7 +128,9 @@ def time_ordered_chunks(path: str | Path, chunk_rows: int = DEFAULT_CHUNK_ROWS,
          .sink_parquet(ordered_file, engine="streaming"))
         for part in parts.iterdir():
             part.unlink()
-        yield from _batches(pl.scan_parquet(ordered_file), chunk_rows, counts.accepted, True)
+        for lazy, _ in _batches(pl.scan_parquet(ordered_file), chunk_rows, counts.accepted,
+                                True):
+            yield lazy.collect()
 
 
 def _kept(columns: list[str] | None) -> list[str]:
@@ -153,15 +156,17 @@ def _scan(path: Path) -> pl.LazyFrame | None:
 
 
 def _batches(scan: pl.LazyFrame, chunk_rows: int, rows: int, parquet: bool
-             ) -> Iterator[pl.DataFrame]:
-    """``scan`` a chunk at a time. Parquet: one query per slice of rows (the reader skips the
-    row groups before it; nothing is read ahead). CSV: Polars' batches of one streaming query
-    (a CSV cannot be entered in the middle; the engine may read a few batches ahead)."""
+             ) -> Iterator[tuple[pl.LazyFrame, int]]:
+    """``scan`` a chunk at a time, with the chunk's row count. Parquet: a lazy slice of rows
+    (its query reads only the row groups it needs, nothing ahead). CSV: Polars' batches of
+    one streaming query (a CSV cannot be entered in the middle; the engine may read a few
+    batches ahead)."""
     if not parquet:
-        yield from scan.collect_batches(chunk_size=chunk_rows)
+        for batch in scan.collect_batches(chunk_size=chunk_rows):
+            yield batch.lazy(), batch.height
         return
     for start in range(0, rows, chunk_rows):
-        yield scan.slice(start, chunk_rows).collect()
+        yield scan.slice(start, chunk_rows), min(chunk_rows, rows - start)
 
 
 def _id_hash(expr: pl.Expr) -> pl.Expr:
@@ -185,7 +190,8 @@ def _survey(scan: pl.LazyFrame, rows: int, chunk_rows: int, parquet: bool
     last = np.iinfo(np.int64).min
     survey = scan.select(_id_hash(pl.col("transaction_id")).alias("h"), ts.alias("t"),
                          unknown.alias("u"))
-    for batch in _batches(survey, max(chunk_rows, 1 << 20), rows, parquet):
+    for lazy, _ in _batches(survey, max(chunk_rows, 1 << 20), rows, parquet):
+        batch = lazy.collect()
         repeated.append(seen.add(batch.get_column("h").to_numpy()))
         if ordered:
             t = batch.get_column("t").drop_nulls().to_numpy()
@@ -211,13 +217,20 @@ class _HashSet:
         if 4 * (self.count + hashes.size) > 3 * self.table.size:  # more rows than counted
             old = self.table
             self.table = np.zeros(2 * old.size + 4 * hashes.size // 3, np.uint64)
-            _insert(self.table, old[old != 0])
-        repeats, added = _insert(self.table, np.ascontiguousarray(hashes, np.uint64))
+            _compiled_insert()(self.table, old[old != 0])
+        repeats, added = _compiled_insert()(self.table, np.ascontiguousarray(hashes, np.uint64))
         self.count += added
         return repeats
 
 
-@numba.njit(nogil=True, cache=True)
+@cache
+def _compiled_insert() -> Callable[..., Any]:
+    """:func:`_insert` compiled (Numba is imported when a chunked read starts, not with io)."""
+    import numba
+
+    return numba.njit(nogil=True, cache=True)(_insert)
+
+
 def _insert(table: np.ndarray, hashes: np.ndarray) -> tuple[np.ndarray, int]:  # pragma: no cover
     """Insert ``hashes`` into ``table`` (0 = empty; a hash of 0 is stored as 1: two ids
     confused there only become suspects, checked exactly later); return the repeats found
@@ -242,13 +255,13 @@ def _insert(table: np.ndarray, hashes: np.ndarray) -> tuple[np.ndarray, int]:  #
     return repeats[:found], added
 
 
-def _valid_chunks(path: Path, batches: Iterator[pl.DataFrame], keep: list[str],
+def _valid_chunks(path: Path, batches: Iterator[tuple[pl.LazyFrame, int]], keep: list[str],
                   repeated: pl.Series, rejects: list[Rejected], counts: ReadCounts
                   ) -> Iterator[pl.DataFrame]:
     """Step 2: each chunk validated, repeats of a transactionId resolved."""
     first: dict[str, tuple[int, int]] = {}  # id -> (index, content hash) of suspects only
     offset = 0
-    for raw in batches:
+    for raw, height in batches:
         try:
             frame, bad = validate_flat(raw, str(path), keep)
         except pl.exceptions.ComputeError as exc:
@@ -258,16 +271,16 @@ def _valid_chunks(path: Path, batches: Iterator[pl.DataFrame], keep: list[str],
         if repeated.len():
             frame, exact = _drop_repeats(frame, raw, offset, path, repeated, first, bad)
             counts.exact_duplicates += exact
-        counts.records += raw.height
+        counts.records += height
         counts.rejected += len(bad)
         counts.accepted += frame.height
         rejects.extend(sorted(bad, key=lambda r: r.index))
-        offset += raw.height
+        offset += height
         if frame.height:
             yield frame
 
 
-def _drop_repeats(frame: pl.DataFrame, raw: pl.DataFrame, offset: int, path: Path,
+def _drop_repeats(frame: pl.DataFrame, raw: pl.LazyFrame, offset: int, path: Path,
                   repeated: pl.Series, first: dict[str, tuple[int, int]],
                   bad: list[Rejected]) -> tuple[pl.DataFrame, int]:
     """The chunk without the repeats of an id kept earlier (exact ones counted, others

@@ -59,7 +59,10 @@ class ResultSink:
 
             table = frame.to_arrow()
             if self._parquet is None:
-                self._parquet = pq.ParquetWriter(self._fh, table.schema, compression="zstd")
+                # No dictionary pages: result columns are floats and unique ids, where
+                # trying one costs half the write time (pyarrow's default tries every column).
+                self._parquet = pq.ParquetWriter(self._fh, table.schema, compression="zstd",
+                                                 use_dictionary=False)
             self._parquet.write_table(table)
         elif self.kind == "CSV":
             frame.write_csv(self._fh, include_header=self.rows == 0)

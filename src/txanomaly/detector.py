@@ -40,12 +40,14 @@ from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from txanomaly.errors import NotFittedError, TxAnomalyError
-from txanomaly.rowstore import BLOCK_ROWS, RowStore
+from txanomaly.rowstore import BLOCK_ROWS, BlockStore, RowStore
 from txanomaly.scaling import SCALERS, fit_scaler, fit_scaler_blocks
 from txanomaly.som import (
     ALGORITHMS,
     INITIALIZATIONS,
     SelfOrganizingMap,
+    accumulate_bmu_sums,
+    augment_rows,
     chunk_rows,
     exponential_decay,
 )
@@ -281,44 +283,46 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
 
         self.center_, self.scale_ = self._weighted(*fit_scaler_blocks(
             inputs, d, self._scaler_kind()))
-        scaled = RowStore(store.path.with_name(store.path.name + ".scaled"), d, np.float32)
+        self.som_ = self._new_som(rows, cols, d)
+        step = self.batch_size or chunk_rows(self.som_.n_units, self.device)
+        block = step * max(1, BLOCK_ROWS // step)  # a multiple of the kernel's chunk
+        # The scaled rows as the batch kernel reads them, [x.T; |x|^2; 1] (augment_rows),
+        # built once: rebuilding them every epoch cost a fifth of the training time.
+        scaled = BlockStore(store.path.with_name(store.path.name + ".scaled"), np.float32)
         try:
-            for x in inputs():
-                scaled.append(self._scaled(x))
-            self.som_ = self._new_som(rows, cols, d)
-            seen = self._train_stored(scaled, sample, callback)
-            self._finish_stored(scaled, started)
+            for raw in store.blocks(block):  # finite: the scaler's pass checked them
+                x = np.asarray(raw if transform is None else transform(raw), dtype=np.float64)
+                scaled.append(augment_rows(torch.from_numpy(self._scaled(x))).numpy())
+            seen = self._train_stored(scaled, n, step, sample, callback)
+            self._finish_stored(scaled, n, started)
         finally:
             scaled.path.unlink(missing_ok=True)
         self.samples_seen_ = seen * self.epochs
         logger.info("trained %s", self.training_summary_)
         return self
 
-    def _train_stored(self, scaled: RowStore, sample: int | None, callback: Any) -> int:
+    def _train_stored(self, scaled: BlockStore, n: int, step: int, sample: int | None,
+                      callback: Any) -> int:
         """Initialise and train the map on the scaled rows; returns the rows it trained on."""
         rows, cols = self.som_.rows, self.som_.cols
         init = "randn" if self.algorithm == "seed" else self.init
         options = {"sigma": self._sigma(rows, cols), "sigma_end": self.sigma_end}
-        n = scaled.n_rows
         if sample is None and self.algorithm == "batch":
             picked = self.som_.initial_rows(n, init)
-            self.som_.initialize_from(
-                None if picked is None else torch.from_numpy(scaled.take(picked.numpy())), init)
-            step = self.batch_size or chunk_rows(self.som_.n_units, self.device)
-            block = step * max(1, BLOCK_ROWS // step)  # a multiple of the kernel's chunk
+            self.som_.initialize_from(None if picked is None else torch.from_numpy(
+                _take_rows(scaled, picked.numpy())), init)
             for epoch in range(self.epochs):
                 sigma = exponential_decay(options["sigma"], self.sigma_end, epoch, self.epochs)
-                self.som_.batch_epoch_blocks(
-                    (torch.from_numpy(b) for b in scaled.blocks(block)), sigma, step)
+                self.som_.apply_bmu_sums(self._epoch_sums(scaled, step), sigma)
                 if callback is not None:
                     callback(epoch + 1, self.epochs)
             return n
         if sample is not None and sample < n:
             rng = np.random.default_rng(int(torch.randint(
                 2**62, (1,), generator=self.som_.generator)))
-            X = scaled.take(np.sort(rng.choice(n, size=sample, replace=False)))
+            X = _take_rows(scaled, np.sort(rng.choice(n, size=sample, replace=False)))
         else:
-            X = scaled.load()
+            X = np.concatenate([_rows_of(aug) for aug in scaled])
         Xs = torch.from_numpy(X).to(self.device)
         self.som_.initialize(Xs, init)
         self.som_.fit(Xs, algorithm=self.algorithm, epochs=self.epochs, **options,
@@ -327,24 +331,35 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
                       chunk_size=self.batch_size, callback=callback)
         return len(Xs)
 
-    def _finish_stored(self, scaled: RowStore, started: float) -> None:
+    def _epoch_sums(self, scaled: BlockStore, step: int) -> torch.Tensor:
+        """One batch epoch's per-BMU sums over the stored blocks: those of one
+        :meth:`SelfOrganizingMap.batch_epoch` over all the rows, bit for bit (each block is
+        a whole number of the kernel's chunks)."""
+        sums = None
+        for aug in scaled:
+            sums = accumulate_bmu_sums(torch.from_numpy(aug).to(self.device),
+                                       self.som_.weights, step, out=sums)
+        assert sums is not None
+        return sums
+
+    def _finish_stored(self, scaled: BlockStore, n: int, started: float) -> None:
         """Scoring units, threshold and summary from every scaled row, a block at a time:
         :meth:`fit`'s closing steps."""
-        n = scaled.n_rows
         hits = np.zeros(self.som_.n_units, dtype=np.int64)
         qe_sum, far = 0.0, 0
-        for block in scaled.blocks():
-            Xs = torch.from_numpy(block).to(self.device)
+        for aug in scaled:
+            Xs = torch.from_numpy(_rows_of(aug)).to(self.device)
             distances, bmu = self.som_.bmu_distances(Xs)
             hits += torch.bincount(bmu, minlength=self.som_.n_units).cpu().numpy()
             qe_sum += float(distances.double().sum())
             far += round(self.som_.topographic_error(Xs) * len(Xs))
         self._use_units(hits >= self.min_unit_share * n / hits.size)
         scores = np.empty(n, dtype=np.float64)
-        for number, block in enumerate(scaled.blocks()):
-            first = number * BLOCK_ROWS
-            scores[first:first + len(block)] = self._scores(
-                torch.from_numpy(block).to(self.device))[0]
+        first = 0
+        for aug in scaled:
+            Xs = torch.from_numpy(_rows_of(aug)).to(self.device)
+            scores[first:first + len(Xs)] = self._scores(Xs)[0]
+            first += len(Xs)
         self._set_threshold(scores)
         self.training_summary_ = self._summary(n, qe_sum / n, far / n,
                                                time.perf_counter() - started)
@@ -750,6 +765,24 @@ def _check_finite_array(name: str, values: np.ndarray) -> None:
 def _quantiles(scores: np.ndarray) -> dict[str, float]:
     qs = np.quantile(scores, [0.5, 0.95, 0.99, 1.0])
     return {"p50": float(qs[0]), "p95": float(qs[1]), "p99": float(qs[2]), "max": float(qs[3])}
+
+
+def _rows_of(aug: np.ndarray) -> np.ndarray:
+    """The ``(rows, d)`` scaled rows of an augmented block (:func:`augment_rows`)."""
+    return np.ascontiguousarray(aug[:-2].T)
+
+
+def _take_rows(scaled: BlockStore, indices: np.ndarray) -> np.ndarray:
+    """The scaled rows at ``indices`` (in that order) from the augmented blocks, one pass."""
+    order = np.argsort(indices, kind="stable")
+    wanted = indices[order]
+    out = np.empty((len(indices), scaled.shapes[0][0] - 2), dtype=np.float32)
+    first = lo = 0
+    for aug in scaled:
+        hi = int(np.searchsorted(wanted, first + aug.shape[1], side="left"))
+        out[order[lo:hi]] = aug[:-2, wanted[lo:hi] - first].T
+        first, lo = first + aug.shape[1], hi
+    return out
 
 
 def _check_finite_rows(X: np.ndarray, first: int) -> None:

@@ -67,13 +67,7 @@ class RowStore:
             fh.seek(start * self.row_bytes)
             for first in range(start, stop, rows):
                 block = np.empty((min(rows, stop - first), self.n_columns), dtype=self.dtype)
-                view = block.data.cast("B")
-                done = 0
-                while done < len(view):
-                    got = fh.readinto(view[done:])
-                    if not got:
-                        raise OSError(f"{self.path}: ended after {first} rows of {stop}")
-                    done += got
+                _read_into(fh, block.data.cast("B"), self.path)
                 yield block
 
     def take(self, indices: np.ndarray, rows: int = BLOCK_ROWS) -> np.ndarray:
@@ -105,4 +99,50 @@ class RowStore:
                               [np.empty(0, dtype=self.dtype)])
 
 
-__all__ = ["BLOCK_ROWS", "RowStore"]
+class BlockStore:
+    """Arrays of one dtype, each of its own shape, appended to the file ``path`` (created
+    empty) and read back in order, one at a time (the batch map's augmented blocks:
+    :func:`txanomaly.som.augment_rows`, built once and read every epoch).
+
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     store = BlockStore(f"{folder}/b", np.float32)
+    ...     store.append(np.ones((2, 3))); store.append(np.zeros((1, 1)))
+    ...     [b.shape for b in store], store.nbytes
+    ([(2, 3), (1, 1)], 28)
+    """
+
+    def __init__(self, path: str | Path, dtype: Any = np.float32):
+        self.path = Path(path)
+        self.dtype = np.dtype(dtype)
+        self.shapes: list[tuple[int, ...]] = []
+        self.path.write_bytes(b"")
+
+    @property
+    def nbytes(self) -> int:
+        return sum(int(np.prod(shape)) for shape in self.shapes) * self.dtype.itemsize
+
+    def append(self, array: np.ndarray) -> None:
+        array = np.ascontiguousarray(array, dtype=self.dtype)
+        with self.path.open("ab") as fh:
+            fh.write(array.data.cast("B"))
+        self.shapes.append(array.shape)
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        with self.path.open("rb", buffering=0) as fh:
+            for shape in self.shapes:
+                array = np.empty(shape, dtype=self.dtype)
+                _read_into(fh, array.data.cast("B"), self.path)
+                yield array
+
+
+def _read_into(fh: Any, view: memoryview, path: Path) -> None:
+    done = 0
+    while done < len(view):
+        got = fh.readinto(view[done:])
+        if not got:
+            raise OSError(f"{path}: the file ended early")
+        done += got
+
+
+__all__ = ["BLOCK_ROWS", "BlockStore", "RowStore"]

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -249,21 +249,6 @@ class SelfOrganizingMap(torch.nn.Module):
         step = chunk_size or chunk_rows(self.n_units, self.device)
         self.apply_bmu_sums(accumulate_bmu_sums(data, self.weights, step), sigma)
 
-    def batch_epoch_blocks(self, blocks: Iterable[torch.Tensor], sigma: float,
-                           chunk_size: int | None = None) -> None:
-        """:meth:`batch_epoch` over a table that arrives in blocks of rows (read from disk
-        each epoch: :meth:`txanomaly.detector.AnomalyDetector.fit_stored`). Blocks whose
-        lengths are multiples of the chunk give the update of one :meth:`batch_epoch` over
-        their concatenation, bit for bit."""
-        step = chunk_size or chunk_rows(self.n_units, self.device)
-        sums = None
-        for block in blocks:
-            data = augment_rows(self._check(block))
-            sums = accumulate_bmu_sums(data, self.weights, step, out=sums)
-        if sums is None:
-            raise ValueError("X has no rows")
-        self.apply_bmu_sums(sums, sigma)
-
     def apply_bmu_sums(self, sums: torch.Tensor, sigma: float) -> None:
         """The batch-map update from per-BMU sums (:func:`accumulate_bmu_sums`, or their
         total over the partitions of a distributed table: :mod:`txanomaly.spark`)."""
@@ -425,7 +410,7 @@ def accumulate_bmu_sums(data: torch.Tensor, weights: torch.Tensor, chunk_size: i
 
     The fused kernel: squared distances by one ``mm`` per chunk into a reused buffer, the
     winners by :func:`argmin_rows`, the sums by one ``index_add_``. ``out``: sums to add to
-    (the blocks of a table read from disk, :meth:`SelfOrganizingMap.batch_epoch_blocks`);
+    (the blocks of a table read from disk: :meth:`AnomalyDetector.fit_stored`);
     blocks whose lengths are multiples of ``chunk_size`` add in the same order as one call.
     """
     n_units = len(weights)

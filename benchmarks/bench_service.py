@@ -16,7 +16,10 @@ possible), and prints throughput and p50/p95/p99 latency for
 Every request carries new transactions (a synthetic log in timestamp order); at the end the
 stored row count is checked against the acknowledged transactions. With PostgreSQL, each
 ``--replicas`` count (default 1 and 2) runs as that many server processes on one database,
-the client spreading its connections over them.
+the client spreading its connections over them, and the tables' live and dead row versions
+and (HOT) updates are printed after each PostgreSQL run. ``--repeats N`` splits each phase's
+measured requests into N consecutive runs (median throughput and range: the noise of a shared
+machine). The load average is printed at the start and after each database.
 
 Run (on a shared machine, under the benchmark lock)::
 
@@ -176,12 +179,18 @@ async def drive(ports: list[int], bodies: list[bytes], concurrency: int
     return np.array(latencies), errors, time.perf_counter() - began
 
 
-def report(backend: str, phase: Phase, lat: np.ndarray, errors: int, seconds: float) -> None:
-    n = len(lat)
+def report(backend: str, phase: Phase, runs: list[tuple[np.ndarray, float]], errors: int
+           ) -> None:
+    """One line per phase: throughput and latency percentiles over all its runs; with
+    several runs (``--repeats``), the median throughput and the runs' range."""
+    lat = np.concatenate([r[0] for r in runs])
+    n, seconds = len(lat), sum(r[1] for r in runs)
     p50, p95, p99 = np.percentile(lat, [50, 95, 99]) * 1000
+    tx = [len(r[0]) * phase.per_request / r[1] for r in runs]
+    spread = f"  runs {min(tx):.0f}-{max(tx):.0f} tx/s" if len(runs) > 1 else ""
     print(f"{backend:13s} {phase.name:20s} {n:6d} req {n / seconds:7.0f} req/s "
-          f"{n * phase.per_request / seconds:7.0f} tx/s  p50 {p50:7.2f} ms  p95 {p95:7.2f} ms"
-          f"  p99 {p99:7.2f} ms  non-200 {errors}", flush=True)
+          f"{float(np.median(tx)):7.0f} tx/s  p50 {p50:7.2f} ms  p95 {p95:7.2f} ms"
+          f"  p99 {p99:7.2f} ms  non-200 {errors}{spread}", flush=True)
 
 
 def run_phase(backend: str, ports: list[int], phase: Phase, args: argparse.Namespace) -> int:
@@ -192,8 +201,15 @@ def run_phase(backend: str, ports: list[int], phase: Phase, args: argparse.Names
     k = min(args.warmup, len(phase.bodies) // 10)
     warm, rest = phase.bodies[:k], phase.bodies[k:]
     _, warm_errors, _ = asyncio.run(drive(ports, warm, args.concurrency))
-    lat, errors, seconds = asyncio.run(drive(ports, rest, args.concurrency))
-    report(backend, phase, lat, errors, seconds)
+    parts = max(1, min(args.repeats, len(rest) // 10))
+    runs, errors = [], 0
+    size = len(rest) // parts
+    for i in range(parts):  # consecutive runs (in time order): their spread is the noise
+        part = rest[i * size:(i + 1) * size if i < parts - 1 else len(rest)]
+        lat, part_errors, seconds = asyncio.run(drive(ports, part, args.concurrency))
+        runs.append((lat, seconds))
+        errors += part_errors
+    report(backend, phase, runs, errors)
     stored = sum(len(orjson.loads(b)) for b in phase.setup)
     return stored + (len(phase.bodies) - errors - warm_errors) * phase.per_request
 
@@ -216,10 +232,29 @@ def run_backend(backend: str, db: str, schema: str | None, model: Path, phases: 
     store = SqlStorage(db, schema=schema)
     stored = store.count()
     if schema:
+        dead_rows(backend, store, schema)
         store.drop_tables()
     store.close()
     print(f"{backend:13s} stored {stored} of {acknowledged} acknowledged transactions"
           f"{'' if stored == acknowledged else '  MISMATCH'}", flush=True)
+
+
+def dead_rows(backend: str, store: SqlStorage, schema: str) -> None:
+    """PostgreSQL: live and dead row versions and (HOT) updates per table after the run (the
+    servers have exited, so their statistics are flushed)."""
+    with store.engine.connect() as conn:
+        rows = conn.exec_driver_sql(
+            "SELECT relname, n_live_tup, n_dead_tup, n_tup_upd, n_tup_hot_upd, "
+            "coalesce(autovacuum_count, 0) FROM pg_stat_user_tables WHERE schemaname = %s "
+            "AND relname IN ('transactions', 'key_history', 'review_queue') ORDER BY relname",
+            (schema,)).all()
+    for name, live, dead, upd, hot, vacuums in rows:
+        print(f"{backend:13s} {name:13s} live {live:8d}  dead {dead:7d}  updates {upd:7d} "
+              f"(HOT {hot:7d})  autovacuums {vacuums}", flush=True)
+
+
+def load() -> str:
+    return "load average " + ", ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 def main() -> None:
@@ -234,6 +269,7 @@ def main() -> None:
     parser.add_argument("--postgres", default=os.environ.get("TXANOMALY_TEST_POSTGRES_URL"),
                         help="PostgreSQL URL (default: $TXANOMALY_TEST_POSTGRES_URL)")
     parser.add_argument("--sqlite-only", action="store_true")
+    parser.add_argument("--postgres-only", action="store_true")
     parser.add_argument("--history", type=int, default=20_000,
                         help="history of the late-arrival user and of the counterparty "
                              "(0: skip those phases)")
@@ -241,14 +277,18 @@ def main() -> None:
                         help="back-dated single requests (and counterparty ones)")
     parser.add_argument("--replicas", default="1,2",
                         help="PostgreSQL: server processes on one database, comma-separated")
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="split each phase's measured requests into this many consecutive "
+                             "runs: median throughput and the runs' range")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-service-") as tmp_name:
         tmp = Path(tmp_name)
         model = args.model or train_model(tmp / "model", args.seed)
         print(f"server: uvicorn, {args.workers} worker(s); client: {args.concurrency} "
-              f"connections, closed loop; {os.cpu_count()} CPUs shared by both", flush=True)
-        backends: list[tuple[str, str, str | None, int]] = [
+              f"connections, closed loop; {os.cpu_count()} CPUs shared by both; {load()}",
+              flush=True)
+        backends: list[tuple[str, str, str | None, int]] = [] if args.postgres_only else [
             ("sqlite", f"sqlite:///{tmp}/bench.db", None, 1)]
         if args.postgres and not args.sqlite_only:
             backends += [(f"postgresql x{n}", args.postgres, f"bench_{uuid.uuid4().hex[:10]}",
@@ -256,6 +296,7 @@ def main() -> None:
         for backend, db, schema, replicas in backends:
             phases = request_bodies(args, args.seed + len(backend))
             run_backend(backend, db, schema, model, phases, args, tmp, replicas)
+            print(f"{backend:13s} done; {load()}", flush=True)
 
 
 if __name__ == "__main__":

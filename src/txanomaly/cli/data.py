@@ -25,9 +25,8 @@ from txanomaly.io import (
     format_for,
     load_transactions,
     write_rejects,
-    write_results,
 )
-from txanomaly.io.chunks import DEFAULT_CHUNK_ROWS, ReadCounts, count_rows
+from txanomaly.io.chunks import DEFAULT_CHUNK_ROWS, ReadCounts, bucket_sort, count_rows
 from txanomaly.io.sink import ResultSink
 
 if TYPE_CHECKING:
@@ -116,7 +115,7 @@ def features(
                                 counts=counts)
         first = next(chunks, None)
         # Chunks come in time order: the input's order unless it had to be sorted; then the
-        # rows go through a temporary file and a sort by input position (on disk, too).
+        # rows go through a temporary file and are sorted back by input position, on disk.
         restore = counts.sorted_out_of_core
         target = Path(folder, "by_time.parquet") if restore else output
         with ResultSink(target) as sink:
@@ -162,19 +161,21 @@ def _feature_frame(fs: FeatureSet, chunk: FeatureChunk | None, with_index: bool
 
 
 def _in_input_order(by_time: Path, output: Path) -> None:
-    """Rewrite ``by_time`` (rows with their input position) into ``output`` in input order:
-    Polars' streaming engine sorts; a JSON array is the one output built in memory."""
-    ordered = pl.scan_parquet(by_time).sort("_index").drop("_index")
-    kind = format_for(output).name
-    output.parent.mkdir(parents=True, exist_ok=True)
-    if kind == "Parquet":
-        ordered.sink_parquet(output, engine="streaming")
-    elif kind == "CSV":
-        ordered.sink_csv(output, engine="streaming")
-    elif kind == "JSON Lines":
-        ordered.sink_ndjson(output, engine="streaming")
-    else:
-        write_results(ordered.collect(engine="streaming"), output)
+    """Rewrite ``by_time`` (a Parquet file of result rows with ``_index``, their input
+    position) into ``output`` in input order, without ``_index``: sorted on disk
+    (:func:`~txanomaly.io.chunks.bucket_sort`, buckets of :data:`DEFAULT_CHUNK_ROWS` input
+    positions) and written a bucket at a time."""
+    scan = pl.scan_parquet(by_time)
+    rows = scan.select(pl.len()).collect().item()
+    top = scan.select(pl.col("_index").max()).collect().item() or 0
+    step = DEFAULT_CHUNK_ROWS
+    slices = (scan.slice(start, step).collect() for start in range(0, rows, step))
+    with tempfile.TemporaryDirectory(prefix="txanomaly-") as folder, ResultSink(output) as sink:
+        for part in bucket_sort(slices, "_index", None, np.arange(step, top + 1, step),
+                                Path(folder)):
+            sink.write(part.drop("_index"))
+        if sink.rows == 0:
+            sink.write(scan.drop("_index").head(0).collect())
 
 
 def register(app: typer.Typer) -> None:

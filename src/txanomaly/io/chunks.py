@@ -16,11 +16,13 @@ is not in time order:
    string comparison, never a wrong answer). A repeat with the same content is counted once,
    one with different content is rejected naming the record kept, as ``load_transactions``
    does;
-3. only for an input not in time order: the valid records of step 2 go to a temporary
-   Parquet folder, which Polars' streaming engine sorts by (timestamp, input position) into
-   one temporary file, read back a chunk at a time. Sorting out of core rather than refusing:
-   exports are often in id or insertion order, and sorting them is what any user would do
-   next; the temporary files (about the size of the needed columns) go to ``TMPDIR``.
+3. only for an input not in time order: the valid records of step 2 go to temporary files
+   (Arrow IPC, LZ4), with one timestamp in 64 kept; the sample's quantiles cut the time range
+   into buckets of about ``chunk_rows`` records; each file's rows go to their bucket's folder
+   (:func:`bucket_sort`), and each bucket in turn is read, sorted by (timestamp, input
+   position) in memory and cut into chunks. Sorting out of core rather than refusing: exports
+   are often in id or insertion order, and sorting them is what any user would do next; the
+   temporary files (about twice the size of the needed columns) go to ``TMPDIR``.
 
 A timestamp that is not an integer in the file (an ISO string in a CSV) cannot be compared
 before it is parsed, so such a file takes the sorting path (the result is the same).
@@ -117,20 +119,69 @@ def time_ordered_chunks(path: str | Path, chunk_rows: int = DEFAULT_CHUNK_ROWS,
     with tempfile.TemporaryDirectory(prefix="txanomaly-sort-") as folder:
         parts = Path(folder, "parts")
         parts.mkdir()
-        written = 0
-        for i, chunk in enumerate(valid):
-            chunk.write_parquet(parts / f"{i:08d}.parquet")
-            written += 1
-        if not written:
-            return
-        ordered_file = Path(folder, "sorted.parquet")
-        (pl.scan_parquet(parts / "*.parquet").sort("timestamp", "_index")
-         .sink_parquet(ordered_file, engine="streaming"))
-        for part in parts.iterdir():
-            part.unlink()
-        for lazy, _ in _batches(pl.scan_parquet(ordered_file), chunk_rows, counts.accepted,
-                                True):
-            yield lazy.collect()
+        samples = []
+        files = []
+        for i, chunk in enumerate(valid):  # validated once, kept on disk meanwhile
+            files.append(parts / f"{i:08d}.arrow")
+            chunk.write_ipc(files[-1], compression="lz4")
+            samples.append(chunk.get_column("timestamp").gather_every(_SAMPLE_EVERY).to_numpy())
+        bounds = bucket_bounds(np.concatenate([np.empty(0, np.int64), *samples]),
+                               counts.accepted, chunk_rows)
+        for bucket in bucket_sort(_read_and_delete(files), "timestamp", "_index", bounds,
+                                  Path(folder, "buckets")):
+            for start in range(0, bucket.height, chunk_rows):
+                yield bucket.slice(start, chunk_rows)
+
+
+#: One timestamp in this many is kept to place the sort's bucket boundaries (quantiles).
+_SAMPLE_EVERY = 64
+
+
+def bucket_bounds(sample: np.ndarray, rows: int, bucket_rows: int) -> np.ndarray:
+    """Boundaries that cut ``rows`` values, of which ``sample`` is a uniform sample, into
+    buckets of about ``bucket_rows`` (quantiles of the sample; equal values never split)."""
+    buckets = -(-rows // max(bucket_rows, 1))
+    if buckets <= 1 or sample.size == 0:
+        return np.empty(0, sample.dtype)
+    cuts = np.quantile(np.sort(sample), np.linspace(0, 1, buckets + 1)[1:-1], method="lower")
+    return np.unique(cuts)
+
+
+def bucket_sort(chunks: Iterator[pl.DataFrame], by: str, then: str | None, bounds: np.ndarray,
+                folder: Path) -> Iterator[pl.DataFrame]:
+    """The rows of ``chunks`` sorted by (``by``, ``then``), on disk: one bucket at a time.
+
+    Each chunk's rows go to the bucket of their ``by`` value (bucket b: ``bounds[b - 1] <=
+    value < bounds[b]``), one Arrow IPC file per chunk and bucket under ``folder``; then each
+    bucket in turn is read, sorted in memory, its files deleted, and yielded. Memory: one
+    chunk while splitting, one bucket while sorting (about ``rows / (len(bounds) + 1)``).
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    used: set[int] = set()
+    for i, chunk in enumerate(chunks):
+        which = np.searchsorted(bounds, chunk.get_column(by).to_numpy(), side="right")
+        tagged = chunk.with_columns(pl.Series("_bucket", which, dtype=pl.Int64))
+        for (bucket,), part in tagged.partition_by("_bucket", as_dict=True,
+                                                   include_key=False).items():
+            where = folder / f"{bucket:06d}"
+            if bucket not in used:
+                where.mkdir()
+                used.add(int(bucket))
+            part.write_ipc(where / f"{i:08d}.arrow", compression="lz4")
+    for bucket in sorted(used):
+        where = folder / f"{bucket:06d}"
+        pieces = sorted(where.iterdir())
+        frame = pl.concat([pl.read_ipc(p) for p in pieces]).sort(by, *[then] if then else [])
+        for piece in pieces:
+            piece.unlink()
+        yield frame
+
+
+def _read_and_delete(files: list[Path]) -> Iterator[pl.DataFrame]:
+    for file in files:
+        frame = pl.read_ipc(file)
+        file.unlink()
+        yield frame
 
 
 def _kept(columns: list[str] | None) -> list[str]:

@@ -139,3 +139,30 @@ def test_rejects_and_repeats_across_chunks_match_load_transactions(tmp_path):
     assert counts.records == want.n_records == 12 and counts.rejected == 2
     ids = pl.concat([c.records for c in chunks]).get_column("transaction_id").to_list()
     assert sorted(ids) == sorted(want.frame.get_column("transaction_id").to_list())
+
+
+def test_sorting_on_disk_keeps_ties_in_input_order_across_bucket_borders(tmp_path):
+    """Few distinct timestamps (many ties), shuffled, cut into many small buckets: every tie
+    stays in input order, as the whole-table engine orders them."""
+    rng = np.random.default_rng(8)
+    n = 600
+    rows = [tx(T0 + int(rng.integers(0, 6)) * HOUR, float(rng.integers(1, 100)),
+               f"u{rng.integers(0, 5)}", f"v{rng.integers(0, 3)}") for _ in range(n)]
+    path = tmp_path / "ties.parquet"
+    table(rows).write_parquet(path)
+    for size in (7, 50):
+        chunks, values, _, counts = whole_and_chunks(path, STANDARD, size)
+        assert counts.sorted_out_of_core
+        assert np.array_equal(values, feature_matrix(table(rows), STANDARD))
+        index = np.concatenate([c.index for c in chunks])
+        ts = np.concatenate([c.records.get_column("timestamp").to_numpy() for c in chunks])
+        assert (np.lexsort((index, ts)) == np.arange(n)).all()  # (time, input position)
+
+
+def test_bucket_bounds_never_split_equal_values():
+    from txanomaly.io.chunks import bucket_bounds
+
+    sample = np.array([5, 5, 5, 5, 5, 5, 9, 1], dtype=np.int64)
+    bounds = bucket_bounds(sample, rows=8_000, bucket_rows=1_000)
+    assert list(bounds) == sorted(set(bounds)) and set(bounds) <= {1, 5, 9}
+    assert bucket_bounds(sample, rows=800, bucket_rows=1_000).size == 0

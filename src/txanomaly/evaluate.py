@@ -237,16 +237,20 @@ class Prepared:
 
 def prepare(frame: pl.DataFrame, labels: pl.DataFrame | None,
             feature_set: str | FeatureSet, train_fraction: float,
-            counterparty: str = "auto") -> Prepared:
+            counterparty: str = "auto", X: np.ndarray | None = None) -> Prepared:
     """Compute the features of ``frame``, align ``labels`` (optional) and split in time order.
 
     The feature set's directions are resolved for ``counterparty`` (``auto``: detected from
     ``frame``, as ``txanomaly train`` does; :func:`txanomaly.features.roles.resolve_counterparty`),
-    and its fitted transforms are fitted on the training rows.
+    and its fitted transforms are fitted on the training rows. ``X``: the rows' features,
+    already computed (on a larger history: ``txanomaly evaluate --max-rows`` samples rows
+    of a file whose features came from every row).
     """
     fs, _ = resolve_counterparty(feature_set, frame, counterparty)
     split = time_ordered_split(frame["timestamp"].to_numpy(), train_fraction)
-    X = feature_matrix(frame, fs)
+    X = feature_matrix(frame, fs) if X is None else np.asarray(X, dtype=np.float64)
+    if len(X) != frame.height:
+        raise TxAnomalyError(f"X has {len(X)} rows, the frame {frame.height}")
     fs = fs.fit_transforms(X[split.train])  # every detector sees the same model inputs
     ids = frame["transaction_id"]
     if labels is not None:

@@ -11,6 +11,7 @@ import json
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -22,9 +23,11 @@ from txanomaly import baselines as bl
 from txanomaly.cli._common import JsonOut, Output, Quiet, check_exists, handle_errors
 from txanomaly.cli.data import FEATURE_SET_HELP, RejectsOpt, read_input
 from txanomaly.defaults import DEMO_DIR, DEMO_ROWS, TUNE_MAPS
+from txanomaly.features import FeatureSet
 from txanomaly.features.files import resolve_feature_set
 
 if TYPE_CHECKING:
+    import numpy as np
     import polars as pl
     from matplotlib.figure import Figure
 
@@ -48,6 +51,17 @@ FractionOpt = Annotated[float, typer.Option(
     "--train-fraction", help="Share of the rows, earliest first, that train; the rest test.")]
 EpochsOpt = Annotated[int, typer.Option(help="Training passes over the data.")]
 SeedOpt = Annotated[int, typer.Option(help="Random seed (map, baselines, samples).")]
+MaxRowsOpt = Annotated[int, typer.Option(
+    "--max-rows", min=0,
+    help="Hold at most this many valid transactions in memory: a larger input is read a "
+         "chunk at a time and a uniform random sample of this many (drawn with --seed, in "
+         "input order; their features computed on the whole input's history) is used. "
+         "0 = every row.")]
+#: --max-rows' default: a million rows of features, scores and reasons take ~1 GB here.
+MAX_ROWS = 1_000_000
+#: The flat columns the report and the evaluation read beside the features.
+_SHOWN_COLUMNS = ["origin_user_id", "destination_user_id", "origin_amount", "origin_currency",
+                  "destination_amount", "destination_currency"]
 TopKOpt = Annotated[int | None, typer.Option(
     "--top-k", help="k of precision/recall at top-k (default: the number of labelled "
                     "anomalies in the test rows).")]
@@ -84,10 +98,16 @@ def report(
         "--labels", "-l", help="Labels CSV (transactionId,is_anomaly[,kind]) of --data: the "
                                "top anomalies then show each one's label.")] = None,
     rejects: RejectsOpt = None,
+    max_rows: MaxRowsOpt = MAX_ROWS,
+    seed: SeedOpt = 0,
     quiet: Quiet = False,
     as_json: JsonOut = False,
 ) -> None:
-    """Write one self-contained HTML report: the model, its map, its flags and their reasons."""
+    """Write one self-contained HTML report: the model, its map, its flags and their reasons.
+
+    Above --max-rows valid transactions in --data, the report shows a uniform sample of them
+    (said in the report's summary line and in the output).
+    """
     out = Output(quiet, as_json)
     check_exists(model_dir, what="model directory")
     check_exists(data)
@@ -105,23 +125,28 @@ def report(
     metadata = json.loads((model_dir / METADATA_FILE).read_text())
     scored = None
     if data is not None:
-        frame = read_input(data, output, rejects, out).frame
+        sample = read_sample(data, output, model.feature_set_, rejects, out, max_rows, seed)
+        frame = sample.frame
         names = None
         if labels is not None and frame.height:
             names = report_core.label_names(*ev.align_labels(frame["transaction_id"],
                                                              ev.load_labels(labels)))
-        scored = (report_core.score_data(model, frame, labels=names) if frame.height
-                  else None)
+        scored = (report_core.score_data(model, frame, X=sample.X, labels=names)
+                  if frame.height else None)
     with _steps(out, "report", 6) as step:
         document = report_core.build_report(model, metadata, scored, top=top, on_step=step)
     report_core.write_report(output, document)
     flagged = int(scored.flags.sum()) if scored is not None else None
     seconds = round(time.perf_counter() - started, 3)
     rows = len(scored.scores) if scored is not None else 0
+    sampled = (f" (a uniform sample of the {sample.valid:,} valid)"
+               if data is not None and sample.valid > rows else "")
     out.print(f"wrote {escape(str(output))} ({len(document) / 1e6:.1f} MB"
-              + (f"; {rows:,} transactions, {flagged:,} flagged" if scored is not None else "")
+              + (f"; {rows:,} transactions{sampled}, {flagged:,} flagged"
+                 if scored is not None else "")
               + f") in {seconds:.1f} s", highlight=False)
     out.summary({"output": str(output), "model": str(model_dir), "rows": rows,
+                 "valid_rows": sample.valid if data is not None else 0,
                  "flagged": flagged, "seconds": seconds})
 
 
@@ -162,6 +187,7 @@ def evaluate(
     plot: Annotated[Path | None, typer.Option(
         help="Draw the precision-recall curves into this PNG.")] = None,
     rejects: RejectsOpt = None,
+    max_rows: MaxRowsOpt = MAX_ROWS,
     quiet: Quiet = False,
     as_json: JsonOut = False,
 ) -> None:
@@ -169,7 +195,8 @@ def evaluate(
 
     Every detector sees the same features and is scored on the same test rows (the latest
     1 - TRAIN_FRACTION of them): ROC-AUC, PR-AUC, precision and recall at the threshold and
-    at top-k, and recall per anomaly kind when the labels have a kind column.
+    at top-k, and recall per anomaly kind when the labels have a kind column. Above
+    --max-rows valid transactions, a uniform sample of them is split and measured.
     """
     out = Output(quiet, as_json)
     check_exists(input, labels)
@@ -189,13 +216,20 @@ def evaluate(
         raise typer.BadParameter(f"the model uses the {model.feature_set_.name!r} feature set",
                                  param_hint="--feature-set")
     fs = model.feature_set_ if model is not None else (chosen or resolve_feature_set("standard"))
-    frame = read_input(input, output or input.with_suffix(".json"), rejects, out).frame
+    sample = read_sample(input, output or input.with_suffix(".json"), fs, rejects, out,
+                         max_rows, seed, counterparty=model is None)
+    frame, X = sample.frame, sample.X
     if labels is not None:
         label_table = ev.load_labels(labels)
     else:
-        frame, label_table = _feedback_labels(out, frame, str(feedback_db), db_schema,
-                                              unreviewed)
-    prepared = ev.prepare(frame, label_table, fs, train_fraction)
+        kept, label_table = _feedback_labels(out, frame, str(feedback_db), db_schema,
+                                             unreviewed)
+        X = X[frame["transaction_id"].is_in(kept["transaction_id"].implode()).to_numpy()]
+        frame = kept
+    if sample.valid > frame.height:
+        out.print(f"evaluating a uniform sample of {frame.height:,} of the {sample.valid:,} "
+                  "valid transactions (--max-rows)", highlight=False)
+    prepared = ev.prepare(frame, label_table, sample.feature_set, train_fraction, X=X)
     with _steps(out, "evaluating", 1 + len(names)) as step:
         result = ev.evaluate(prepared, model=model, detector_params=params, baselines=names,
                              top_k=top_k, seed=seed, on_step=step,
@@ -209,6 +243,72 @@ def evaluate(
     if written:
         out.print(f"wrote {written}", highlight=False)
     out.summary(result.to_dict())
+
+
+@dataclass(frozen=True)
+class Sample:
+    """Valid transactions of a file (all, or a uniform sample) and their features."""
+
+    frame: pl.DataFrame
+    X: np.ndarray
+    #: How many valid transactions the file holds.
+    valid: int
+    #: The feature set, its counterparty resolved from every row when asked.
+    feature_set: FeatureSet
+
+
+def read_sample(path: Path, output: Path, fs: FeatureSet, rejects: Path | None, out: Output,
+                max_rows: int, seed: int, counterparty: bool = False) -> Sample:
+    """The valid transactions of ``path`` with their features, read a chunk at a time; above
+    ``max_rows`` (0: no limit) a uniform random sample of that many (each row gets a random
+    key from ``seed``; the smallest keys stay), in input order. Features come from the
+    whole file's history either way. ``counterparty``: resolve ``fs``'s role from every row
+    (``auto``, as ``train`` does)."""
+    import numpy as np
+    import polars as pl
+
+    from txanomaly.cli.model import ChunkReader
+    from txanomaly.counterparty_tally import CounterpartyTally
+
+    rng = np.random.default_rng(seed)
+    tally = CounterpartyTally() if counterparty else None
+    kept: list[tuple[pl.DataFrame, np.ndarray, np.ndarray, np.ndarray]] = []
+    held = 0
+    reader = ChunkReader(path, output, fs, rejects, out, columns=_SHOWN_COLUMNS)
+    for chunk in reader:
+        if tally is not None:
+            tally.add(chunk.records)
+        keys = rng.random(chunk.records.height)
+        kept.append((chunk.records, chunk.values, chunk.index, keys))
+        held += chunk.records.height
+        if max_rows and held > 2 * max_rows:  # thin out now and then, not every chunk
+            kept = [_smallest_keys(kept, max_rows)]
+            held = max_rows
+    if max_rows and held > max_rows:
+        kept = [_smallest_keys(kept, max_rows)]
+    if tally is not None and fs.counterparty is None and any(
+            f.merchant_direction is not None for f in fs.features):
+        fs = fs.for_counterparty(tally.result().role)
+    if not kept:
+        return Sample(pl.DataFrame(schema={"transaction_id": pl.String, "timestamp": pl.Int64}),
+                      np.empty((0, len(fs.features))), 0, fs)
+    records = pl.concat([k[0] for k in kept], how="vertical_relaxed")
+    values = np.concatenate([k[1] for k in kept])
+    order = np.argsort(np.concatenate([k[2] for k in kept]), kind="stable")
+    return Sample(records[order], values[order], reader.counts.accepted, fs)
+
+
+def _smallest_keys(kept: list[tuple[pl.DataFrame, np.ndarray, np.ndarray, np.ndarray]],
+                   k: int) -> tuple[pl.DataFrame, np.ndarray, np.ndarray, np.ndarray]:
+    """The ``k`` rows of ``kept`` with the smallest random keys (one uniform sample)."""
+    import numpy as np
+    import polars as pl
+
+    keys = np.concatenate([part[3] for part in kept])
+    take = np.sort(np.argpartition(keys, k - 1)[:k])
+    records = pl.concat([part[0] for part in kept], how="vertical_relaxed")[take]
+    return (records, np.concatenate([part[1] for part in kept])[take],
+            np.concatenate([part[2] for part in kept])[take], keys[take])
 
 
 def _feedback_labels(out: Output, frame: pl.DataFrame, db: str, schema: str | None,

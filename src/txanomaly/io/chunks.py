@@ -67,9 +67,10 @@ class ReadCounts:
     sorted_out_of_core: bool = False
 
 
-def count_rows(path: str | Path) -> int:
+def count_rows(path: str | Path) -> int | None:
     """The number of records in ``path``, cheaply: Parquet's metadata, a CSV's rows (one
-    streaming count), a JSON file's records (it is parsed: JSON has no cheaper count)."""
+    streaming count), a JSON Lines file's non-blank lines; None for a JSON array (counting
+    would mean parsing it)."""
     path = Path(path)
     kind = format_for(path).name
     if not path.exists():
@@ -80,8 +81,11 @@ def count_rows(path: str | Path) -> int:
         return int(pq.ParquetFile(path).metadata.num_rows)
     if kind == "CSV":
         return int(pl.scan_csv(path, infer_schema=False).select(pl.len()).collect().item())
-    frame, rejects = format_for(path).read(path, None, False)
-    return frame.height + len(rejects)
+    with path.open("rb") as fh:
+        if kind == "JSON" and fh.read(4096).lstrip()[:1] == b"[":
+            return None
+        fh.seek(0)
+        return sum(1 for line in fh if line.strip())
 
 
 def time_ordered_chunks(path: str | Path, chunk_rows: int = DEFAULT_CHUNK_ROWS,
@@ -107,7 +111,7 @@ def time_ordered_chunks(path: str | Path, chunk_rows: int = DEFAULT_CHUNK_ROWS,
     if scan is None:
         yield from _whole_file_chunks(path, chunk_rows, keep, rejects, counts)
         return
-    rows = count_rows(path)
+    rows = count_rows(path) or 0  # a table's count: never None
     parquet = format_for(path).name == "Parquet"
     repeated, ordered = _survey(scan, rows, chunk_rows, parquet)
     valid = _valid_chunks(path, _batches(scan, chunk_rows, rows, parquet), keep, repeated,

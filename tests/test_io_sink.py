@@ -1,0 +1,32 @@
+"""ResultSink: a result table written a chunk at a time reads back as the whole table."""
+
+from __future__ import annotations
+
+import polars as pl
+import pytest
+
+from txanomaly.io.sink import ResultSink
+
+READ = {".parquet": pl.read_parquet, ".csv": pl.read_csv, ".jsonl": pl.read_ndjson,
+        ".json": pl.read_json}
+
+
+@pytest.mark.parametrize("suffix", list(READ))
+def test_chunks_read_back_as_one_table(tmp_path, suffix):
+    whole = pl.DataFrame({"transaction_id": [f"t{i}" for i in range(7)],
+                          "score": [0.5 * i for i in range(7)]})
+    path = tmp_path / f"out{suffix}"
+    with ResultSink(path) as sink:
+        for chunk in (whole.slice(0, 3), whole.head(0), whole.slice(3, 3), whole.slice(6)):
+            sink.write(chunk)  # an empty chunk in the middle too
+    assert sink.rows == 7
+    assert READ[suffix](path).equals(whole)
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no partial file left
+
+
+def test_a_failure_leaves_no_file_and_other_columns_are_refused(tmp_path):
+    path = tmp_path / "out.parquet"
+    with pytest.raises(ValueError, match="differ"), ResultSink(path) as sink:
+        sink.write(pl.DataFrame({"a": [1]}))
+        sink.write(pl.DataFrame({"b": [1]}))
+    assert list(tmp_path.iterdir()) == []

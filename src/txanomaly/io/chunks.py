@@ -242,12 +242,15 @@ def _survey(scan: pl.LazyFrame, rows: int, chunk_rows: int, parquet: bool
     seen = _HashSet(rows)
     repeated: list[np.ndarray] = []
     ordered = True
+    seen_zero_or_one = False
     last = np.iinfo(np.int64).min
     survey = scan.select(_id_hash(pl.col("transaction_id")).alias("h"), ts.alias("t"),
                          unknown.alias("u"))
     for lazy, _ in _batches(survey, max(chunk_rows, 1 << 20), rows, parquet):
         batch = lazy.collect()
-        repeated.append(seen.add(batch.get_column("h").to_numpy()))
+        hashes = batch.get_column("h").to_numpy()
+        repeated.append(seen.add(hashes))
+        seen_zero_or_one = seen_zero_or_one or bool((hashes <= 1).any())
         if ordered:
             t = batch.get_column("t").drop_nulls().to_numpy()
             ordered = not batch.get_column("u").any() and (t.size == 0 or (
@@ -255,8 +258,10 @@ def _survey(scan: pl.LazyFrame, rows: int, chunk_rows: int, parquet: bool
             if t.size:
                 last = int(t[-1])
     del seen
-    return pl.Series(np.unique(np.concatenate([np.empty(0, np.uint64), *repeated])),
-                     dtype=pl.UInt64), ordered
+    # Hashes 0 and 1 share a slot (0 marks an empty one): ids with either are always checked.
+    found = np.concatenate([np.array([0, 1], np.uint64), *repeated]) if any(
+        r.size for r in repeated) or seen_zero_or_one else np.empty(0, np.uint64)
+    return pl.Series(np.unique(found), dtype=pl.UInt64), ordered
 
 
 class _HashSet:
@@ -287,9 +292,8 @@ def _compiled_insert() -> Callable[..., Any]:
 
 
 def _insert(table: np.ndarray, hashes: np.ndarray) -> tuple[np.ndarray, int]:  # pragma: no cover
-    """Insert ``hashes`` into ``table`` (0 = empty; a hash of 0 is stored as 1: two ids
-    confused there only become suspects, checked exactly later); return the repeats found
-    and how many were added."""
+    """Insert ``hashes`` into ``table`` (0 = empty; a hash of 0 is stored as 1, and the
+    caller checks both exactly); return the repeats found and how many were added."""
     repeats = np.empty(hashes.size, np.uint64)
     found = 0
     added = 0

@@ -4,6 +4,7 @@ and detection quality on real (ADBench) and synthetic labelled data."""
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +35,15 @@ def blobs(n: int = 600, d: int = 4, outliers: int = 12, seed: int = 0):
     return X, y
 
 
-@parametrize_with_checks([AnomalyDetector(map_size=(3, 3), epochs=3)])
+# AnomalyDetector takes the estimator contract from txanomaly.estimator, not from
+# sklearn.base (train and score never import scikit-learn); scikit-learn warns that it does
+# not inherit BaseEstimator. Every check below runs and passes all the same.
+with warnings.catch_warnings():
+    warnings.filterwarnings("ignore", message="Estimator AnomalyDetector does not inherit")
+    _SKLEARN_CHECKS = parametrize_with_checks([AnomalyDetector(map_size=(3, 3), epochs=3)])
+
+
+@_SKLEARN_CHECKS
 def test_sklearn_estimator_checks(estimator, check):
     # All of scikit-learn's checks apply (only check_array_api_input skips itself when
     # SCIPY_ARRAY_API is unset); parametrize_with_checks reports each one separately.
@@ -250,3 +259,34 @@ def test_a_rare_pattern_is_scored_against_units_of_ordinary_behaviour():
     # Rows and explanations name the scoring unit, numbered on the whole map.
     assert set(dense.bmu(X)) <= set(np.flatnonzero(dense.active_units_))
     assert set(dense.explain(ring).bmu) <= set(np.flatnonzero(dense.active_units_))
+
+
+def test_train_and_score_do_not_import_scikit_learn(tmp_path):
+    """scikit-learn costs a process as long to import as PyTorch; the model's own paths
+    (fit from disk, load, score) do not need it."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys, numpy as np, polars as pl\n"
+        "from txanomaly.features.spec import Feature, FeatureSet\n"
+        "from txanomaly.pipeline import TransactionModel\n"
+        "from txanomaly.detector import AnomalyDetector\n"
+        "from txanomaly.rowstore import RowStore\n"
+        "fs = FeatureSet('demo', (Feature('a', 'amount', transform='log1p'),"
+        " Feature('b', 'amount')))\n"
+        "store = RowStore(sys.argv[1] + '/x', 2)\n"
+        "store.append(np.random.default_rng(0).lognormal(size=(500, 2)))\n"
+        "model = TransactionModel(fs, AnomalyDetector(map_size='3x3', epochs=2))\n"
+        "model.fit_stored(store).save(sys.argv[1] + '/m')\n"
+        "loaded = TransactionModel.load(sys.argv[1] + '/m')\n"
+        "ids = pl.Series('transaction_id', ['t1', 't2'])\n"
+        "loaded.score_rows(ids, np.array([[1.0, 2.0], [90.0, 0.5]]))\n"
+        "try:\n"
+        "    AnomalyDetector().anomaly_score([[1.0, 2.0]])\n"
+        "except ValueError as exc:\n"
+        "    assert 'not fitted' in str(exc)\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('sklearn', 'scipy')))\n")
+    done = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True,
+                          text=True, check=True)
+    assert done.stdout.strip() == "[]", done.stderr

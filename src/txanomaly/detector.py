@@ -26,6 +26,7 @@ A row is an anomaly when its anomaly score is strictly greater than ``threshold_
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -33,13 +34,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from sklearn.base import BaseEstimator, OutlierMixin
-from sklearn.exceptions import NotFittedError as SklearnNotFittedError
-from sklearn.metrics import silhouette_score
-from sklearn.utils import check_random_state
-from sklearn.utils.validation import check_is_fitted, validate_data
 
 from txanomaly.errors import NotFittedError, TxAnomalyError
+from txanomaly.estimator import Estimator, check_random_state
 from txanomaly.rowstore import BLOCK_ROWS, BlockStore, RowStore
 from txanomaly.scaling import SCALERS, fit_scaler, fit_scaler_blocks
 from txanomaly.som import (
@@ -62,8 +59,9 @@ SILHOUETTE_SAMPLE = 5_000
 STREAM_DECAY_SAMPLES = 10_000
 
 
-class DetectorNotFittedError(NotFittedError, SklearnNotFittedError):
-    """Raised by a scoring method before ``fit``; both txanomaly's and scikit-learn's kind."""
+class DetectorNotFittedError(NotFittedError, AttributeError):
+    """Raised by a scoring method before ``fit``: txanomaly's kind, and a ValueError and an
+    AttributeError as scikit-learn's ``NotFittedError`` is (which its checks expect)."""
 
 
 # --------------------------------------------------------------------------- explanations
@@ -128,7 +126,7 @@ class Explanation:
 
 
 # --------------------------------------------------------------------------- the detector
-class AnomalyDetector(OutlierMixin, BaseEstimator):
+class AnomalyDetector(Estimator):
     """Self-Organizing Map anomaly detector with a scikit-learn / PyOD interface.
 
     Parameters
@@ -192,6 +190,8 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
     training_summary_ : dict with rows, quantization_error, topographic_error, seconds...
     """
 
+    _estimator_type = "outlier_detector"
+
     def __init__(self, map_size: tuple[int, int] | str = (10, 10), epochs: int = 20,
                  algorithm: str = "batch", contamination: float = 0.05,
                  threshold: float | None = None, scaling: str = "auto", init: str = "pca",
@@ -223,7 +223,7 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
         ``callback(epoch, epochs)`` is called after each epoch (progress bars).
         """
         rows, cols = self.check_params()
-        X = validate_data(self, X, dtype=[np.float64, np.float32], ensure_min_samples=2)
+        X = _validate_data(self, X, dtype=[np.float64, np.float32], ensure_min_samples=2)
         started = time.perf_counter()
         self.center_, self.scale_ = self._fit_scaler(X)
         Xs = self._to_tensor(X)
@@ -373,8 +373,8 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
         """
         rows, cols = self.check_params()
         first = not hasattr(self, "som_")
-        X = validate_data(self, X, dtype=[np.float64, np.float32], reset=first,
-                          ensure_min_samples=2 if first else 1)
+        X = _validate_data(self, X, dtype=[np.float64, np.float32], reset=first,
+                           ensure_min_samples=2 if first else 1)
         if first:
             self.center_, self.scale_ = self._fit_scaler(X)
             self.som_ = self._new_som(rows, cols, X.shape[1])
@@ -471,7 +471,7 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
         Reports use it to show the map before and after training.
         """
         _check_fitted(self)
-        X = validate_data(self, X, dtype=[np.float64, np.float32], reset=False)
+        X = _validate_data(self, X, dtype=[np.float64, np.float32], reset=False)
         som = self._new_som(self.som_.rows, self.som_.cols, self.n_features_in_)
         som.initialize(self._to_tensor(X), "randn" if self.algorithm == "seed" else self.init)
         return som.weights.detach().cpu().numpy()
@@ -537,6 +537,10 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
         """+1 for inliers, -1 for outliers."""
         return np.where(self.decision_function(X) < 0, -1, 1)
 
+    def fit_predict(self, X: Any, y: Any = None, **kwargs: Any) -> np.ndarray:
+        """``fit(X).predict(X)`` (scikit-learn's ``OutlierMixin``)."""
+        return self.fit(X, **kwargs).predict(X)
+
     def is_anomaly(self, X: Any) -> np.ndarray:
         """Boolean flags: anomaly score strictly above ``threshold_``."""
         return exceeds(self.anomaly_score(X), self.threshold_)
@@ -568,7 +572,8 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
 
     def _validated(self, X: Any) -> np.ndarray:
         _check_fitted(self)
-        return np.asarray(validate_data(self, X, dtype=[np.float64, np.float32], reset=False))
+        return np.asarray(_validate_data(self, X, dtype=[np.float64, np.float32],
+                                         reset=False))
 
     def _to_tensor(self, X: np.ndarray) -> torch.Tensor:
         """Scaled float32 copy of ``X`` on the device."""
@@ -660,6 +665,8 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
         if len(np.unique(bmu)) < 2 or len(np.unique(bmu)) >= len(bmu):
             return float("nan")
         size = min(sample_size, len(bmu))
+        from sklearn.metrics import silhouette_score  # scikit-learn only where it is used
+
         return float(silhouette_score(Xs.cpu().numpy(), bmu, sample_size=size,
                                       random_state=check_random_state(self.random_state)))
 
@@ -795,11 +802,33 @@ def _check_finite_rows(X: np.ndarray, first: int) -> None:
 
 
 def _check_fitted(det: AnomalyDetector) -> None:
-    try:
-        check_is_fitted(det, ["som_", "threshold_"])
-    except Exception:
-        raise DetectorNotFittedError(f"this {type(det).__name__} is not fitted yet; call fit first"
-                             ) from None
+    if not (hasattr(det, "som_") and hasattr(det, "threshold_")):
+        raise _not_fitted_kind()(f"this {type(det).__name__} is not fitted yet; call fit first")
+
+
+_SKLEARN_KIND: list[type[DetectorNotFittedError]] = []
+
+
+def _not_fitted_kind() -> type[DetectorNotFittedError]:
+    """:class:`DetectorNotFittedError`, also scikit-learn's ``NotFittedError`` once
+    scikit-learn is loaded (its checks and meta-estimators catch that one; importing it just
+    for the exception would cost every process the second and a half scikit-learn takes)."""
+    sklearn_exceptions = sys.modules.get("sklearn.exceptions")
+    if sklearn_exceptions is None:
+        return DetectorNotFittedError
+    if not _SKLEARN_KIND:
+        _SKLEARN_KIND.append(type("DetectorNotFittedError", (
+            DetectorNotFittedError, sklearn_exceptions.NotFittedError), {
+                "__module__": __name__, "__doc__": DetectorNotFittedError.__doc__}))
+    return _SKLEARN_KIND[0]
+
+
+def _validate_data(det: AnomalyDetector, X: Any, **options: Any) -> Any:
+    """scikit-learn's ``validate_data`` (imported here, when an array comes in: ``train`` and
+    ``score`` never need it, and importing scikit-learn costs as much as PyTorch)."""
+    from sklearn.utils.validation import validate_data
+
+    return validate_data(det, X, **options)
 
 
 def _check_int(name: str, value: Any, minimum: int) -> None:

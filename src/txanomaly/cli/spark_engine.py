@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.markup import escape
 
-from txanomaly.cli._common import Output, default_rejects_path
+from txanomaly.cli._common import Output, check_exists, default_rejects_path
 from txanomaly.errors import TxAnomalyError
 
 if TYPE_CHECKING:
@@ -121,6 +121,8 @@ def history(input: str, model_dir: Path, db: str, db_schema: str | None,
     # INPUT stays a string for Spark (Path would fold a URL's "//"); the rejects go next to
     # a local file or directory, else into this directory.
     local = "://" not in input and not any(c in input for c in "*?[{")
+    if local:
+        check_exists(Path(input))
     path = rejects or (default_rejects_path(Path(input.rstrip("/"))) if local
                        else Path("history.rejects.jsonl"))
     keep = rejects is not None

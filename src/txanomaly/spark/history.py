@@ -51,7 +51,10 @@ _RANK = "_rank"
 def key_rows(records: DataFrame, feature_set: str | FeatureSet, first_seq: int = 1
              ) -> DataFrame:
     """The store's key history (:data:`txanomaly.storage.base.KEY_COLUMNS`) of ``records``
-    (flat records with ``_index``), arrival numbers from ``first_seq`` in ``_index`` order."""
+    (flat records with ``_index``), arrival numbers from ``first_seq`` in ``_index`` order.
+
+    The records, range-partitioned by ``_index``, stay cached (the arrival numbers are
+    counted over them): ``spark.catalog.clearCache()`` releases them after use."""
     return _key_table(_ranked(records, first_seq)[0], get_feature_set(feature_set))
 
 
@@ -168,7 +171,9 @@ def _key_rows(ranked: DataFrame, fs: FeatureSet, key: str) -> DataFrame:
 
 def transaction_rows(records: DataFrame, scorer: Scorer, first_seq: int = 1) -> DataFrame:
     """The store's scored transactions (:data:`txanomaly.storage.base.TRANSACTION_COLUMNS`):
-    flat record, content hash, raw features and the verdict the service would answer."""
+    flat record, content hash, raw features and the verdict the service would answer.
+
+    The records stay cached as for :func:`key_rows`."""
     return _transaction_table(_ranked(records, first_seq)[0], records, scorer)
 
 

@@ -86,8 +86,8 @@ def whole_and_chunks(path: Path, fs, size: int):
     rejects: list = []
     counts = ReadCounts()
     chunks = list(feature_chunks(path, fs, chunk_rows=size, rejects=rejects, counts=counts))
-    index = np.concatenate([c.index for c in chunks])
-    values = np.vstack([c.values for c in chunks])
+    index = np.concatenate([np.empty(0, np.int64), *(c.index for c in chunks)])
+    values = np.vstack([np.empty((0, len(fs.names))), *(c.values for c in chunks)])
     in_input_order = np.empty_like(values)
     in_input_order[np.searchsorted(np.sort(index), index)] = values
     return chunks, in_input_order, rejects, counts
@@ -166,3 +166,30 @@ def test_bucket_bounds_never_split_equal_values():
     bounds = bucket_bounds(sample, rows=8_000, bucket_rows=1_000)
     assert list(bounds) == sorted(set(bounds)) and set(bounds) <= {1, 5, 9}
     assert bucket_bounds(sample, rows=800, bucket_rows=1_000).size == 0
+
+
+record_strategy = st.fixed_dictionaries({
+    "transaction_id": st.sampled_from(["a", "b", "c", "d", "e", "f", "g", "h"]),
+    "timestamp": st.integers(0, 5).map(lambda k: T0 + k * HOUR),
+    "origin_user_id": st.sampled_from(["u", "v", None]),
+    "destination_user_id": st.sampled_from(["u", "w", None]),
+    "destination_amount": st.sampled_from([1.0, 2.5, 40.0, -1.0]),  # -1: rejected
+})
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[
+    HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(st.lists(record_strategy, min_size=1, max_size=14), st.integers(1, 5))
+def test_chunked_reads_agree_with_load_transactions_on_rejects_repeats_and_values(
+        tmp_path, records, size):
+    """Repeated ids (exact and conflicting, in any chunk), invalid records and an input out of
+    time order: the same rejects, repeats and features as reading the whole file."""
+    path = tmp_path / f"tx-{size}.csv"
+    pl.DataFrame(records).write_csv(path)
+    want = load_transactions(path)
+    _, values, rejects, counts = whole_and_chunks(path, STANDARD, size)
+    assert [(r.index, r.transaction_id, r.errors) for r in rejects] == [
+        (r.index, r.transaction_id, r.errors) for r in want.rejects]
+    assert counts.exact_duplicates == want.exact_duplicates
+    assert counts.records == want.n_records and counts.accepted == want.frame.height
+    assert np.array_equal(values, feature_matrix(want.frame, STANDARD))

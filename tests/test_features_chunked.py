@@ -193,3 +193,17 @@ def test_chunked_reads_agree_with_load_transactions_on_rejects_repeats_and_value
     assert counts.exact_duplicates == want.exact_duplicates
     assert counts.records == want.n_records and counts.accepted == want.frame.height
     assert np.array_equal(values, feature_matrix(want.frame, STANDARD))
+
+
+def test_importing_the_chunked_engine_loads_no_numba():
+    """The CLI imports it at start-up (every command): Numba comes with the first engine."""
+    import subprocess
+    import sys
+
+    from txanomaly.features import chunked, kernel
+
+    assert chunked.MISSING == kernel.MISSING
+    code = "import sys, txanomaly.features.chunked; print('numba' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True)
+    assert done.stdout.strip() == "False"

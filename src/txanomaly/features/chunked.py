@@ -51,7 +51,6 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from txanomaly.features import kernel
 from txanomaly.features.batch import (
     _evaluate_into,
     _id_columns,
@@ -61,6 +60,10 @@ from txanomaly.features.batch import (
 from txanomaly.features.spec import FeatureSet, get_feature_set
 from txanomaly.io.chunks import DEFAULT_CHUNK_ROWS, ReadCounts, count_rows, time_ordered_chunks
 from txanomaly.io.result import Rejected
+
+#: The code of a missing id (``kernel.MISSING``; kept here so that importing this module does
+#: not load Numba: the CLI imports it at start-up).
+MISSING = 0xFFFFFFFF
 
 __all__ = ["DEFAULT_CHUNK_ROWS", "ChunkedFeatures", "FeatureChunk", "ReadCounts",
            "count_rows", "feature_chunks"]
@@ -108,6 +111,8 @@ class ChunkedFeatures:
         for j, feat in enumerate(self.fs.features):
             if feat.key is not None:
                 self.by_key[feat.key].append(j)
+        from txanomaly.features import kernel  # Numba: loaded when an engine is made
+
         self.passes: dict[str, kernel.ChunkedKeyPass] = {}
         for key, columns in self.by_key.items():
             feats = [self.fs.features[j] for j in columns]
@@ -167,7 +172,7 @@ class ChunkedFeatures:
     def _id_codes(self, frame: pl.DataFrame) -> dict[str, np.ndarray]:
         """A stable uint32 code per id (the same id, the same code, in every chunk)."""
         return {c: self._ids(frame.get_column(c)) if c in frame.columns
-                else np.full(frame.height, kernel.MISSING, np.uint32) for c in self.id_columns}
+                else np.full(frame.height, MISSING, np.uint32) for c in self.id_columns}
 
 
 class _IdSlots:
@@ -182,11 +187,11 @@ class _IdSlots:
         text = ids.cast(pl.String)
         distinct = text.drop_nulls().unique()
         if distinct.len() == 0:
-            return np.full(ids.len(), kernel.MISSING, np.uint32)
+            return np.full(ids.len(), MISSING, np.uint32)
         codes = self.codes
         slots = [codes.setdefault(value, len(codes)) for value in distinct.to_list()]
-        if len(codes) >= kernel.MISSING:
+        if len(codes) >= MISSING:
             raise ValueError("more than 2**32 - 1 distinct ids")
         mapped = text.replace_strict(distinct, pl.Series(slots, dtype=pl.UInt32),
-                                     default=kernel.MISSING, return_dtype=pl.UInt32)
-        return mapped.fill_null(kernel.MISSING).to_numpy()
+                                     default=MISSING, return_dtype=pl.UInt32)
+        return mapped.fill_null(MISSING).to_numpy()

@@ -439,7 +439,7 @@ def model_page(info: Mapping[str, Any], features: Sequence[Feature], stored: int
                  "flag-rate.png' alt='share of stored transactions flagged per hour, and "
                  "transactions stored and flagged per hour' width='440' height='320'>"
                  "</section>")
-    body = (f"<div class='grid'><section class='card'><h2>Summary</h2>"
+    body = (f"<div class='grid top'><section class='card'><h2>Summary</h2>"
             f"<table class='kv'>{kv}</table></section><div>{live}{rate_card}</div></div>"
             "<section class='card'><h2>The map</h2><p class='hint'>The U-matrix: how far "
             "each prototype is from its neighbours. The hit map and the share flagged per "

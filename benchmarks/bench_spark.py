@@ -226,15 +226,21 @@ def _fresh_store(url: str):  # type: ignore[no-untyped-def]
     return sql_storage(url, schema=f"txa_bench_{uuid.uuid4().hex[:8]}")
 
 
-def _spark_history(frame, model, url: str) -> float:  # type: ignore[no-untyped-def]
-    """Seconds of ``load_history`` (the store's history built on Spark, bulk-loaded: COPY
-    on PostgreSQL) of every row into an empty schema (dropped after)."""
-    from txanomaly import spark as txs
+def _scorer(model):  # type: ignore[no-untyped-def]
+    """The service's scorer for ``model``, as a server loads it (saved, then read back)."""
     from txanomaly.scoring import Scorer
 
     with tempfile.TemporaryDirectory() as tmp:
         model.save(Path(tmp) / "model")
-        scorer = Scorer.load(Path(tmp) / "model")
+        return Scorer.load(Path(tmp) / "model")
+
+
+def _spark_history(frame, model, url: str) -> float:  # type: ignore[no-untyped-def]
+    """Seconds of ``load_history`` (the store's history built on Spark, bulk-loaded: COPY
+    on PostgreSQL) of every row into an empty schema (dropped after)."""
+    from txanomaly import spark as txs
+
+    scorer = _scorer(model)
     storage = _fresh_store(url)
     try:
         start = time.perf_counter()
@@ -249,11 +255,8 @@ def _local_history(frame, model, url: str, rows: int) -> float:  # type: ignore[
     """Seconds of the local ``history load`` path (``ingest_history``, 1,000 a batch) of the
     first ``rows`` rows into an empty schema (dropped after)."""
     from txanomaly.ingest import ingest_history
-    from txanomaly.scoring import Scorer
 
-    with tempfile.TemporaryDirectory() as tmp:
-        model.save(Path(tmp) / "model")
-        scorer = Scorer.load(Path(tmp) / "model")
+    scorer = _scorer(model)
     storage = _fresh_store(url)
     try:
         start = time.perf_counter()

@@ -10,12 +10,9 @@ import polars as pl
 import pytest
 from typer.testing import CliRunner
 
+from labelled_workdir import labelled_workdir
 from txanomaly import synth
 from txanomaly.cli import app
-from txanomaly.detector import AnomalyDetector
-from txanomaly.features.batch import feature_matrix
-from txanomaly.io import write_table
-from txanomaly.pipeline import TransactionModel
 
 PNG = b"\x89PNG\r\n\x1a\n"
 runner = CliRunner()
@@ -24,14 +21,7 @@ runner = CliRunner()
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
     """3,000 labelled transactions, their labels and a small model trained on them."""
-    root = tmp_path_factory.mktemp("analysis")
-    data = synth.generate(3_000, users=60, days=10, anomaly_rate=0.05, seed=2)
-    write_table(data.transactions, root / "tx.parquet")
-    synth.write_labels(data.labels, root / "tx.labels.csv")
-    model = TransactionModel("seed", AnomalyDetector(map_size="4x4", epochs=5))
-    model.fit(feature_matrix(data.transactions, "seed"))
-    model.save(root / "model")
-    return root
+    return labelled_workdir(tmp_path_factory.mktemp("analysis"), epochs=5)
 
 
 def run(*args: str):

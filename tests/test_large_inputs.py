@@ -9,29 +9,20 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from txanomaly import synth
+from labelled_workdir import labelled_workdir
 from txanomaly.cli import app
 from txanomaly.cli._common import Output
 from txanomaly.cli.analysis import read_sample
-from txanomaly.detector import AnomalyDetector
 from txanomaly.features.batch import feature_matrix
 from txanomaly.features.spec import get_feature_set
-from txanomaly.io import load_transactions, write_table
-from txanomaly.pipeline import TransactionModel
+from txanomaly.io import load_transactions
 
 runner = CliRunner()
 
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("large")
-    data = synth.generate(3_000, users=60, days=10, anomaly_rate=0.05, seed=2)
-    write_table(data.transactions, root / "tx.parquet")
-    synth.write_labels(data.labels, root / "tx.labels.csv")
-    model = TransactionModel("seed", AnomalyDetector(map_size="4x4", epochs=3))
-    model.fit(feature_matrix(data.transactions, "seed"))
-    model.save(root / "model")
-    return root
+    return labelled_workdir(tmp_path_factory.mktemp("large"), epochs=3)
 
 
 def test_a_sample_is_uniform_in_input_order_with_the_whole_history_features(workdir):

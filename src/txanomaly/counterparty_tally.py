@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import polars as pl
 
-from txanomaly.features.roles import MERCHANT_MAX_RECIPROCITY, MERCHANT_MAX_SHARE, Counterparty
+from txanomaly.features.roles import Counterparty, decide
 
 _ID_COLUMNS = ("origin_user_id", "destination_user_id")
 
@@ -53,14 +53,7 @@ class CounterpartyTally:
         if not self.seen_ids or rows == 0:
             return Counterparty("person", float("nan"), 0)
         paying = self._destinations.filter(pl.col("d").is_in(self._origins.implode()))
-        share = int(paying.get_column("n").sum() or 0) / rows
-        pairs = self._pairs
-        back = pairs.select(pl.col("d").alias("o"), pl.col("o").alias("d"))
-        reversed_share = pairs.join(back, on=["o", "d"], how="semi").height / max(pairs.height, 1)
-        possible = pairs["o"].n_unique() * pairs["d"].n_unique()
-        reciprocity = reversed_share / (pairs.height / possible) if pairs.height else 0.0
-        merchant = share < MERCHANT_MAX_SHARE or reciprocity < MERCHANT_MAX_RECIPROCITY
-        return Counterparty("merchant" if merchant else "person", share, rows, reciprocity)
+        return decide(int(paying.get_column("n").sum() or 0) / rows, rows, self._pairs)
 
 
 def _hashed(column: str) -> pl.Expr:

@@ -125,7 +125,7 @@ def features(
             if sink.rows == 0:
                 sink.write(_feature_frame(fs, None, with_index=restore))
         if restore:
-            _in_input_order(target, output)
+            in_input_order(target, output)
     rows = counts.accepted
     where = ""
     if rejected or rejects is not None:  # no empty file left behind by default
@@ -160,7 +160,7 @@ def _feature_frame(fs: FeatureSet, chunk: FeatureChunk | None, with_index: bool
     return pl.DataFrame(columns)
 
 
-def _in_input_order(by_time: Path, output: Path) -> None:
+def in_input_order(by_time: Path, output: Path) -> None:
     """Rewrite ``by_time`` (a Parquet file of result rows with ``_index``, their input
     position) into ``output`` in input order, without ``_index``: sorted on disk
     (:func:`~txanomaly.io.chunks.bucket_sort`, buckets of :data:`DEFAULT_CHUNK_ROWS` input

@@ -36,8 +36,8 @@ from txanomaly.cli.data import (
     ChunkRowsOpt,
     FeatureSetOpt,
     RejectsOpt,
-    _in_input_order,
     check_output,
+    in_input_order,
 )
 from txanomaly.counterparty_tally import CounterpartyTally
 from txanomaly.errors import TxAnomalyError
@@ -265,7 +265,7 @@ def score(
                 sink.write(empty.with_columns(_index=pl.lit(0, pl.Int64)) if restore else empty)
         rows = sink.rows
         if restore:
-            _in_input_order(target, output)
+            in_input_order(target, output)
     seconds = time.perf_counter() - started
     out.print(f"scored {rows:,} rows: {flagged:,} anomalies (threshold "
               f"{model.threshold:.4f}) -> {escape(str(output))} in {seconds:.2f} s")

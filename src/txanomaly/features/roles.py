@@ -79,13 +79,18 @@ def detect_counterparty(frame: pl.DataFrame) -> Counterparty:
         return Counterparty("person", float("nan"), 0)
     origins = ids.get_column("o").drop_nulls().unique()
     share = float(dest.is_in(origins.implode()).cast(pl.Float64).mean() or 0.0)  # type: ignore[arg-type]
-    pairs = ids.drop_nulls().unique()
+    return decide(share, dest.len(), ids.drop_nulls().unique())
+
+
+def decide(share: float, rows: int, pairs: pl.DataFrame) -> Counterparty:
+    """The rule, from the share of destination-named rows whose destination also pays and the
+    distinct (origin, destination) pairs (columns ``o``, ``d``, of any one id type)."""
     back = pairs.select(pl.col("d").alias("o"), pl.col("o").alias("d"))
     reversed_share = pairs.join(back, on=["o", "d"], how="semi").height / max(pairs.height, 1)
     possible = pairs["o"].n_unique() * pairs["d"].n_unique()
     reciprocity = reversed_share / (pairs.height / possible) if pairs.height else 0.0
     merchant = share < MERCHANT_MAX_SHARE or reciprocity < MERCHANT_MAX_RECIPROCITY
-    return Counterparty("merchant" if merchant else "person", share, dest.len(), reciprocity)
+    return Counterparty("merchant" if merchant else "person", share, rows, reciprocity)
 
 
 def resolve_counterparty(feature_set: str | FeatureSet, frame: pl.DataFrame | None,

@@ -1,6 +1,6 @@
 """Reading transactions a chunk at a time, in time order, in memory that does not grow with rows.
 
-:func:`time_ordered_chunks` yields the valid records of a CSV or Parquet file as frames of at
+:func:`time_ordered_chunks` yields the valid records of a transactions file as frames of at
 most ``chunk_rows`` rows (plus ``_index``, the record's position in the input), in time order
 (ties in input order), after the same validation and with the same rejects as
 :func:`txanomaly.io.load_transactions`. It reads the file twice, or three times when the input
@@ -26,13 +26,23 @@ is not in time order:
 
 A timestamp that is not an integer in the file (an ISO string in a CSV) cannot be compared
 before it is parsed, so such a file takes the sorting path (the result is the same).
-JSON and JSON Lines are parsed whole (the JSON reader builds all records) and then sliced:
-convert a large JSON export to Parquet first (``txanomaly convert``-style: read once with
-:func:`txanomaly.io.load_transactions`, write with :func:`txanomaly.io.write_table`).
+JSON and JSON Lines go through the same steps after one more, step 0
+(:func:`flat_json_table`): a streaming pass parses and validates every record (the reader
+:func:`txanomaly.io.load_transactions` uses, 65,536 records at a time) into a temporary
+Parquet file in ``TMPDIR`` (the flat columns, ``extra`` and ``_index``, the record's position
+in the input), and keeps the records it rejects. Steps 1-3 then read that file as they read a
+Parquet input, with two differences: its records are validated already, so step 2 does not
+validate them again; and ``_index`` is the file's own column, carried through, so the rejects
+and positions are the JSON input's. The rejects of step 0 join those of step 2 in input
+order. Why a file rather than memory: a record held as Python objects costs hundreds of
+bytes, and the features need the records in time order, which a JSON export need not be in;
+why Parquet: the table path already reads it a slice of row groups at a time, a column at a
+time for the survey, with its row count in the metadata.
 """
 
 from __future__ import annotations
 
+import bisect
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
@@ -45,9 +55,10 @@ import polars as pl
 
 from txanomaly.errors import FieldError, InputFormatError
 from txanomaly.io.formats import format_for
-from txanomaly.io.result import Rejected, deduplicate
+from txanomaly.io.json_read import raw_records, record_chunks
+from txanomaly.io.result import Rejected
 from txanomaly.io.tables import validate_flat
-from txanomaly.schema import EXTRA_COLUMN, FLAT_COLUMNS
+from txanomaly.schema import EXTRA_COLUMN, FLAT_COLUMNS, FLAT_SCHEMA
 
 #: Rows per chunk by default: a few hundred MB of working memory for the standard features
 #: (measured: about 1 GB peak for 10M rows, docs/features.md), and large enough that the
@@ -107,15 +118,45 @@ def time_ordered_chunks(path: str | Path, chunk_rows: int = DEFAULT_CHUNK_ROWS,
     keep = _kept(columns)
     counts = counts if counts is not None else ReadCounts()
     rejects = rejects if rejects is not None else []
-    scan = _scan(path)
-    if scan is None:
-        yield from _whole_file_chunks(path, chunk_rows, keep, rejects, counts)
+    kind = format_for(path).name
+    if kind not in ("JSON", "JSON Lines"):
+        yield from _table_chunks(path, chunk_rows, keep, rejects, counts)
         return
+    with tempfile.TemporaryDirectory(prefix="txanomaly-json-") as folder:
+        parsed: list[Rejected] = []
+        table = flat_json_table(path, kind == "JSON Lines", Path(folder, "records.parquet"),
+                                parsed)
+        yield from _table_chunks(table, chunk_rows, keep, rejects, counts, parsed)
+
+
+def flat_json_table(path: Path, lines: bool, target: Path, rejects: list[Rejected]) -> Path:
+    """Step 0 for JSON: every record of ``path`` parsed and validated, in one streaming pass,
+    into the Parquet file ``target`` (the flat columns, ``extra`` and ``_index``, the record's
+    position in the input; one row group per 65,536 valid records); the invalid ones go to
+    ``rejects``, in input order. Memory: one row group's records."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    schema = pl.DataFrame(schema={**FLAT_SCHEMA, "_index": pl.Int64}).to_arrow().schema
+    # LZ4: written once and read two or three times, where a stronger codec costs more time
+    # than the disk it saves.
+    with pq.ParquetWriter(target, schema, compression="lz4") as writer:
+        for frame in record_chunks(raw_records(path, lines), rejects):
+            writer.write_table(pa.Table.from_batches(frame.to_arrow().to_batches(), schema))
+    return target
+
+
+def _table_chunks(path: Path, chunk_rows: int, keep: list[str], rejects: list[Rejected],
+                  counts: ReadCounts, parsed: list[Rejected] | None = None
+                  ) -> Iterator[pl.DataFrame]:
+    """Steps 1-3 over a CSV or Parquet file, or (``parsed``: its rejects) a JSON input's
+    validated records from :func:`flat_json_table`."""
+    scan = _scan(path)
     rows = count_rows(path) or 0  # a table's count: never None
     parquet = format_for(path).name == "Parquet"
     repeated, ordered = _survey(scan, rows, chunk_rows, parquet)
     valid = _valid_chunks(path, _batches(scan, chunk_rows, rows, parquet), keep, repeated,
-                          rejects, counts)
+                          rejects, counts, parsed)
     if ordered:
         yield from valid
         return
@@ -194,16 +235,12 @@ def _kept(columns: list[str] | None) -> list[str]:
     return list(dict.fromkeys(["transaction_id", "timestamp", *columns]))
 
 
-def _scan(path: Path) -> pl.LazyFrame | None:
-    """A lazy scan of a table file, every cell of a CSV as text; None for JSON."""
+def _scan(path: Path) -> pl.LazyFrame:
+    """A lazy scan of a table file (Parquet or CSV), every cell of a CSV as text."""
     kind = format_for(path).name
     try:
-        if kind == "Parquet":
-            scan = pl.scan_parquet(path)
-        elif kind == "CSV":
-            scan = pl.scan_csv(path, infer_schema=False)
-        else:
-            return None
+        scan = (pl.scan_parquet(path) if kind == "Parquet"
+                else pl.scan_csv(path, infer_schema=False))
         scan.collect_schema()
     except (pl.exceptions.PolarsError, OSError) as exc:
         raise InputFormatError(f"{path}: cannot read {kind}: {exc}") from None
@@ -315,20 +352,35 @@ def _insert(table: np.ndarray, hashes: np.ndarray) -> tuple[np.ndarray, int]:  #
 
 
 def _valid_chunks(path: Path, batches: Iterator[tuple[pl.LazyFrame, int]], keep: list[str],
-                  repeated: pl.Series, rejects: list[Rejected], counts: ReadCounts
-                  ) -> Iterator[pl.DataFrame]:
-    """Step 2: each chunk validated, repeats of a transactionId resolved."""
+                  repeated: pl.Series, rejects: list[Rejected], counts: ReadCounts,
+                  parsed: list[Rejected] | None = None) -> Iterator[pl.DataFrame]:
+    """Step 2: each chunk validated, repeats of a transactionId resolved.
+
+    ``parsed``: the batches are a JSON input's records, validated already and with their
+    ``_index``; ``parsed`` holds the rejects of that validation (in input order), which go to
+    ``rejects`` beside the repeats, in input order.
+    """
     first: dict[str, tuple[int, int]] = {}  # id -> (index, content hash) of suspects only
     offset = 0
+    released = 0  # parsed[:released] are in rejects
     for raw, height in batches:
-        try:
-            frame, bad = validate_flat(raw, str(path), keep)
-        except pl.exceptions.ComputeError as exc:
-            raise InputFormatError(f"{path}: cannot read: {exc}") from None
-        bad = [replace(r, index=r.index + offset) for r in bad]
-        frame = frame.with_columns(pl.col("_index") + offset)
+        if parsed is None:
+            try:
+                frame, bad = validate_flat(raw, str(path), keep)
+            except pl.exceptions.ComputeError as exc:
+                raise InputFormatError(f"{path}: cannot read: {exc}") from None
+            bad = [replace(r, index=r.index + offset) for r in bad]
+            frame = frame.with_columns(pl.col("_index") + offset)
+        else:
+            frame, bad = raw.select(*keep, "_index").collect(), []
+            last = int(frame.get_column("_index")[-1])
+            upto = bisect.bisect_left(parsed, last, lo=released, key=lambda r: r.index)
+            bad.extend(parsed[released:upto])
+            counts.records += upto - released
+            released = upto
         if repeated.len():
-            frame, exact = _drop_repeats(frame, raw, offset, path, repeated, first, bad)
+            frame, exact = _drop_repeats(frame, raw, offset, path, repeated, first, bad,
+                                         parsed is not None)
             counts.exact_duplicates += exact
         counts.records += height
         counts.rejected += len(bad)
@@ -337,23 +389,29 @@ def _valid_chunks(path: Path, batches: Iterator[tuple[pl.LazyFrame, int]], keep:
         offset += height
         if frame.height:
             yield frame
+    if parsed is not None and released < len(parsed):  # after the last valid record
+        rejects.extend(parsed[released:])
+        counts.records += len(parsed) - released
+        counts.rejected += len(parsed) - released
 
 
 def _drop_repeats(frame: pl.DataFrame, raw: pl.LazyFrame, offset: int, path: Path,
                   repeated: pl.Series, first: dict[str, tuple[int, int]],
-                  bad: list[Rejected]) -> tuple[pl.DataFrame, int]:
+                  bad: list[Rejected], validated: bool) -> tuple[pl.DataFrame, int]:
     """The chunk without the repeats of an id kept earlier (exact ones counted, others
-    rejected as :func:`txanomaly.io.result.deduplicate` rejects them)."""
+    rejected as :func:`txanomaly.io.result.deduplicate` rejects them). ``validated``: ``raw``
+    holds validated records and their ``_index`` (a JSON input's)."""
     suspect = frame.select(_id_hash(pl.col("transaction_id")).is_in(repeated.implode())
                            ).to_series()
     if not suspect.any():
         return frame, 0
-    indexes = frame.get_column("_index").filter(suspect) - offset
-    whole, _ = validate_flat(raw.with_row_index("_raw").filter(
-        pl.col("_raw").is_in(indexes.cast(pl.UInt32).implode())).drop("_raw"), str(path))
+    indexes = frame.get_column("_index").filter(suspect)
+    if validated:
+        whole = raw.filter(pl.col("_index").is_in(indexes.implode())).collect()
+    else:
+        whole = _revalidated(raw, indexes - offset, path).with_columns(_index=indexes)
     if whole.height != indexes.len():
         raise AssertionError("a record validated twice gave two answers")
-    whole = whole.with_columns(_index=indexes + offset)  # both in input order
     content = whole.select(pl.struct([*FLAT_COLUMNS, EXTRA_COLUMN]).hash(seed=0)).to_series()
     drop: list[int] = []
     exact = 0
@@ -374,20 +432,8 @@ def _drop_repeats(frame: pl.DataFrame, raw: pl.LazyFrame, offset: int, path: Pat
     return frame.filter(~pl.col("_index").is_in(drop)), exact
 
 
-def _whole_file_chunks(path: Path, chunk_rows: int, keep: list[str], rejects: list[Rejected],
-                       counts: ReadCounts) -> Iterator[pl.DataFrame]:
-    """JSON: parsed whole, repeats resolved, sorted in memory when needed, then sliced."""
-    frame, bad = format_for(path).read(path, None, False)
-    result = deduplicate(frame, bad, keep_index=True)
-    records = result.frame
-    rejects.extend(result.rejects)
-    counts.records += result.n_records
-    counts.rejected += len(result.rejects)
-    counts.exact_duplicates += result.exact_duplicates
-    counts.accepted += records.height
-    ts = records.get_column("timestamp")
-    if records.height > 1 and not ts.is_sorted():
-        counts.sorted_out_of_core = True
-        records = records.sort("timestamp", maintain_order=True)
-    records = records.select(*keep, "_index")
-    yield from (records.slice(s, chunk_rows) for s in range(0, records.height, chunk_rows))
+def _revalidated(raw: pl.LazyFrame, positions: pl.Series, path: Path) -> pl.DataFrame:
+    """Every column of the rows of ``raw`` at ``positions`` (in order), validated."""
+    whole, _ = validate_flat(raw.with_row_index("_raw").filter(
+        pl.col("_raw").is_in(positions.cast(pl.UInt32).implode())).drop("_raw"), str(path))
+    return whole

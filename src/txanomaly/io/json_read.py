@@ -1,9 +1,11 @@
 """Reading raw (Flagright-shaped) records from a JSON array or JSON Lines.
 
-A JSON array is streamed (ijson) and records are turned into columns chunk by chunk, so memory
-stays a small multiple of the file size. A line of JSON Lines that does not parse is rejected
-with the line number; an array broken half-way cannot be read on, so it stops the read with
-one line saying where.
+A JSON array is streamed (ijson), JSON Lines a line at a time (orjson), and the records are
+validated into flat columns 65,536 at a time (:func:`record_chunks`): :func:`read_json` joins
+those frames into one, while the chunked reader (:mod:`txanomaly.io.chunks`) writes them to a
+temporary Parquet file as they come, so it holds one of them at a time. A line of JSON Lines
+that does not parse is rejected with the line number; an array broken half-way cannot be read
+on, so it stops the read with one line saying where.
 """
 
 from __future__ import annotations
@@ -34,32 +36,56 @@ def read_json(path: Path, columns: list[str] | None = None, categorical: bool = 
     Returns every flat column and ``_index`` (``columns`` and ``categorical`` are applied by
     the caller: a JSON record is parsed whole anyway).
     """
-    with path.open("rb") as fh:
-        head = fh.read(4096).lstrip()
-        fh.seek(0)
-        if not head:
-            return records_to_frame(())
-        if head[:1] == b"[":
-            return records_to_frame(_iter_json_array(fh, path))
-        if head[:1] != b"{":
-            raise InputFormatError(f"{path}: not JSON (expected a JSON array or one object per "
-                                   "line)")
-        return records_to_frame(_iter_json_lines(fh))
+    return records_to_frame(raw_records(path, lines=False))
 
 
 def read_json_lines(path: Path, columns: list[str] | None = None, categorical: bool = False
                     ) -> tuple[pl.DataFrame, list[Rejected]]:
     """Read a JSON Lines file (one record per line; blank lines are skipped)."""
+    return records_to_frame(raw_records(path, lines=True))
+
+
+def raw_records(path: Path, lines: bool) -> Iterator[tuple[int, Any]]:
+    """The (index, raw record) pairs of a JSON file, streamed; the file is open while they are.
+
+    ``lines``: one record per line (JSON Lines); else a JSON array or, if the file starts with
+    an object, one record per line. A line that does not parse comes as an unparseable record
+    (rejected by :func:`record_chunks`); an array broken half-way raises
+    :class:`InputFormatError` saying where.
+    """
     with path.open("rb") as fh:
-        return records_to_frame(_iter_json_lines(fh))
+        if lines:
+            yield from _iter_json_lines(fh)
+            return
+        head = fh.read(4096).lstrip()
+        fh.seek(0)
+        if not head:
+            return
+        if head[:1] == b"[":
+            yield from _iter_json_array(fh, path)
+            return
+        if head[:1] != b"{":
+            raise InputFormatError(f"{path}: not JSON (expected a JSON array or one object per "
+                                   "line)")
+        yield from _iter_json_lines(fh)
 
 
 def records_to_frame(records: Iterable[tuple[int, Any]]) -> tuple[pl.DataFrame, list[Rejected]]:
     """Validate raw (index, record) pairs into a flat frame with an ``_index`` column."""
+    rejects: list[Rejected] = []
+    chunks = list(record_chunks(records, rejects))
+    if not chunks:
+        return pl.DataFrame(schema={**FLAT_SCHEMA, "_index": pl.Int64}), rejects
+    return pl.concat(chunks, how="vertical"), rejects
+
+
+def record_chunks(records: Iterable[tuple[int, Any]], rejects: list[Rejected],
+                  rows: int = _CHUNK) -> Iterator[pl.DataFrame]:
+    """Validate raw (index, record) pairs into flat frames of ``rows`` valid records at most
+    (every flat column, ``extra`` and ``_index``, in input order); the invalid records go to
+    ``rejects`` as they are met, so in input order. No empty frame is yielded."""
     columns: dict[str, list[Any]] = {c: [] for c in (*FLAT_COLUMNS, EXTRA_COLUMN)}
     indexes: list[int] = []
-    chunks: list[pl.DataFrame] = []
-    rejects: list[Rejected] = []
     for index, raw in records:
         if isinstance(raw, _Unparseable):
             rejects.append(Rejected(index, None, [FieldError("$", raw.message)], raw.text))
@@ -72,11 +98,10 @@ def records_to_frame(records: Iterable[tuple[int, Any]]) -> tuple[pl.DataFrame, 
         for name, values in columns.items():
             values.append(flat[name])
         indexes.append(index)
-        if len(indexes) >= _CHUNK:
-            chunks.append(_columns_to_frame(columns, indexes))
-    if indexes or not chunks:
-        chunks.append(_columns_to_frame(columns, indexes))
-    return pl.concat(chunks, how="vertical"), rejects
+        if len(indexes) >= rows:
+            yield _columns_to_frame(columns, indexes)
+    if indexes:
+        yield _columns_to_frame(columns, indexes)
 
 
 def _columns_to_frame(columns: dict[str, list[Any]], indexes: list[int]) -> pl.DataFrame:

@@ -19,7 +19,8 @@ How: each key (origin, destination, pair) keeps a
 :class:`~txanomaly.features.kernel.ChunkedKeyPass`: the per-value state the whole-table
 pass keeps (counts, running sums, last timestamp, log-amount moments; one row per value),
 plus the rows a finite window still trails. User ids
-get stable codes from one growing dictionary (id text -> code); pairs from a growing hash table
+get stable codes from one growing table keyed by two 64-bit hashes of the id
+(:class:`~txanomaly.features.interning.IdCodes`); pairs from a growing hash table
 (:class:`~txanomaly.features.kernel.PairSlots`). So memory grows with the distinct ids and
 pairs and with the rows inside the longest window, and the arithmetic is the whole-table
 pass's, in the same order.
@@ -112,6 +113,7 @@ class ChunkedFeatures:
             if feat.key is not None:
                 self.by_key[feat.key].append(j)
         from txanomaly.features import kernel  # Numba: loaded when an engine is made
+        from txanomaly.features.interning import IdCodes
 
         self.passes: dict[str, kernel.ChunkedKeyPass] = {}
         for key, columns in self.by_key.items():
@@ -121,7 +123,7 @@ class ChunkedFeatures:
                 windows, columns, [kernel.OPS[f.op] for f in feats],
                 [windows.index(-1 if f.window_ms is None else f.window_ms) for f in feats])
         self.id_columns = list(dict.fromkeys(c for key in self.by_key for c in _id_columns(key)))
-        self._ids = _IdSlots()  # id -> code, shared by both id columns
+        self._ids = IdCodes()  # id -> code, shared by both id columns
         self._pairs = kernel.PairSlots()
         self._last = np.iinfo(np.int64).min
         workers = min(len(self.by_key), os.cpu_count() or 1)
@@ -173,25 +175,3 @@ class ChunkedFeatures:
         """A stable uint32 code per id (the same id, the same code, in every chunk)."""
         return {c: self._ids(frame.get_column(c)) if c in frame.columns
                 else np.full(frame.height, MISSING, np.uint32) for c in self.id_columns}
-
-
-class _IdSlots:
-    """Stable codes for ids across chunks: a dict from the id's text to its code (0, 1, ...
-    in order of first appearance), consulted once per distinct id of a chunk. Exact (no
-    hashing of ids), and it grows with the distinct ids only (about 100 bytes an id)."""
-
-    def __init__(self) -> None:
-        self.codes: dict[str, int] = {}
-
-    def __call__(self, ids: pl.Series) -> np.ndarray:
-        text = ids.cast(pl.String)
-        distinct = text.drop_nulls().unique()
-        if distinct.len() == 0:
-            return np.full(ids.len(), MISSING, np.uint32)
-        codes = self.codes
-        slots = [codes.setdefault(value, len(codes)) for value in distinct.to_list()]
-        if len(codes) >= MISSING:
-            raise ValueError("more than 2**32 - 1 distinct ids")
-        mapped = text.replace_strict(distinct, pl.Series(slots, dtype=pl.UInt32),
-                                     default=MISSING, return_dtype=pl.UInt32)
-        return mapped.fill_null(MISSING).to_numpy()

@@ -1,7 +1,7 @@
 """The batch engine a chunk at a time: memory that grows with keys and the chunk, not rows.
 
-API. :func:`feature_chunks` reads a transactions file (CSV or Parquet streamed; JSON parsed
-whole, then sliced) in time-ordered chunks of at most ``chunk_rows`` records
+API. :func:`feature_chunks` reads a transactions file (CSV or Parquet streamed; JSON
+through a temporary Parquet file) in time-ordered chunks of at most ``chunk_rows`` records
 (:data:`DEFAULT_CHUNK_ROWS`, 500,000) and yields one :class:`FeatureChunk` per chunk:
 ``records``, the chunk's validated flat records (``transaction_id``, ``timestamp`` and the
 columns the feature set reads, plus any ``columns`` asked for), ``values``, their features

@@ -43,6 +43,7 @@ from txanomaly.errors import NotFittedError, TxAnomalyError
 from txanomaly.estimator import Estimator, clone
 from txanomaly.features.spec import FITTED_TRANSFORMS, FeatureSet, get_feature_set
 from txanomaly.rowstore import RowStore
+from txanomaly.threshold import RISK_LEVELS, risk_level_codes
 
 #: Rows explained at a time by :meth:`TransactionModel.score_frame`.
 SCORE_CHUNK = 100_000
@@ -206,15 +207,18 @@ class TransactionModel(Estimator):
         """:meth:`score_frame`'s table for the rows ``X`` (raw feature values) and their ids,
         explained at once (a chunk of a file: ``txanomaly score``)."""
         exp = self.explanation(X, top=top)
+        # Names by position, gathered by Polars: a NumPy array of strings per column cost
+        # more than the scoring itself on large files.
+        levels = pl.Series(RISK_LEVELS, dtype=pl.String)
         columns: dict[str, Any] = {
             "transaction_id": transaction_id,
             "anomaly_score": exp.anomaly_score, "is_anomaly": exp.is_anomaly,
-            "risk_level": pl.Series(exp.risk_level.tolist(), dtype=pl.String),
+            "risk_level": levels.gather(risk_level_codes(exp.anomaly_score, exp.threshold)),
             "bmu": exp.bmu.astype(np.int64)}
         rows = np.arange(len(exp.anomaly_score))
-        names = np.asarray(exp.feature_names)
+        names = pl.Series(exp.feature_names, dtype=pl.String)
         for rank, idx in enumerate(exp.top_features().T, start=1):
-            columns[f"reason_{rank}"] = names[idx]
+            columns[f"reason_{rank}"] = names.gather(idx)
             columns[f"reason_{rank}_share"] = exp.share[rows, idx]
             columns[f"reason_{rank}_value"] = exp.value[rows, idx]
             columns[f"reason_{rank}_prototype"] = exp.prototype[rows, idx]

@@ -232,6 +232,20 @@ def test_topographic_error_counts_non_adjacent_first_and_second_bmus():
     assert som.topographic_error(torch.tensor([[1.6], [9.0]])) == 0.5
 
 
+@pytest.mark.parametrize("shape", [(1, 1), (4, 4)])
+def test_bmu_distances_and_far_equal_the_two_separate_queries(shape):
+    X = clustered(n=1000)
+    som = SelfOrganizingMap(*shape, 4, seed=0).initialize(X, "pca")
+    # Units shuffled on the grid: many rows' two nearest units are then not neighbours.
+    order = torch.randperm(som.n_units, generator=torch.Generator().manual_seed(0))
+    som.weights.copy_(som.weights[order])
+    dist, bmu, far = som.bmu_distances_and_far(X, chunk_size=77)
+    d, b = som.bmu_distances(X)
+    assert torch.equal(dist, d) and torch.equal(bmu, b)
+    assert far / len(X) == som.topographic_error(X)
+    assert shape == (1, 1) or far > 0
+
+
 def test_u_matrix_and_hit_counts_by_hand():
     som = line_map()
     assert som.u_matrix().tolist() == [[1.0, 1.5, 2.0]]

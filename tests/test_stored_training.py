@@ -12,7 +12,7 @@ from txanomaly.counterparty_tally import CounterpartyTally
 from txanomaly.detector import AnomalyDetector
 from txanomaly.features.roles import detect_counterparty
 from txanomaly.features.spec import Feature, FeatureSet
-from txanomaly.pipeline import TransactionModel
+from txanomaly.pipeline import TransactionModel, columns_to_fit
 from txanomaly.rowstore import BLOCK_ROWS, RowStore
 from txanomaly.scaling import fit_scaler, fit_scaler_blocks
 
@@ -52,6 +52,24 @@ def test_row_store_reads_back_what_was_appended(tmp_path):
         store.take(np.array([10]))
     with pytest.raises(ValueError, match="rows of 3 values"):
         store.append(np.zeros((2, 2)))
+
+
+def test_row_store_keeps_columns_apart_and_rewrites_in_place(tmp_path):
+    X = np.arange(30.0).reshape(10, 3)
+    store = RowStore(tmp_path / "rows.f64", 3, keep_columns=[2, 0])
+    for start in (0, 3, 4):
+        store.append(X[start:{0: 3, 3: 4, 4: 10}[start]])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["rows.f64", "rows.f64.col0",
+                                                           "rows.f64.col2"]
+    assert (tmp_path / "rows.f64.col2").stat().st_size == 10 * 8  # that column alone
+    assert np.array_equal(store.column(2), X[:, 2])
+    assert np.array_equal(store.column(1), X[:, 1])  # from the table
+    store.rewrite(lambda block: block * 2 + 1, rows=4)
+    assert np.array_equal(store.load(), X * 2 + 1)
+    assert np.array_equal(store.column(0), X[:, 0] * 2 + 1)  # the stale copies are gone
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["rows.f64"]
+    with pytest.raises(ValueError, match="changed a block's shape"):
+        store.rewrite(lambda block: block[:, :2])
 
 
 @pytest.mark.parametrize("params", [
@@ -109,7 +127,9 @@ def test_stored_transaction_model_equals_fit_with_fitted_transforms(tmp_path, ro
                              Feature("d", "amount", transform="scaled_signed_log1p")))
     detector = AnomalyDetector(map_size="3x3", epochs=2)
     memory = TransactionModel(fs, detector).fit(pl.DataFrame(rows, schema=list("abcd")))
-    disk = TransactionModel(fs, detector).fit_stored(_store(tmp_path, rows))
+    store = RowStore(tmp_path / "kept.f64", 4, keep_columns=columns_to_fit(fs))
+    store.append(rows)
+    disk = TransactionModel(fs, detector).fit_stored(store)
     assert disk.feature_set_ == memory.feature_set_
     assert disk.feature_set_.features[3].transform_scale is not None
     assert torch.equal(memory.detector_.som_.weights, disk.detector_.som_.weights)

@@ -234,12 +234,12 @@ class AnomalyDetector(Estimator):
                       learning_rate=self.learning_rate,
                       learning_rate_end=self.learning_rate / 100,
                       chunk_size=self.batch_size, callback=callback)
-        map_distances = self._set_active_units(Xs)
+        map_distances, far = self._set_active_units(Xs)
         self._set_threshold(self._scores(Xs)[0])
         # A later partial_fit fine-tunes: its radius and learning rate start decayed.
         self.samples_seen_ = len(Xs) * self.epochs
         self.training_summary_ = self._summary(
-            len(Xs), float(map_distances.double().mean()), self.som_.topographic_error(Xs),
+            len(Xs), float(map_distances.double().mean()), far / len(Xs),
             time.perf_counter() - started)
         logger.info("trained %s", self.training_summary_)
         return self
@@ -349,10 +349,10 @@ class AnomalyDetector(Estimator):
         qe_sum, far = 0.0, 0
         for aug in scaled:
             Xs = torch.from_numpy(_rows_of(aug)).to(self.device)
-            distances, bmu = self.som_.bmu_distances(Xs)
+            distances, bmu, block_far = self.som_.bmu_distances_and_far(Xs)
             hits += torch.bincount(bmu, minlength=self.som_.n_units).cpu().numpy()
             qe_sum += float(distances.double().sum())
-            far += round(self.som_.topographic_error(Xs) * len(Xs))
+            far += block_far
         self._use_units(hits >= self.min_unit_share * n / hits.size)
         scores = np.empty(n, dtype=np.float64)
         first = 0
@@ -484,15 +484,16 @@ class AnomalyDetector(Estimator):
         seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
         return SelfOrganizingMap(rows, cols, n_features, seed=seed, device=self.device)
 
-    def _set_active_units(self, Xs: torch.Tensor) -> torch.Tensor:
+    def _set_active_units(self, Xs: torch.Tensor) -> tuple[torch.Tensor, int]:
         """``active_units_``: the units at least ``min_unit_share`` times the average share
         of the rows ``Xs`` choose as their BMU (over every unit). Never empty: the most
         chosen unit has at least the average share. Returns the rows' distances to their BMU
-        over every unit (the map's own quantization error: :meth:`_summary`)."""
-        distances, bmu = self.som_.bmu_distances(Xs)
+        over every unit (the map's own quantization error: :meth:`_summary`) and how many
+        rows' two nearest units are not neighbours (its topographic error)."""
+        distances, bmu, far = self.som_.bmu_distances_and_far(Xs)
         hits = torch.bincount(bmu, minlength=self.som_.n_units).cpu().numpy()
         self._use_units(hits >= self.min_unit_share * len(Xs) / hits.size)
-        return distances
+        return distances, far
 
     def _use_units(self, active: np.ndarray) -> None:
         self.active_units_ = np.asarray(active, dtype=bool)

@@ -49,6 +49,14 @@ from txanomaly.threshold import RISK_LEVELS, risk_level_codes
 SCORE_CHUNK = 100_000
 
 
+def columns_to_fit(feature_set: FeatureSet | str) -> list[int]:
+    """Positions of the features whose transform has a scale still to fit on the training
+    rows (:data:`~txanomaly.features.spec.FITTED_TRANSFORMS`)."""
+    fs = get_feature_set(feature_set)
+    return [j for j, f in enumerate(fs.features)
+            if f.transform in FITTED_TRANSFORMS and f.transform_scale is None]
+
+
 def resolve_detector(fs: FeatureSet, detector: AnomalyDetector | None) -> AnomalyDetector:
     """A clone of ``detector`` (default: ``AnomalyDetector()``) with the feature set's
     weights as ``feature_weights`` unless it has its own, the set's risk directions as
@@ -129,24 +137,27 @@ class TransactionModel(Estimator):
                    ) -> TransactionModel:
         """:meth:`fit` on raw feature values that need not fit in memory: the float64 rows
         of ``store``, in feature-set order (``txanomaly train`` writes them there as it
-        reads). The fitted transforms' scales come from whole columns (one at a time);
-        :meth:`AnomalyDetector.fit_stored` does the rest (``sample``: the map trains on a
-        uniform sample of that many rows). On the same rows, the model equals :meth:`fit`'s
-        (``batch``: bit for bit)."""
+        reads). The fitted transforms' scales come from whole columns (one at a time; a
+        store made with ``keep_columns=columns_to_fit(feature_set)`` reads them from their
+        own files); the rows are then transformed in place (``store`` now holds the
+        transformed values) and :meth:`AnomalyDetector.fit_stored` does the rest (``sample``:
+        the map trains on a uniform sample of that many rows). On the same rows, the model
+        equals :meth:`fit`'s (``batch``: bit for bit)."""
         fs = get_feature_set(self.feature_set)
         if store.n_columns != len(fs.features):
             raise TxAnomalyError(f"expected rows of {len(fs.features)} features ({fs.name!r}), "
                                  f"got {store.n_columns}")
         detector = resolve_detector(fs, self.detector)
-        fitted = []
-        for j, f in enumerate(fs.features):
-            if f.transform in FITTED_TRANSFORMS and f.transform_scale is None:
-                # The same rule as FeatureSet.fit_transforms, on this column alone.
-                f = FeatureSet(fs.name, (f,)).fit_transforms(store.column(j)[:, None]).features[0]
-            fitted.append(f)
+        fitted = list(fs.features)
+        for j in columns_to_fit(fs):
+            # The same rule as FeatureSet.fit_transforms, on this column alone.
+            fitted[j] = FeatureSet(fs.name, (fitted[j],)).fit_transforms(
+                store.column(j)[:, None]).features[0]
         fs = replace(fs, features=tuple(fitted))
         self.feature_set_ = fs
-        detector.fit_stored(store, transform=fs.transform, callback=callback, sample=sample)
+        # Transformed once, in place: the scaler's two passes and the scaled copy read them.
+        store.rewrite(fs.transform)
+        detector.fit_stored(store, callback=callback, sample=sample)
         self.detector_ = detector
         return self
 

@@ -16,7 +16,7 @@ memory-mapped file would count every page it touched in the process's resident m
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,12 +38,19 @@ class RowStore:
     dtype : numpy dtype, default float64
     """
 
-    def __init__(self, path: str | Path, n_columns: int, dtype: Any = np.float64):
+    def __init__(self, path: str | Path, n_columns: int, dtype: Any = np.float64,
+                 keep_columns: Sequence[int] = ()):
         self.path = Path(path)
         self.n_columns = int(n_columns)
         self.dtype = np.dtype(dtype)
         self.n_rows = 0
         self.path.write_bytes(b"")
+        # ``keep_columns``: also kept one file per column beside the table, so that reading
+        # one back (:meth:`column`) reads that column's bytes, not the whole table's.
+        self._column_files = {int(j): self.path.with_name(f"{self.path.name}.col{int(j)}")
+                              for j in keep_columns}
+        for file in self._column_files.values():
+            file.write_bytes(b"")
 
     @property
     def row_bytes(self) -> int:
@@ -56,7 +63,28 @@ class RowStore:
             raise ValueError(f"expected rows of {self.n_columns} values, got shape {block.shape}")
         with self.path.open("ab") as fh:
             fh.write(block.data.cast("B"))
+        for j, file in self._column_files.items():
+            with file.open("ab") as fh:
+                fh.write(np.ascontiguousarray(block[:, j]).data.cast("B"))
         self.n_rows += len(block)
+
+    def rewrite(self, function: Any, rows: int = BLOCK_ROWS) -> None:
+        """Replace every block of rows by ``function(block)`` (same shape), in place, in one
+        pass. The per-column files of ``keep_columns`` no longer match and are removed."""
+        for file in self._column_files.values():
+            file.unlink(missing_ok=True)
+        self._column_files = {}
+        with self.path.open("r+b", buffering=0) as fh:
+            for first in range(0, self.n_rows, rows):
+                block = np.empty((min(rows, self.n_rows - first), self.n_columns), self.dtype)
+                fh.seek(first * self.row_bytes)
+                _read_into(fh, block.data.cast("B"), self.path)
+                new = np.ascontiguousarray(function(block), dtype=self.dtype)
+                if new.shape != block.shape:
+                    raise ValueError(f"rewrite changed a block's shape {block.shape} to "
+                                     f"{new.shape}")
+                fh.seek(first * self.row_bytes)
+                fh.write(new.data.cast("B"))
 
     def blocks(self, rows: int = BLOCK_ROWS, start: int = 0, stop: int | None = None
                ) -> Iterator[np.ndarray]:
@@ -94,7 +122,10 @@ class RowStore:
         return values.reshape(self.n_rows, self.n_columns)
 
     def column(self, j: int) -> np.ndarray:
-        """Column ``j`` (one pass over the file; 8 bytes a row for float64)."""
+        """Column ``j`` (from its own file when it is one of ``keep_columns``, else one pass
+        over the table; 8 bytes a row for float64)."""
+        if j in self._column_files:
+            return np.fromfile(self._column_files[j], dtype=self.dtype, count=self.n_rows)
         # Copies: a view would keep its whole block alive until the end, i.e. the table.
         return np.concatenate([block[:, j].copy() for block in self.blocks()] or
                               [np.empty(0, dtype=self.dtype)])

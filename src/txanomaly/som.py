@@ -318,6 +318,32 @@ class SelfOrganizingMap(torch.nn.Module):
             bmu[start:start + len(x)] = b
         return dist, bmu
 
+    @torch.no_grad()
+    def bmu_distances_and_far(self, X: torch.Tensor, chunk_size: int | None = None
+                              ) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """:meth:`bmu_distances` over every unit, and how many rows' two nearest units are
+        not grid neighbours (:meth:`topographic_error` times the rows), from one distance
+        matrix per chunk instead of two (the same values as the two calls)."""
+        w = self.weights
+        X = self._check(X, w.device)
+        dist = torch.empty(len(X), dtype=torch.float32, device=w.device)
+        bmu = torch.empty(len(X), dtype=torch.int64, device=w.device)
+        w_sq = self._unit_norms(w)
+        far = 0
+        step = chunk_size or chunk_rows(self.n_units, self.device)
+        for start in range(0, len(X), step):
+            x = X[start:start + step]
+            sq = torch.addmm(w_sq, x, w.T, alpha=-2.0).add_((x * x).sum(1, keepdim=True))
+            if self.n_units < 2:
+                b = argmin_rows(sq)
+            else:
+                b, second = two_smallest_rows(sq)
+                far += int(((self.coords[b] - self.coords[second]).abs().amax(1) > 1).sum())
+            dist[start:start + len(x)] = torch.linalg.vector_norm(x - w.index_select(0, b),
+                                                                   dim=1)
+            bmu[start:start + len(x)] = b
+        return dist, bmu, far
+
     def quantization_error(self, X: torch.Tensor) -> float:
         """Mean distance of the rows to their BMU."""
         return float(self.bmu_distances(X)[0].mean())

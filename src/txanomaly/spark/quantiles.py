@@ -15,7 +15,7 @@ The quantile is then NumPy's ``linear`` interpolation between the two ranks arou
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -35,46 +35,88 @@ def bracket_error(n: int) -> float:
 def order_statistics(df: DataFrame, column: str, ranks: Sequence[int], n: int,
                      collect_rows: int = COLLECT_ROWS) -> dict[int, float]:
     """The values of 0-based ``ranks`` of ``column`` (finite doubles, ``n`` of them) sorted."""
-    from pyspark.sql import functions as F
+    return order_statistics_of(df, {column: (ranks, n)}, collect_rows)[column]
 
-    wanted = sorted(set(int(r) for r in ranks))
-    if any(not 0 <= r < n for r in wanted):
-        raise ValueError(f"ranks must be in [0, {n}), got {wanted}")
-    if n <= collect_rows:
-        values = np.sort(_collect(df.select(F.col(column).alias("v"))))
-        return {r: float(values[r]) for r in wanted}
-    eps = bracket_error(n)
-    probs = [(max(0.0, r / n - 2 * eps), min(1.0, r / n + 2 * eps)) for r in wanted]
-    flat = df.approxQuantile(column, [p for pair in probs for p in pair], eps)
-    out: dict[int, float] = {}
+
+def order_statistics_of(df: DataFrame, wanted: Mapping[str, tuple[Sequence[int], int]],
+                        collect_rows: int = COLLECT_ROWS) -> dict[str, dict[int, float]]:
+    """:func:`order_statistics` of several columns in the same few passes: ``wanted`` maps a
+    column to (its 0-based ranks, its count of values). A column's nulls are not among its
+    values (a column of the values that pass a filter: ``when(cond, x)``).
+
+    Three passes over ``df`` whatever the number of columns (one ``approxQuantile`` over
+    them all, one count below every bracket, one collection of the values inside them),
+    where a column at a time would take three each; a column of at most ``collect_rows``
+    values is collected whole in the last one.
+    """
+
+    ranks: dict[str, list[int]] = {}
+    for column, (asked, n) in wanted.items():
+        ranks[column] = sorted(set(int(r) for r in asked))
+        if any(not 0 <= r < n for r in ranks[column]):
+            raise ValueError(f"ranks of {column} must be in [0, {n}), got {ranks[column]}")
+    sizes = {c: n for c, (_, n) in wanted.items()}
+    large = [c for c in wanted if sizes[c] > collect_rows]
+    # (lo, hi) per column and rank; a small column's bracket is every value
+    brackets = {c: [(-math.inf, math.inf)] * len(ranks[c]) for c in wanted}
+    if large:
+        eps = min(bracket_error(sizes[c]) for c in large)
+        probs = sorted({p for c in large for r in ranks[c]
+                        for p in (max(0.0, r / sizes[c] - 2 * eps),
+                                  min(1.0, r / sizes[c] + 2 * eps))})
+        approx = df.approxQuantile(large, probs, eps)
+        for c, found in zip(large, approx, strict=True):
+            at = dict(zip(probs, found, strict=True))
+            brackets[c] = [(at[max(0.0, r / sizes[c] - 2 * eps)],
+                            at[min(1.0, r / sizes[c] + 2 * eps)]) for r in ranks[c]]
+    out: dict[str, dict[int, float]] = {c: {} for c in wanted}
+    todo = {c: list(range(len(ranks[c]))) for c in wanted}
     for attempt in range(2):  # the bracket is checked; a miss is widened to the whole side
-        brackets = [(flat[2 * i], flat[2 * i + 1]) for i in range(len(wanted))]
-        inside = F.lit(False)
-        counts = []
-        for i, (lo, hi) in enumerate(brackets):
-            inside = inside | F.col(column).between(lo, hi)
-            counts.append(F.sum(F.when(F.col(column) < lo, 1).otherwise(0)).alias(f"b{i}"))
-        below = df.agg(*counts).first()
-        assert below is not None  # an aggregate has one row
-        values = np.sort(_collect(df.filter(inside).select(F.col(column).alias("v"))))
-        missed = []
-        for i, r in enumerate(wanted):
-            lo, hi = brackets[i]
-            among = values[(values >= lo) & (values <= hi)]
-            k = r - int(below[f"b{i}"] or 0)
-            if 0 <= k < len(among):
-                out[r] = float(among[k])
-            else:
-                missed.append(i)
+        below, values = _bracket_pass(df, {c: [brackets[c][i] for i in todo[c]]
+                                           for c in todo if todo[c]})
+        missed: dict[str, list[int]] = {}
+        for c, slots in todo.items():
+            for slot, i in enumerate(slots):
+                lo, hi = brackets[c][i]
+                among = values[c][(values[c] >= lo) & (values[c] <= hi)]
+                k = ranks[c][i] - below[c][slot]
+                if 0 <= k < len(among):
+                    out[c][ranks[c][i]] = float(among[k])
+                else:  # this rank's value is outside: open the side it lies on
+                    missed.setdefault(c, []).append(i)
+                    brackets[c][i] = (-math.inf, hi) if k < 0 else (lo, math.inf)
         if not missed:
             return out
-        for i in missed:  # this rank's value is outside: open the side it lies on
-            k = wanted[i] - int(below[f"b{i}"] or 0)
-            flat[2 * i], flat[2 * i + 1] = ((-math.inf, flat[2 * i + 1]) if k < 0
-                                            else (flat[2 * i], math.inf))
+        todo = missed
         if attempt:
             break
     raise AssertionError("the exact rank was not found in its bracket")  # pragma: no cover
+
+
+def _bracket_pass(df: DataFrame, brackets: Mapping[str, Sequence[tuple[float, float]]]
+                  ) -> tuple[dict[str, list[int]], dict[str, np.ndarray]]:
+    """Per column: how many values lie below each bracket (one aggregation), and its values
+    inside any of its brackets, sorted (one collection of (column, value) pairs)."""
+    from pyspark.sql import functions as F
+
+    columns = list(brackets)
+    counts, pairs = [], []
+    for i, c in enumerate(columns):
+        inside = F.lit(False)
+        for k, (lo, hi) in enumerate(brackets[c]):
+            if lo > -math.inf:
+                counts.append(F.sum(F.when(F.col(c) < lo, 1).otherwise(0)).alias(f"b{i}_{k}"))
+            inside = inside | F.col(c).between(lo, hi)
+        pairs.append(F.when(inside & F.col(c).isNotNull(), F.struct(
+            F.lit(i).alias("c"), F.col(c).cast("double").alias("v"))))
+    row = df.agg(*counts).first() if counts else None
+    below = {c: [int((row[f"b{i}_{k}"] or 0) if row is not None and lo > -math.inf else 0)
+                 for k, (lo, _) in enumerate(brackets[c])] for i, c in enumerate(columns)}
+    found = (df.select(F.explode(F.array(*pairs)).alias("p")).filter(F.col("p").isNotNull())
+             .select("p.c", "p.v").toArrow())
+    which = found.column("c").to_numpy() if found.num_rows else np.empty(0, np.int32)
+    value = found.column("v").to_numpy() if found.num_rows else np.empty(0)
+    return below, {c: np.sort(value[which == i]) for i, c in enumerate(columns)}
 
 
 def _collect(df: DataFrame) -> np.ndarray:
@@ -113,9 +155,22 @@ def quantiles(df: DataFrame, column: str, qs: Sequence[float], n: int,
     return [linear_quantile(values.__getitem__, n, q) for q in qs]
 
 
+def quantiles_of(df: DataFrame, columns: Sequence[str], qs: Sequence[float], n: int,
+                 collect_rows: int = COLLECT_ROWS) -> list[list[float]]:
+    """:func:`quantiles` of each of ``columns`` (``n`` values each), in the same passes."""
+    ranks = [r for q in qs for r in quantile_ranks(n, q)]
+    values = order_statistics_of(df, {c: (ranks, n) for c in columns}, collect_rows)
+    return [[linear_quantile(values[c].__getitem__, n, q) for q in qs] for c in columns]
+
+
 def median(df: DataFrame, column: str, n: int, collect_rows: int = COLLECT_ROWS) -> float:
     """``np.median(column)``, exactly: the middle value, or the mean of the two."""
-    ranks = [(n - 1) // 2, n // 2]
-    values = order_statistics(df, column, ranks, n, collect_rows)
-    a, b = np.float64(values[ranks[0]]), np.float64(values[ranks[1]])
-    return float(a if ranks[0] == ranks[1] else (a + b) / 2)
+    return middle(order_statistics(df, column, [(n - 1) // 2, n // 2], n, collect_rows), n)
+
+
+def middle(values: Mapping[int, float], n: int) -> float:
+    """The median of ``n`` sorted values from their ranks ``(n - 1) // 2`` and ``n // 2``
+    (:func:`order_statistics`), as ``np.median`` computes it."""
+    lo, hi = (n - 1) // 2, n // 2
+    a, b = np.float64(values[lo]), np.float64(values[hi])
+    return float(a if lo == hi else (a + b) / 2)

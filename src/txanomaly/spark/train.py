@@ -85,12 +85,12 @@ def fit(features: DataFrame, feature_set: str | FeatureSet = "standard",
     if det.algorithm != "batch":
         raise TxAnomalyError(f"Spark trains the batch algorithm only, not {det.algorithm!r} "
                              "(online and seed update one row at a time, in order)")
-    raw = _checked(features, fs)
-    n = raw.count()
+    raw, n = _checked(features, fs)
     if n < 2:
         raise TxAnomalyError(f"{n} training row(s); training needs at least 2")
     fs = _fit_transforms(raw, fs, n)
-    inputs = _inputs(_fewer_partitions(raw, n), fs).persist(StorageLevel.MEMORY_AND_DISK)
+    inputs = _inputs(_training_partitions(raw, n, len(fs.features)), fs).persist(
+        StorageLevel.MEMORY_AND_DISK)
     try:
         d = len(fs.features)
         center, scale = _scaler(inputs, det, d, n)
@@ -128,16 +128,23 @@ def fit(features: DataFrame, feature_set: str | FeatureSet = "standard",
 PARTITION_ROWS = 1_000_000
 
 
-def _fewer_partitions(df: DataFrame, n: int) -> DataFrame:
+def _training_partitions(df: DataFrame, n: int, d: int) -> DataFrame:
     """``df`` coalesced (no shuffle) to ~PARTITION_ROWS rows a partition, one per core at
-    least: a table of many small partitions (200 after a shuffle) costs a task each per pass."""
+    least: a table of many small partitions (200 after a shuffle) costs a task each per pass.
+    A table of partitions far larger is repartitioned: Spark hands a partition's cached
+    blocks to Python in one Arrow batch, whose binary column holds 2 GB at most."""
     want = max(df.sparkSession.sparkContext.defaultParallelism, -(-n // PARTITION_ROWS))
-    return df.coalesce(want) if df.rdd.getNumPartitions() > want else df
+    have = df.rdd.getNumPartitions()
+    if have > want:
+        return df.coalesce(want)
+    if -(-n // have) * 8 * d > 1 << 30:  # over 1 GB of inputs in one partition
+        return df.repartition(max(want, -(-n * 8 * d // (1 << 29))))
+    return df
 
 
-def _checked(features: DataFrame, fs: FeatureSet) -> DataFrame:
-    """The feature columns (typed) and ``_index``; an error naming a row with a non-finite
-    value, as a single-machine fit gives."""
+def _checked(features: DataFrame, fs: FeatureSet) -> tuple[DataFrame, int]:
+    """The feature columns (typed) and ``_index``, and the number of rows (one pass); an
+    error naming a row with a non-finite value, as a single-machine fit gives."""
     from pyspark.sql import functions as F
 
     missing = [c for c in [*fs.names, ORDER] if c not in features.columns]
@@ -148,12 +155,16 @@ def _checked(features: DataFrame, fs: FeatureSet) -> DataFrame:
     bad = F.lit(False)
     for c in fs.names:
         bad = bad | F.col(c).isNull() | F.isnan(c) | (F.abs(F.col(c)) == float("inf"))
-    row = raw.filter(bad).orderBy(ORDER).first()
-    if row is not None:
+    seen = raw.agg(F.count(F.lit(1)).alias("n"), F.min(F.when(bad, F.col(ORDER))).alias("bad")
+                   ).first()
+    assert seen is not None  # an aggregate has one row
+    if seen["bad"] is not None:
+        row = raw.filter(bad & (F.col(ORDER) == seen["bad"])).first()
+        assert row is not None
         name = next(c for c in fs.names if row[c] is None or not np.isfinite(row[c]))
         raise TxAnomalyError(f"row with _index {row[ORDER]}: feature {name!r} is {row[name]}; "
                              "features must be finite")
-    return raw
+    return raw, int(seen["n"])
 
 
 def _fit_transforms(raw: DataFrame, fs: FeatureSet, n: int) -> FeatureSet:
@@ -164,43 +175,102 @@ def _fit_transforms(raw: DataFrame, fs: FeatureSet, n: int) -> FeatureSet:
     from pyspark.sql import functions as F
 
     feats = list(fs.features)
-    for j, f in enumerate(feats):
-        if f.transform not in FITTED_TRANSFORMS or f.transform_scale is not None:
-            continue
-        magnitude = raw.select(F.abs(F.col(f.name)).alias("m")).filter(F.col("m") > 0)
-        count = magnitude.count()
-        scale = qx.median(magnitude, "m", count) if count else 1.0
-        feats[j] = replace(f, transform_scale=scale if np.isfinite(scale) and scale > 0
+    fitted = [j for j, f in enumerate(feats)
+              if f.transform in FITTED_TRANSFORMS and f.transform_scale is None]
+    if not fitted:
+        return fs
+    # every column's non-zero |x| (nulls elsewhere): counted, then the medians, together
+    magnitudes = raw.select(*[F.when(F.abs(F.col(feats[j].name)) > 0, F.abs(
+        F.col(feats[j].name))).alias(f"m{j}") for j in fitted])
+    seen = magnitudes.agg(*[F.count(f"m{j}").alias(f"m{j}") for j in fitted]).first()
+    assert seen is not None  # an aggregate has one row
+    counts = {f"m{j}": int(seen[f"m{j}"]) for j in fitted}
+    values = qx.order_statistics_of(magnitudes, {c: ([(n - 1) // 2, n // 2], n)
+                                                 for c, n in counts.items() if n})
+    for j in fitted:
+        n = counts[f"m{j}"]
+        scale = qx.middle(values[f"m{j}"], n) if n else 1.0
+        feats[j] = replace(feats[j], transform_scale=scale if np.isfinite(scale) and scale > 0
                            else 1.0)
     return replace(fs, features=tuple(feats))
 
 
+#: Rows per block of the cached model inputs. Every training pass (the scaler, each epoch,
+#: the map's measures, the scores) hands the cached inputs to Python workers; cached as a
+#: row each, Spark turned them back into Arrow batches one row and one column at a time on
+#: every pass, which cost more than the pass's own arithmetic (1M rows, 23 features: ~30 s a
+#: pass on two loaded cores, 2-4 s as blocks). A block is one Spark row: its rows' ``_index``
+#: and their inputs as raw int64 / float64 bytes (~12 MB at 23 features).
+BLOCK_ROWS = 65_536
+
+
 def _inputs(raw: DataFrame, fs: FeatureSet) -> DataFrame:
-    """``_index`` and the model inputs (:meth:`FeatureSet.transform`) as ``x0..x{d-1}``."""
-    from pyspark.sql.types import DoubleType, LongType, StructField, StructType
+    """The model inputs (:meth:`FeatureSet.transform`) in blocks of up to
+    :data:`BLOCK_ROWS` rows: ``index`` (their ``_index``, int64 bytes) and ``x`` (their
+    inputs, row-major float64 bytes, ``d`` a row)."""
+    from pyspark.sql.types import BinaryType, StructField, StructType
 
     d = len(fs.features)
-    schema = StructType([StructField(ORDER, LongType()),
-                         *[StructField(_input(j), DoubleType()) for j in range(d)]])
+    schema = StructType([StructField("index", BinaryType(), False),
+                         StructField("x", BinaryType(), False)])
 
     def transform(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        for batch in batches:
-            X = fs.transform(np.column_stack([batch.column(c).to_numpy() for c in fs.names])
-                             if batch.num_rows else np.empty((0, d)))
+        for block in _gathered(batches, BLOCK_ROWS):
+            X = fs.transform(np.column_stack([block.column(c).to_numpy() for c in fs.names]))
+            index = block.column(ORDER).to_numpy().astype(np.int64)
             yield pa.RecordBatch.from_arrays(
-                [batch.column(ORDER), *[pa.array(X[:, j]) for j in range(d)]],
-                names=[ORDER, *[_input(j) for j in range(d)]])
+                [pa.array([index.tobytes()], pa.binary()),
+                 pa.array([np.ascontiguousarray(X, dtype=np.float64).reshape(-1, d).tobytes()],
+                          pa.binary())], names=["index", "x"])
 
     return raw.mapInArrow(transform, schema)
 
 
-def _matrix(batch: pa.RecordBatch, d: int) -> np.ndarray:
-    return np.column_stack([batch.column(_input(j)).to_numpy() for j in range(d)])
+def _gathered(batches: Iterator[pa.RecordBatch], rows: int) -> Iterator[pa.Table]:
+    """Arrow batches gathered into tables of ``rows`` rows (the last one fewer)."""
+    pending: list[pa.RecordBatch] = []
+    count = 0
+    for batch in batches:
+        while batch.num_rows:
+            take = batch.slice(0, rows - count)
+            pending.append(take)
+            count += take.num_rows
+            batch = batch.slice(take.num_rows)
+            if count == rows:
+                yield pa.Table.from_batches(pending)
+                pending, count = [], 0
+    if count:
+        yield pa.Table.from_batches(pending)
+
+
+def _blocks(batches: Iterator[pa.RecordBatch], d: int
+            ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Each block of the inputs (:func:`_inputs`) as (``_index``, the ``(rows, d)`` inputs),
+    read-only views of Spark's bytes."""
+    for batch in batches:
+        index, x = batch.column("index"), batch.column("x")
+        for i in range(batch.num_rows):
+            yield (np.frombuffer(index[i].as_buffer(), np.int64),
+                   np.frombuffer(x[i].as_buffer(), np.float64).reshape(-1, d))
+
+
+def _columns(inputs: DataFrame, d: int) -> DataFrame:
+    """The inputs a column each (``x0..x{d-1}``), for Spark's own order statistics."""
+    from pyspark.sql.types import DoubleType, StructField, StructType
+
+    schema = StructType([StructField(_input(j), DoubleType(), False) for j in range(d)])
+
+    def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        for _, X in _blocks(batches, d):
+            yield pa.RecordBatch.from_arrays([pa.array(X[:, j]) for j in range(d)],
+                                             names=schema.names)
+
+    return inputs.mapInArrow(run, schema)
 
 
 def _partition_sums(inputs: DataFrame, per_batch: Callable[[np.ndarray], np.ndarray],
-                    width: int) -> np.ndarray:
-    """``per_batch`` (a batch's model inputs -> ``width`` float64 sums) added per partition,
+                    width: int, d: int) -> np.ndarray:
+    """``per_batch`` (a block's model inputs -> ``width`` float64 sums) added per partition,
     then across partitions on the driver."""
     from pyspark.sql.types import ArrayType, DoubleType, StructField, StructType
 
@@ -208,13 +278,12 @@ def _partition_sums(inputs: DataFrame, per_batch: Callable[[np.ndarray], np.ndar
 
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         total = np.zeros(width)
-        for batch in batches:
-            if batch.num_rows:
-                total += per_batch(_matrix(batch, d))
+        for _, X in _blocks(batches, d):
+            if len(X):
+                total += per_batch(X)
         yield pa.RecordBatch.from_arrays([pa.array([total.tolist()],
                                                    pa.list_(pa.float64()))], names=["sums"])
 
-    d = len([c for c in inputs.columns if c != ORDER])
     table = inputs.mapInArrow(run, schema).toArrow()
     total = np.zeros(width)
     for part in table.column("sums").to_pylist():
@@ -230,13 +299,14 @@ def _scaler(inputs: DataFrame, det: AnomalyDetector, d: int, n: int
     if scaling == "none":
         center, scale = np.zeros(d), np.ones(d)
     else:
-        mean = _partition_sums(inputs, lambda X: X.sum(axis=0, dtype=np.float64), d) / n
-        std = np.sqrt(_partition_sums(inputs, lambda X: ((X - mean) ** 2).sum(axis=0), d) / n)
+        mean = _partition_sums(inputs, lambda X: X.sum(axis=0, dtype=np.float64), d, d) / n
+        std = np.sqrt(_partition_sums(inputs, lambda X: ((X - mean) ** 2).sum(axis=0), d,
+                                      d) / n)
         if scaling == "standard":
             center, scale = mean, std
         else:  # robust: median and interquartile range, the std where that is 0
-            q = np.array([qx.quantiles(inputs, _input(j), [0.25, 0.5, 0.75], n)
-                          for j in range(d)]).T
+            q = np.array(qx.quantiles_of(_columns(inputs, d), [_input(j) for j in range(d)],
+                                         [0.25, 0.5, 0.75], n)).T
             center, scale = q[1], np.where(q[2] - q[0] > 0, q[2] - q[0], std)
         scale = np.where(scale > 0, scale, 1.0)
     if det.feature_weights is not None:
@@ -252,16 +322,35 @@ def _scaled(X: np.ndarray, center: np.ndarray, scale: np.ndarray) -> np.ndarray:
 def _rows_at(inputs: DataFrame, positions: np.ndarray, center: np.ndarray, scale: np.ndarray,
              d: int) -> np.ndarray:
     """The scaled rows at ``positions`` of the table in ``_index`` order, in that order."""
-    from pyspark.sql import functions as F
+    from pyspark.sql.types import BinaryType, StructField, StructType
 
-    order = np.sort(inputs.select(ORDER).toArrow().column(ORDER).to_numpy())
+    chunks = inputs.select("index").toArrow().column("index").chunks
+    order = np.sort(np.concatenate([np.frombuffer(v.as_buffer(), np.int64)
+                                    for chunk in chunks for v in chunk] or [np.empty(0, int)]))
     wanted = order[positions]
-    spark = inputs.sparkSession
-    keys = spark.createDataFrame(pa.table({ORDER: pa.array(wanted, pa.int64())}))
-    table = inputs.join(F.broadcast(keys), ORDER).toArrow()
-    found = dict(zip(table.column(ORDER).to_numpy().tolist(), range(table.num_rows),
-                     strict=True))
-    X = np.column_stack([table.column(_input(j)).to_numpy() for j in range(d)])
+    keys = inputs.sparkSession.sparkContext.broadcast(np.unique(wanted))
+    schema = StructType([StructField("index", BinaryType(), False),
+                         StructField("x", BinaryType(), False)])
+
+    def pick(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        for index, X in _blocks(batches, d):
+            hit = np.isin(index, keys.value)
+            if hit.any():
+                yield pa.RecordBatch.from_arrays(
+                    [pa.array([index[hit].tobytes()], pa.binary()),
+                     pa.array([np.ascontiguousarray(X[hit]).tobytes()], pa.binary())],
+                    names=["index", "x"])
+
+    picked = inputs.mapInArrow(pick, schema).toArrow().to_batches()
+    found_index = [np.empty(0, np.int64)]
+    found_rows = [np.empty((0, d))]
+    for index, X in _blocks(iter(picked), d):
+        found_index.append(index)
+        found_rows.append(X)
+    everything = np.concatenate(found_index)
+    X = np.concatenate(found_rows)
+    found = dict(zip(everything.tolist(), range(len(everything)), strict=True))
+    keys.unpersist()
     return _scaled(X[[found[int(w)] for w in wanted]], center, scale)
 
 
@@ -279,7 +368,7 @@ def _epoch_sums(inputs: DataFrame, weights: np.ndarray, center: np.ndarray,
         sums = accumulate_bmu_sums(data, torch.from_numpy(weights), chunk_rows(units))
         return sums.double().numpy().ravel()
 
-    return _partition_sums(inputs, per_batch, (d + 2) * units).reshape(d + 2, units)
+    return _partition_sums(inputs, per_batch, (d + 2) * units, d).reshape(d + 2, units)
 
 
 def _map_pass(inputs: DataFrame, fs: FeatureSet, det: AnomalyDetector, n: int
@@ -301,7 +390,7 @@ def _map_pass(inputs: DataFrame, fs: FeatureSet, det: AnomalyDetector, n: int
                                [dist.double().sum().item(),
                                 fitted.som_.topographic_error(Xs) * len(X)]])
 
-    sums = _partition_sums(inputs, per_batch, units + 2)
+    sums = _partition_sums(inputs, per_batch, units + 2, len(fs.features))
     return sums[:units] >= det.min_unit_share * n / units, (sums[units], sums[units + 1])
 
 
@@ -325,10 +414,10 @@ def _threshold(inputs: DataFrame, fs: FeatureSet, det: AnomalyDetector, n: int,
 
     def scores(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         fitted = model_from_spec(spec).detector_
-        for batch in batches:
-            if batch.num_rows:
-                yield pa.RecordBatch.from_arrays(
-                    [pa.array(fitted.anomaly_score(_matrix(batch, d)))], names=["score"])
+        for _, X in _blocks(batches, d):
+            if len(X):
+                yield pa.RecordBatch.from_arrays([pa.array(fitted.anomaly_score(X))],
+                                                 names=["score"])
 
     scored = inputs.mapInArrow(scores, StructType([StructField("score", DoubleType())])
                                ).persist(StorageLevel.MEMORY_AND_DISK)

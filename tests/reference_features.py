@@ -11,6 +11,7 @@ from typing import Any
 
 from txanomaly.features.spec import (
     GAP_CAP_SECONDS,
+    HOUR_PRIOR_WEIGHT,
     ZSCORE_PRIOR_STD,
     ZSCORE_PRIOR_WEIGHT,
     FeatureSet,
@@ -99,6 +100,19 @@ def _one(rows: list[dict[str, Any]], i: int, f: Any, first: str = "destination")
         var = sum((x - m) ** 2 for x in logs) / len(logs)
         n, k = len(logs), ZSCORE_PRIOR_WEIGHT
         return (math.log1p(a) - m) / math.sqrt((n * var + k * ZSCORE_PRIOR_STD**2) / (n + k))
+    if f.op == "hour_deviation":  # from the circular mean and its resultant length
+        if not prev:
+            return 0.0
+        angles = [2 * math.pi * ((rows[j]["timestamp"] // 3_600_000) % 24) / 24 for j in prev]
+        n = len(angles)
+        x = sum(math.cos(t) for t in angles) / n
+        y = sum(math.sin(t) for t in angles) / n
+        resultant = math.hypot(x, y)
+        if resultant == 0:
+            return 0.0
+        mu = math.atan2(y, x)
+        theta = 2 * math.pi * hour / 24
+        return (1 - math.cos(theta - mu)) * resultant * n / (n + HOUR_PRIOR_WEIGHT)
     raise AssertionError(f.op)
 
 

@@ -162,9 +162,9 @@ ONE = "feature 'origin_count_1h'"
      f"f.toml:18: {ONE}: field 'weight': weight must be a number > 0"),
     ('op = "count"', 'op = "cont"',
      f"f.toml:15: {ONE}: field 'op': unknown op 'cont'; expected one of ['amount', 'count', "
-     "'cross_border', 'currency_mismatch', 'day_cos', 'day_sin', 'hour_cos', 'hour_sin', "
-     "'is_first_pair', 'log_amount', 'log_amount_to_mean', 'log_amount_zscore', "
-     "'log_seconds_since_prev', 'mean_diff']; did you mean 'count'?"),
+     "'cross_border', 'currency_mismatch', 'day_cos', 'day_sin', 'hour_cos', "
+     "'hour_deviation', 'hour_sin', 'is_first_pair', 'log_amount', 'log_amount_to_mean', "
+     "'log_amount_zscore', 'log_seconds_since_prev', 'mean_diff']; did you mean 'count'?"),
     ('key = "origin"', 'key = "orign"',
      f"f.toml:16: {ONE}: field 'key': key must be one of ('origin', 'destination', 'pair'); "
      "did you mean 'origin'?"),

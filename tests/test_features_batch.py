@@ -127,6 +127,20 @@ def test_velocity_zscore_pair_and_flags_by_hand():
     assert ratio == pytest.approx(math.log1p(1000) - math.log1p(400))
 
 
+def test_hour_deviation_by_hand():
+    # Four payments at 09:00, one at 21:00 (the opposite hour), one at 09:00 again.
+    days = [T0 + d * DAY + 9 * HOUR for d in range(4)]
+    rows = [tx(t, 10.0, "u") for t in days] + [
+        tx(T0 + 4 * DAY + 21 * HOUR, 10.0, "u"), tx(T0 + 5 * DAY + 9 * HOUR, 10.0, "u"),
+        tx(T0 + 5 * DAY + 21 * HOUR, 10.0, None)]
+    fs = FeatureSet("h", (Feature("origin_hour_deviation", "hour_deviation", "origin"),))
+    got = feature_matrix(table(rows), fs)[:, 0]
+    # (|V| - V.u) / (n + 5): the usual hour gives 0; the opposite hour after four at 09:00:
+    # |V| = 4, V.u = -4, so 8 / 9; then V = 3 u at 09:00 again: 0; no user id: 0.
+    assert got == pytest.approx([0.0, 0.0, 0.0, 0.0, 8 / 9, 0.0, 0.0], abs=1e-12)
+    assert (got >= 0).all()
+
+
 def test_empty_table_gives_empty_features():
     out = compute_features(table([]), "standard")
     assert out.height == 0 and out.columns == ["transaction_id", *STANDARD.names]
@@ -158,6 +172,8 @@ MIXED = FeatureSet("mixed", (
     Feature("destination_gap", "log_seconds_since_prev", "destination"),
     Feature("pair_mean_diff_1d", "mean_diff", "pair", DAY),
     Feature("pair_zscore", "log_amount_zscore", "pair"),
+    Feature("origin_hour_deviation", "hour_deviation", "origin"),
+    Feature("pair_hour_deviation", "hour_deviation", "pair"),
 ))
 
 

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from test_features_batch import DAY, T0, row_strategy, table
+from test_features_batch import DAY, MIXED, T0, row_strategy, table
 from txanomaly.features import SEED, STANDARD
 from txanomaly.features.batch import feature_matrix
 from txanomaly.features.online import OnlineFeatures
@@ -31,6 +31,15 @@ def test_online_equals_batch_bit_for_bit_on_in_order_streams(rows):
     batch = feature_matrix(table(rows), STANDARD)
     online = stream(rows)
     np.testing.assert_array_equal(online, batch)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(row_strategy, min_size=1, max_size=30))
+def test_online_equals_batch_for_the_ops_standard_does_not_combine(rows):
+    """Counts without sums, a pair's windowed mean and z-score, the hour deviation of the
+    sender and of the pair."""
+    rows = in_time_order(rows)
+    np.testing.assert_array_equal(stream(rows, MIXED), feature_matrix(table(rows), MIXED))
 
 
 def test_online_equals_batch_on_synthetic_data():

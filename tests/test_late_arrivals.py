@@ -158,9 +158,10 @@ def test_back_dated_transactions_leave_the_rows_the_in_memory_engine_holds(
     np.testing.assert_array_equal(got, expected)
     log = engine.logs[(ORIGIN, "u")]
     want = list(zip(log.ts, log.pos, log.amount, log.cum_before, log.cum, log.d1, log.d2,
-                    strict=True))
-    assert [(ts, pos, a, cb, c, d1, d2) for kind, _, _, ts, pos, a, cb, c, d1, d2, _
-            in storage.key_rows() if kind == ORIGIN] == want
+                    log.hour_sin_sum, log.hour_cos_sum, strict=True))
+    assert [(ts, pos, a, cb, c, d1, d2, hs, hc)
+            for kind, _, _, ts, pos, a, cb, c, d1, d2, hs, hc, _ in storage.key_rows()
+            if kind == ORIGIN] == want
 
 
 def test_late_arrival_work_budget_refuses_and_stores_nothing(make_storage: StorageFactory):

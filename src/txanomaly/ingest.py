@@ -240,7 +240,8 @@ def _new_key_rows(logs: dict[KeyId, KeyLog], new_seqs: set[int]) -> list[KeyRow]
     (the shifts), loaded or not.
     """
     return [(kind, key, log.seq[i], log.ts[i], log.pos[i], log.amount[i], log.cum_before[i],
-             log.cum[i], log.d1[i], log.d2[i], log.shift)
+             log.cum[i], log.d1[i], log.d2[i], log.hour_sin_sum[i], log.hour_cos_sum[i],
+             log.shift)
             for (kind, key), log in logs.items()
             for i in range(len(log)) if log.seq[i] in new_seqs]
 

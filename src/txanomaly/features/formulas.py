@@ -18,6 +18,7 @@ from txanomaly.features.spec import (
     DAY_MS,
     GAP_CAP_SECONDS,
     HOUR_MS,
+    HOUR_PRIOR_WEIGHT,
     ZSCORE_PRIOR_STD,
     ZSCORE_PRIOR_WEIGHT,
 )
@@ -53,6 +54,28 @@ def cyclic(op: str, ts_ms: Num) -> Num:
     """hour_sin / hour_cos / day_sin / day_cos of a timestamp (ms)."""
     index = hour_of_day(ts_ms) if op.startswith("hour") else weekday(ts_ms)
     return CYCLIC[op][index]
+
+
+def hour_deviation(hour_sin: Num, hour_cos: Num, sin_sum: Num, cos_sum: Num, n_prev: Num
+                   ) -> Num:
+    """How far this hour is from the user's usual hours: (|V| - V . u) / (n + K).
+
+    V = (``cos_sum``, ``sin_sum``) is the sum of the unit vectors (cos, sin of 2 pi hour / 24)
+    of the user's ``n_prev`` previous transactions, u = (``hour_cos``, ``hour_sin``) this
+    one's, K = :data:`HOUR_PRIOR_WEIGHT`. That is (1 - cos(theta - mu)) R n / (n + K): the
+    circular distance from the user's mean hour mu, times how concentrated the user's hours
+    are (R, the mean resultant length), shrunk for users with few transactions. In [0, 2);
+    0 for a first transaction (V = 0). Scalars only (each engine calls it once per row); the
+    same operations in the same order in both engines.
+
+    >>> float(hour_deviation(0.0, 1.0, 0.0, 5.0, 5))  # always at midnight, now at midnight
+    0.0
+    >>> float(hour_deviation(0.0, -1.0, 0.0, 5.0, 5))  # ... now at noon: 2 * 5 / 10
+    1.0
+    """
+    # max: |V| - V . u is >= 0, but rounding can leave it a hair below.
+    return max(np.sqrt(sin_sum * sin_sum + cos_sum * cos_sum)
+               - (cos_sum * hour_cos + sin_sum * hour_sin), 0.0) / (n_prev + HOUR_PRIOR_WEIGHT)
 
 
 def mean_diff(amount: Num, window_sum: Num, count: Num) -> Num:
@@ -106,4 +129,5 @@ SINGLETON: dict[str, float] = {
     "log_amount_zscore": 0.0,
     "log_seconds_since_prev": LOG_GAP_CAP,
     "is_first_pair": 1.0,
+    "hour_deviation": 0.0,
 }

@@ -31,14 +31,19 @@ WINDOW_MEAN = 2  # window mean (log_amount_to_mean is finished in NumPy)
 ZSCORE = 3      # log-amount z-score against the previous transactions
 GAP_SECONDS = 4  # seconds since the previous transaction, capped; NO_PREVIOUS if none
 FIRST = 5       # 1.0 for the key's first transaction
+HOUR_DEVIATION = 6  # the hour against the key's previous hours (formulas.hour_deviation)
 NO_PREVIOUS = -1.0
 #: The pass's op for each per-key op of the spec.
 OPS = {"mean_diff": MEAN_DIFF, "count": COUNT, "log_amount_to_mean": WINDOW_MEAN,
        "log_amount_zscore": ZSCORE, "log_seconds_since_prev": GAP_SECONDS,
-       "is_first_pair": FIRST}
+       "is_first_pair": FIRST, "hour_deviation": HOUR_DEVIATION}
 
 #: The z-score's arithmetic, compiled from the function the online engine calls.
 _zscore = numba.njit(nogil=True, cache=True)(fx.log_zscore_with_history)
+_hour_deviation = numba.njit(nogil=True, cache=True)(fx.hour_deviation)
+#: The hour's sine and cosine: the table both engines read (a constant in compiled code).
+_HOUR_SIN = fx.CYCLIC["hour_sin"]
+_HOUR_COS = fx.CYCLIC["hour_cos"]
 
 
 _CODES = types.Array(types.uint32, 1, "C", readonly=True)  # one per table row
@@ -215,10 +220,11 @@ class ChunkedKeyPass:
     """One key's pass over a table, a time-ordered chunk at a time (a whole table is one chunk).
 
     One pass in time order keeps, per key value, the state the online engine keeps: how many
-    transactions so far, the running amount sum (added one by one), the last timestamp and the
-    shifted log-amount moments. A window (t - W, t] is a second pointer that trails the first
-    by W: each transaction it passes leaves its key value's window, which then starts after it
-    (its running sum, kept in a ring while a window trails it, is the sum before the window).
+    transactions so far, the running amount sum (added one by one), the last timestamp, the
+    shifted log-amount moments and the sums of the hours' sines and cosines. A window
+    (t - W, t] is a second pointer that trails the first by W: each transaction it passes
+    leaves its key value's window, which then starts after it (its running sum, kept in a
+    ring while a window trails it, is the sum before the window).
 
     Across calls it keeps the per-value state (one row per code, grown as new codes appear;
     codes must be stable across chunks) and, for the finite windows, the rows a window still
@@ -238,16 +244,19 @@ class ChunkedKeyPass:
         summed = any(op in (MEAN_DIFF, WINDOW_MEAN) for op in ops)
         # Per value, 8-byte fields (the float ones are a view of the same memory): [0]
         # transactions so far; the last timestamp (LAST); the running sum (SUM); the shift,
-        # the sum of shifted log amounts and of their squares (MOMENTS); then per finite
-        # window, the transactions that left it and the running sum up to the last of them.
+        # the sum of shifted log amounts and of their squares (MOMENTS); the sums of the
+        # hours' sines and cosines (HOURS); then per finite window, the transactions that
+        # left it and the running sum up to the last of them.
         n_fields = 1
-        self.last = self.sum_at = self.shift = -1
+        self.last = self.sum_at = self.shift = self.hours = -1
         if GAP_SECONDS in ops:
             self.last, n_fields = n_fields, n_fields + 1
         if summed:
             self.sum_at, n_fields = n_fields, n_fields + 1
         if ZSCORE in ops:
             self.shift, n_fields = n_fields, n_fields + 3
+        if HOUR_DEVIATION in ops:
+            self.hours, n_fields = n_fields, n_fields + 2
         self.field = np.full(len(windows), -1, np.int64)
         for w, span in enumerate(windows):
             if span >= 0:
@@ -300,7 +309,7 @@ class ChunkedKeyPass:
         _pass(codes, order, ordered, ts, np.ascontiguousarray(amount, np.float64),
               np.ascontiguousarray(log_amount, np.float64), self.tail_codes, self.tail_ts,
               first, self.ring, self.trail, self.state, self.windows, self.field, self.last,
-              self.sum_at, self.shift, self.columns, self.ops, self.window_of, out)
+              self.sum_at, self.shift, self.hours, self.columns, self.ops, self.window_of, out)
         self.position = first + n
         if last:
             return
@@ -367,8 +376,8 @@ def _ring_size(tail_ts: np.ndarray, ts: np.ndarray, order: np.ndarray, ordered: 
 _PASS = types.void(_CODES, _CODES, types.boolean, _INTS, _FLOATS, _FLOATS, _CODES, _INTS,
                    types.int64, types.Array(types.float64, 1, "C"),
                    types.Array(types.int64, 1, "C"), types.Array(types.int64, 2, "C"),
-                   _INTS, _INTS, types.int64, types.int64, types.int64, _INTS, _INTS, _INTS,
-                   types.Array(types.float64, 2, "C"))
+                   _INTS, _INTS, types.int64, types.int64, types.int64, types.int64, _INTS,
+                   _INTS, _INTS, types.Array(types.float64, 2, "C"))
 
 
 @numba.njit(_PASS, nogil=True, cache=True)
@@ -376,7 +385,7 @@ def _pass(codes: np.ndarray, order: np.ndarray, ordered: bool, ts: np.ndarray,
           amount: np.ndarray, log_amount: np.ndarray, tail_codes: np.ndarray,
           tail_ts: np.ndarray, first: int, ring: np.ndarray, trail: np.ndarray,
           state: np.ndarray, windows: np.ndarray, field: np.ndarray, last: int, sum_at: int,
-          shift: int, columns: np.ndarray, ops: np.ndarray, window_of: np.ndarray,
+          shift: int, hours: int, columns: np.ndarray, ops: np.ndarray, window_of: np.ndarray,
           out: np.ndarray) -> None:  # pragma: no cover
     """:class:`ChunkedKeyPass`'s pass over one chunk, compiled. Coverage cannot see inside;
     the tests compare it with a brute-force reference and with the online engine.
@@ -390,9 +399,11 @@ def _pass(codes: np.ndarray, order: np.ndarray, ordered: bool, ts: np.ndarray,
     summed = sum_at >= 0
     moments = shift >= 0
     gaps = last >= 0
+    timed = hours >= 0
     sums = state.view(np.float64)
     start = first - tail_ts.size
     mask = ring.size - 1
+    h_sin = h_cos = 0.0
     wsum = np.empty(windows.size, np.float64)
     wcount = np.empty(windows.size, np.int64)
     for i in range(first, first + codes.size):
@@ -439,6 +450,10 @@ def _pass(codes: np.ndarray, order: np.ndarray, ordered: bool, ts: np.ndarray,
                 wcount[w] = k + 1 - left
         if moments and k == 0:
             sums[c, shift] = log_amount[r]
+        if timed:
+            hour = (t // HOUR_MS) % 24  # formulas.hour_of_day (floor division, as Python's)
+            h_sin = _HOUR_SIN[hour]
+            h_cos = _HOUR_COS[hour]
         for j in range(ops.size):
             op = ops[j]
             w = window_of[j]
@@ -454,6 +469,9 @@ def _pass(codes: np.ndarray, order: np.ndarray, ordered: bool, ts: np.ndarray,
             elif op == GAP_SECONDS:
                 value = NO_PREVIOUS if k == 0 else min((t - state[c, last]) / 1000.0,
                                                        GAP_CAP_SECONDS)
+            elif op == HOUR_DEVIATION:
+                value = _hour_deviation(h_sin, h_cos, sums[c, hours], sums[c, hours + 1],
+                                        float(k))
             else:  # FIRST
                 value = 1.0 if k == 0 else 0.0
             out[columns[j], r] = value
@@ -461,6 +479,9 @@ def _pass(codes: np.ndarray, order: np.ndarray, ordered: bool, ts: np.ndarray,
             d = log_amount[r] - sums[c, shift]
             sums[c, shift + 1] += d
             sums[c, shift + 2] += d * d
+        if timed:
+            sums[c, hours] += h_sin
+            sums[c, hours + 1] += h_cos
         state[c, 0] = k + 1
         if gaps:
             state[c, last] = t

@@ -39,10 +39,11 @@ from txanomaly.features import formulas as fx
 from txanomaly.features.spec import FeatureSet, get_feature_set
 
 KeyId = tuple[str, str]  # (key kind, key value): ("origin", "u1"), ("pair", "u1\x1fu2")
-#: How a late arrival moves a key's later rows: (kind, key, ts, amount, d, d * d); every row
-#: with a later timestamp gets ``pos + 1``, ``cum_before``/``cum + amount``, ``d1 + d``,
-#: ``d2 + d * d`` (see :meth:`KeyLog.shift_from`).
-KeyShift = tuple[str, str, int, float, float, float]
+#: How a late arrival moves a key's later rows: (kind, key, ts, amount, d, d * d, hour sine,
+#: hour cosine); every row with a later timestamp gets ``pos + 1``, ``cum_before``/``cum +
+#: amount``, ``d1 + d``, ``d2 + d * d``, ``hour_sin_sum + sine``, ``hour_cos_sum + cosine``
+#: (see :meth:`KeyLog.shift_from`).
+KeyShift = tuple[str, str, int, float, float, float, float, float]
 
 
 @dataclass
@@ -65,6 +66,9 @@ class KeyLog:
     cum: list[float] = field(default_factory=list)          # ... including this row
     d1: list[float] = field(default_factory=list)  # running sum of log1p(amount) - shift
     d2: list[float] = field(default_factory=list)  # running sum of its square
+    #: Running sums of the sine and cosine of 2 pi hour / 24 (formulas.CYCLIC's table).
+    hour_sin_sum: list[float] = field(default_factory=list)
+    hour_cos_sum: list[float] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.ts)
@@ -80,34 +84,55 @@ class KeyLog:
         i = p - 1
         return self.pos[i] + 1, self.cum[i], self.d1[i], self.d2[i], self.ts[i]
 
+    def hours_before(self, p: int) -> tuple[float, float]:
+        """The sums of the hours' sines and cosines of the history before index ``p``."""
+        if p == 0:
+            return 0.0, 0.0
+        return self.hour_sin_sum[p - 1], self.hour_cos_sum[p - 1]
+
     def insert(self, p: int, ts: int, seq: int, amount: float) -> float:
         """Insert a transaction at index ``p``; the rows after it move by its contribution.
 
         Returns ``d`` = log1p(amount) - shift, what the later rows' ``d1`` moved by.
         """
         n, cum, d1, d2, _ = self.state_before(p)
+        sin_sum, cos_sum = self.hours_before(p)
         d = float(np.log1p(amount)) - self.shift
-        self.shift_from(p, amount, d)
+        h_sin, h_cos = hour_vector(ts)
+        self.shift_from(p, amount, d, h_sin, h_cos)
         for column, value in ((self.ts, ts), (self.seq, seq), (self.amount, amount),
                               (self.pos, n), (self.cum_before, cum), (self.cum, cum + amount),
-                              (self.d1, d1 + d), (self.d2, d2 + d * d)):
+                              (self.d1, d1 + d), (self.d2, d2 + d * d),
+                              (self.hour_sin_sum, sin_sum + h_sin),
+                              (self.hour_cos_sum, cos_sum + h_cos)):
             column.insert(p, value)  # type: ignore[arg-type]
         return d
 
-    def shift_from(self, p: int, amount: float, d: float) -> None:
-        """Add a transaction inserted before index ``p`` to the running sums from ``p`` on.
+    def shift_from(self, p: int, amount: float, d: float, h_sin: float, h_cos: float) -> None:
+        """Add a transaction inserted before index ``p`` to the running sums from ``p`` on
+        (``h_sin``, ``h_cos``: its :func:`hour_vector`).
 
         One addition per row, the same a database does with ``SET cum = cum + ?``, so a store
         that moves the rows it did not load in SQL holds exactly what this log holds.
         """
         dd = d * d
         pos, cum_before, cum, d1, d2 = self.pos, self.cum_before, self.cum, self.d1, self.d2
+        sin_sum, cos_sum = self.hour_sin_sum, self.hour_cos_sum
         for i in range(p, len(pos)):
             pos[i] += 1
             cum_before[i] += amount
             cum[i] += amount
             d1[i] += d
             d2[i] += dd
+            sin_sum[i] += h_sin
+            cos_sum[i] += h_cos
+
+
+def hour_vector(ts: int) -> tuple[float, float]:
+    """The sine and cosine of 2 pi hour / 24 of a timestamp (ms), from the table both engines
+    read (:data:`txanomaly.features.formulas.CYCLIC`)."""
+    hour = fx.hour_of_day(ts)
+    return float(fx.CYCLIC["hour_sin"][hour]), float(fx.CYCLIC["hour_cos"][hour])
 
 
 class OnlineFeatures:
@@ -193,7 +218,7 @@ class OnlineFeatures:
             p = log.insert_at(ts)
             d = log.insert(p, ts, seq, amount)
             if p + 1 < len(log):
-                shifts.append((kid[0], kid[1], ts, amount, d, d * d))
+                shifts.append((kid[0], kid[1], ts, amount, d, d * d, *hour_vector(ts)))
         return shifts
 
     def _amount_for(self, kind: str, record: Mapping[str, Any], row_amount: float) -> float:
@@ -296,6 +321,10 @@ class _KeyView:
             if self.prev_ts is None:
                 return fx.LOG_GAP_CAP
             return float(fx.log_gap_with_history(self.ts, self.prev_ts))
+        if op == "hour_deviation":
+            h_sin, h_cos = hour_vector(self.ts)
+            sin_sum, cos_sum = self.log.hours_before(self.p)
+            return float(fx.hour_deviation(h_sin, h_cos, sin_sum, cos_sum, self.n_prev))
         if op == "log_amount_zscore":
             if self.n_prev == 0:
                 return 0.0

@@ -31,7 +31,7 @@ TABLES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "transactions": (TRANSACTION_COLUMNS, ("int8", "text", "int8", "text", "text", "text",
                                            "float8", "bool", "text")),
     "key_history": (KEY_COLUMNS, ("text", "text", "int8", "int8", "int8", "float8", "float8",
-                                  "float8", "float8", "float8", "float8")),
+                                  "float8", "float8", "float8", "float8", "float8", "float8")),
 }
 
 

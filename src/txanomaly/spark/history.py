@@ -71,7 +71,7 @@ def _key_table(ranked: DataFrame, fs: FeatureSet) -> DataFrame:
 
 
 _KEY_SCHEMA_NAMES = ("kind", "key", "seq", "ts", "pos", "amount", "cum_before", "cum", "d1",
-                     "d2", "shift")
+                     "d2", "hour_sin_sum", "hour_cos_sum", "shift")
 
 
 def _ranked(records: DataFrame, first_seq: int) -> tuple[DataFrame, DataFrame]:
@@ -140,6 +140,7 @@ def _key_rows(ranked: DataFrame, fs: FeatureSet, key: str) -> DataFrame:
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         import polars as pl
 
+        from txanomaly.features import formulas as fx
         from txanomaly.features.online import pair_key
 
         frame = partition_frame(batches)
@@ -158,11 +159,15 @@ def _key_rows(ranked: DataFrame, fs: FeatureSet, key: str) -> DataFrame:
         cum = _running(amounts, starts)
         shift = np.log1p(amounts[first])[group]
         d = np.log1p(amounts) - shift
+        hour = fx.hour_of_day(frame.get_column("ts").to_numpy())
         out = frame.select("key", "seq", "ts").with_columns(
             pl.lit(kind).alias("kind"), pl.Series("pos", pos), pl.Series("amount", amounts),
             pl.Series("cum_before", np.where(starts, 0.0, np.roll(cum, 1))),
             pl.Series("cum", cum), pl.Series("d1", _running(d, starts)),
-            pl.Series("d2", _running(d * d, starts)), pl.Series("shift", shift))
+            pl.Series("d2", _running(d * d, starts)),
+            pl.Series("hour_sin_sum", _running(fx.CYCLIC["hour_sin"][hour], starts)),
+            pl.Series("hour_cos_sum", _running(fx.CYCLIC["hour_cos"][hour], starts)),
+            pl.Series("shift", shift))
         yield from out.select(_KEY_SCHEMA_NAMES).to_arrow().cast(arrow_schema).to_batches()
 
     value = F.xxhash64(*[F.col(c) for c in ids])

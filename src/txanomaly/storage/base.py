@@ -38,8 +38,8 @@ TransactionRow = tuple[int, str, int, str, str, str, float, bool, str]
 #: The fields of a :data:`KeyRow`, in order: one row of a key's
 #: :class:`~txanomaly.features.online.KeyLog` (``pos`` is its index in the key's whole log).
 KEY_COLUMNS = ("kind", "key", "seq", "ts", "pos", "amount", "cum_before", "cum", "d1", "d2",
-               "shift")
-KeyRow = tuple[str, str, int, int, int, float, float, float, float, float, float]
+               "hour_sin_sum", "hour_cos_sum", "shift")
+KeyRow = tuple[str, str, int, int, int, float, float, float, float, float, float, float, float]
 #: A time after every transaction's: the span ``(END, END)`` of
 #: :meth:`StorageTransaction.key_logs` is a key's last row.
 END = 2**62
@@ -102,9 +102,10 @@ class StorageTransaction(Protocol):
               shifts: Sequence[KeyShift]) -> None:
         """Add transactions and key rows, and move stored key rows after late arrivals.
 
-        Each shift ``(kind, key, ts, amount, d, dd)``, applied in the order given and before
-        ``new_keys`` are added, moves every stored row of the key with a later timestamp:
-        ``pos + 1``, ``cum_before + amount``, ``cum + amount``, ``d1 + d``, ``d2 + dd``
+        Each shift ``(kind, key, ts, amount, d, dd, hour_sin, hour_cos)``, applied in the
+        order given and before ``new_keys`` are added, moves every stored row of the key with
+        a later timestamp: ``pos + 1``, ``cum_before + amount``, ``cum + amount``, ``d1 + d``,
+        ``d2 + dd``, ``hour_sin_sum + hour_sin``, ``hour_cos_sum + hour_cos``
         (one floating-point addition each, as :meth:`KeyLog.shift_from
         <txanomaly.features.online.KeyLog.shift_from>` does). ``new_keys`` hold their final
         positions and sums.

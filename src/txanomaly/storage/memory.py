@@ -31,7 +31,8 @@ from txanomaly.storage.base import (
     TransactionRow,
 )
 
-_LOG_COLUMNS = ("seq", "ts", "pos", "amount", "cum_before", "cum", "d1", "d2")
+_LOG_COLUMNS = ("seq", "ts", "pos", "amount", "cum_before", "cum", "d1", "d2", "hour_sin_sum",
+                "hour_cos_sum")
 
 
 class MemoryStorage:
@@ -62,10 +63,10 @@ class MemoryStorage:
     def _apply(self, tx: _MemoryTransaction) -> None:
         for row in tx.transactions:
             self._transactions[row[1]] = row
-        for kind, key, ts, amount, d, _ in tx.shifts:  # in order, before the new rows
+        for kind, key, ts, amount, d, _, h_sin, h_cos in tx.shifts:  # in order, first
             log = self._logs.get((kind, key))
             if log is not None:  # a key new in this batch has no stored rows to move
-                log.shift_from(bisect.bisect_right(log.ts, ts), amount, d)
+                log.shift_from(bisect.bisect_right(log.ts, ts), amount, d, h_sin, h_cos)
         # By key and position: each new row goes to its final place.
         for kind, key, seq, ts, pos, *sums, shift in sorted(tx.key_rows,
                                                            key=lambda r: (r[0], r[1], r[4])):

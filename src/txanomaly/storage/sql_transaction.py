@@ -30,7 +30,8 @@ _SQL_INSERT_KEY = (f"INSERT INTO key_history ({', '.join(KEY_COLUMNS)}) "
 #: A late arrival moves the rows after it in one statement, without reading them. Only later
 #: timestamps: a stored row tied with it arrived before it, so it stays before it.
 _SQL_SHIFT_KEY = ("UPDATE key_history SET pos = pos + 1, cum_before = cum_before + ?, "
-                  "cum = cum + ?, d1 = d1 + ?, d2 = d2 + ? WHERE kind = ? AND key = ? AND ts > ?")
+                  "cum = cum + ?, d1 = d1 + ?, d2 = d2 + ?, hour_sin_sum = hour_sin_sum + ?, "
+                  "hour_cos_sum = hour_cos_sum + ? WHERE kind = ? AND key = ? AND ts > ?")
 _SQL_EXISTING = ("SELECT transaction_id, content_hash, result FROM transactions "
                  "WHERE transaction_id IN ({marks})")
 _SQL_LOCK = ("SELECT count(pg_advisory_xact_lock(h)) "
@@ -41,7 +42,8 @@ _SQL_MAX_SEQ = "SELECT coalesce(max(seq), 0) FROM transactions"
 _HISTORY_SQL = (
     "WITH wanted(kind, key, since, until) AS (VALUES {values}) "
     "SELECT DISTINCT h.kind, h.key, h.ts, h.seq, h.pos, h.amount, h.cum_before, h.cum, h.d1, "
-    "h.d2, h.shift FROM wanted w JOIN key_history h ON h.kind = w.kind AND h.key = w.key "
+    "h.d2, h.hour_sin_sum, h.hour_cos_sum, h.shift FROM wanted w JOIN key_history h "
+    "ON h.kind = w.kind AND h.key = w.key "
     "AND h.ts >= COALESCE((SELECT max(p.ts) FROM key_history p WHERE p.kind = w.kind "
     "AND p.key = w.key AND p.ts <= w.since), {floor}) AND h.ts <= w.until "
     "ORDER BY h.kind, h.key, h.ts, h.seq")
@@ -56,7 +58,8 @@ _HISTORY_SQL = (
 #: expression (key_logs 23.4 -> 20.0 ms median per batch of 100, same run).
 _PG_HISTORY_SQL = (
     "SELECT DISTINCT h.kind, h.key, h.ts, h.seq, h.pos, h.amount, h.cum_before, h.cum, h.d1, "
-    "h.d2, h.shift FROM unnest(CAST(%b AS text[]), CAST(%b AS text[]), CAST(%b AS bigint[]), "
+    "h.d2, h.hour_sin_sum, h.hour_cos_sum, h.shift FROM unnest(CAST(%b AS text[]), "
+    "CAST(%b AS text[]), CAST(%b AS bigint[]), "
     "CAST(%b AS bigint[])) AS w(kind, key, since, until) CROSS JOIN LATERAL ("
     "SELECT * FROM key_history h WHERE h.kind = w.kind AND h.key = w.key "
     "AND h.ts >= COALESCE((SELECT max(p.ts) FROM key_history p WHERE p.kind = w.kind "
@@ -163,8 +166,8 @@ class SqlTransaction:
             self.cur.executemany(self._sql(_SQL_INSERT_TX), transactions)
         if shifts:  # late arrivals only; before the batch's rows, which hold their final sums
             self.cur.executemany(self._sql(_SQL_SHIFT_KEY), [
-                (amount, amount, d, dd, kind, key, ts)
-                for kind, key, ts, amount, d, dd in shifts])
+                (amount, amount, d, dd, h_sin, h_cos, kind, key, ts)
+                for kind, key, ts, amount, d, dd, h_sin, h_cos in shifts])
         if new_keys:
             self.cur.executemany(self._sql(_SQL_INSERT_KEY), new_keys)
 
@@ -174,7 +177,7 @@ def _append_row(logs: dict[KeyId, KeyLog], row: Sequence[Any]) -> None:
 
     Chunks of spans are separate queries, so the same row can come twice (a key's last row).
     """
-    kind, key, ts, seq, pos, amount, cum_before, cum, d1, d2, shift = row
+    kind, key, ts, seq, pos, amount, cum_before, cum, d1, d2, hour_sin, hour_cos, shift = row
     log = logs.get((kind, key))
     if log is None:
         log = logs[(kind, key)] = KeyLog(shift=float(shift))
@@ -188,6 +191,8 @@ def _append_row(logs: dict[KeyId, KeyLog], row: Sequence[Any]) -> None:
     log.cum.append(float(cum))
     log.d1.append(float(d1))
     log.d2.append(float(d2))
+    log.hour_sin_sum.append(float(hour_sin))
+    log.hour_cos_sum.append(float(hour_cos))
 
 
 def lock_salt(schema: str | None) -> int:

@@ -30,3 +30,29 @@ def test_a_failure_leaves_no_file_and_other_columns_are_refused(tmp_path):
         sink.write(pl.DataFrame({"a": [1]}))
         sink.write(pl.DataFrame({"b": [1]}))
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("background", [True, False])
+def test_a_failed_write_is_raised_and_leaves_no_file(tmp_path, background):
+    path = tmp_path / "out.csv"
+    # A list column cannot be written as CSV: the writer (a background thread by default)
+    # fails, and the error reaches the caller by the next write or the close.
+    with pytest.raises(pl.exceptions.ComputeError), ResultSink(path, background) as sink:
+        sink.write(pl.DataFrame({"a": [[1, 2]]}))
+        sink.write(pl.DataFrame({"a": [[3]]}))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_parquet_text_columns_with_few_values_are_dictionary_encoded(tmp_path):
+    import pyarrow.parquet as pq
+
+    frame = pl.DataFrame({"transaction_id": [f"t{i}" for i in range(5000)],
+                          "reason_1": ["amount", "hour"] * 2500, "score": [0.5] * 5000})
+    with ResultSink(tmp_path / "out.parquet") as sink:
+        sink.write(frame)
+    columns = pq.ParquetFile(tmp_path / "out.parquet").metadata.row_group(0)
+    encodings = {columns.column(j).path_in_schema: columns.column(j).encodings
+                 for j in range(columns.num_columns)}
+    assert any("DICT" in e for e in encodings["reason_1"])
+    assert not any("DICT" in e for e in encodings["transaction_id"])
+    assert pl.read_parquet(tmp_path / "out.parquet").equals(frame)

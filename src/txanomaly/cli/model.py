@@ -53,6 +53,7 @@ from txanomaly.features.files import resolve_feature_set
 from txanomaly.features.roles import CHOICES as COUNTERPARTY_CHOICES
 from txanomaly.features.roles import Counterparty, resolve_counterparty
 from txanomaly.io import SUFFIXES, Rejected, write_rejects
+from txanomaly.io.prefetch import prefetch
 from txanomaly.io.sink import ResultSink
 from txanomaly.rowstore import RowStore
 
@@ -62,11 +63,15 @@ if TYPE_CHECKING:
 
 _TOP_REASONS = 3
 
-InputArg = Annotated[Path, typer.Argument(help="Transactions: .json, .jsonl, .csv or .parquet.")]
+# A string, not a Path: with --engine spark it may be a URL, whose "//" a Path would fold.
+InputArg = Annotated[str, typer.Argument(
+    metavar="INPUT", help="Transactions: .json, .jsonl, .csv or .parquet (--engine spark: a "
+                          "file, directory or glob of .jsonl, .json or .parquet, or a URL "
+                          "Spark reads: s3://, hdfs://, file://).")]
 
 @handle_errors
 def train(
-    input: InputArg,
+    location: InputArg,
     output: Annotated[Path, typer.Option("--output", "-o", help="Model directory to write.")],
     feature_set: FeatureSetOpt = "standard",
     counterparty: Annotated[str, typer.Option(
@@ -100,7 +105,10 @@ def train(
     Example: [bold]txanomaly train tx.json -o model/ --map 10x10 --epochs 20[/]
     """
     out = Output(quiet, json_out)
-    check_exists(input)
+    spark = spark_engine.use_spark(engine)
+    input = spark_engine.input_path(location, spark)
+    if not spark:
+        check_exists(input)
     check_exists(signing_key_file, what="key file")
     fs = resolve_feature_set(feature_set)
     if counterparty not in COUNTERPARTY_CHOICES:
@@ -108,18 +116,21 @@ def train(
                              f"got {counterparty!r}")
     from txanomaly.artifact import read_key  # PyTorch: see the module's docstring
     from txanomaly.detector import AnomalyDetector
+    from txanomaly.pipeline import columns_to_fit
 
     key = read_key(signing_key_file) if signing_key_file is not None else None
 
     detector = AnomalyDetector(map_size=map_size, epochs=epochs, algorithm=algorithm,
                                contamination=contamination, random_state=seed, device=device)
     _check_options(detector)
-    if spark_engine.use_spark(engine):
-        spark_engine.train(input, output, fs, counterparty, detector, rejects, master, key, out)
+    if spark:
+        spark_engine.train(location, output, fs, counterparty, detector, rejects, master, key,
+                           out)
         return
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="txanomaly-train-") as folder:
-        store = RowStore(Path(folder) / "features.f64", len(fs.features))
+        store = RowStore(Path(folder) / "features.f64", len(fs.features),
+                         keep_columns=columns_to_fit(fs))
         detect = (counterparty == "auto" and fs.counterparty is None
                   and any(f.merchant_direction is not None for f in fs.features))
         tally = CounterpartyTally() if detect else None
@@ -173,8 +184,10 @@ class ChunkReader:
         rows = 0
         with self.out.progress() as bar:
             task = bar.add_task(self.label, total=count_rows(self.path))
-            for chunk in feature_chunks(self.path, self.fs, chunk_rows=self.chunk_rows,
-                                        rejects=found, columns=self.columns, counts=self.counts):
+            # The next chunk's features are computed while this one is trained on or scored.
+            for chunk in prefetch(feature_chunks(self.path, self.fs, chunk_rows=self.chunk_rows,
+                                                 rejects=found, columns=self.columns,
+                                                 counts=self.counts)):
                 yield chunk
                 rows += chunk.records.height
                 bar.update(task, completed=rows + len(found))
@@ -214,10 +227,11 @@ def _check_options(detector: AnomalyDetector) -> None:
 
 @handle_errors
 def score(
-    input: InputArg,
+    location: InputArg,
     model_dir: Annotated[Path, typer.Option("--model", "-m", help="Model directory.")],
-    output: Annotated[Path, typer.Option(
-        "--output", "-o", help=f"Scores: {', '.join(SUFFIXES)} (by extension).")],
+    output_location: Annotated[str, typer.Option(
+        "--output", "-o", help=f"Scores: {', '.join(SUFFIXES)} (by extension; --engine "
+                               "spark: a directory of part files, a path or a URL).")],
     rejects: RejectsOpt = None,
     chunk_rows: ChunkRowsOpt = DEFAULT_CHUNK_ROWS,
     quiet: Quiet = False,
@@ -235,11 +249,15 @@ def score(
     Example: [bold]txanomaly score new.jsonl --model model/ -o scores.csv[/]
     """
     out = Output(quiet, json_out)
+    output = Path(output_location)
     check_output(output)
-    check_exists(input)
+    spark = spark_engine.use_spark(engine)
+    input = spark_engine.input_path(location, spark)
+    if not spark:
+        check_exists(input)
     check_exists(model_dir, what="model directory")
-    if spark_engine.use_spark(engine):
-        spark_engine.score(input, model_dir, output, rejects, master, out)
+    if spark:
+        spark_engine.score(location, model_dir, output_location, rejects, master, out)
         return
     started = time.perf_counter()
     from txanomaly.pipeline import TransactionModel  # PyTorch: see the module's docstring

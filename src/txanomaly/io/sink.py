@@ -6,6 +6,12 @@ CSV with the header once, JSON Lines one row object per line, a JSON array with 
 rows joined into one array. The file is written under a temporary name beside the target
 and renamed when the sink closes without error, so a failed run leaves no half file.
 
+Each chunk is encoded and written by one background thread while the caller computes the
+next (at most one chunk waits; an error in the writer is raised by the next ``write`` or when
+the sink closes). In Parquet, text columns with few distinct values in the first chunk
+(reasons, risk levels) are dictionary-encoded; others (ids, floats) are not, where trying a
+dictionary costs half the write time.
+
 >>> import tempfile, polars as pl
 >>> with tempfile.TemporaryDirectory() as folder:
 ...     with ResultSink(f"{folder}/out.csv") as sink:
@@ -18,6 +24,7 @@ and renamed when the sink closes without error, so a failed run leaves no half f
 from __future__ import annotations
 
 import os
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
@@ -26,11 +33,16 @@ import polars as pl
 
 from txanomaly.io.formats import format_for
 
+#: A text column with at most this many distinct values in the first chunk is
+#: dictionary-encoded in Parquet.
+DICTIONARY_MAX = 1024
+
 
 class ResultSink:
-    """Append result frames to ``path`` (format by extension) a chunk at a time."""
+    """Append result frames to ``path`` (format by extension) a chunk at a time
+    (``background``: written by a worker thread, see the module's docstring)."""
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, background: bool = True):
         self.path = Path(path)
         self.kind = format_for(self.path).name
         self.rows = 0
@@ -38,6 +50,8 @@ class ResultSink:
         self._fh: IO[bytes] | None = None
         self._parquet: Any = None
         self._columns: list[str] | None = None
+        self._pool = ThreadPoolExecutor(1) if background else None
+        self._pending: Future[None] | None = None
 
     def __enter__(self) -> ResultSink:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -54,27 +68,55 @@ class ResultSink:
             self._columns = frame.columns
         elif frame.columns != self._columns:
             raise ValueError(f"columns {frame.columns} differ from the first chunk's")
+        if self._pool is None:
+            self._write(frame, self.rows)
+        else:
+            self._wait()
+            self._pending = self._pool.submit(self._write, frame, self.rows)
+        self.rows += frame.height
+
+    def _wait(self) -> None:
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()
+
+    def _write(self, frame: pl.DataFrame, before: int) -> None:
+        assert self._fh is not None
         if self.kind == "Parquet":
             import pyarrow.parquet as pq
 
             table = frame.to_arrow()
             if self._parquet is None:
-                # No dictionary pages: result columns are floats and unique ids, where
-                # trying one costs half the write time (pyarrow's default tries every column).
+                few = [name for name, dtype in frame.schema.items() if dtype == pl.String
+                       and frame.get_column(name).n_unique() <= DICTIONARY_MAX]
                 self._parquet = pq.ParquetWriter(self._fh, table.schema, compression="zstd",
-                                                 use_dictionary=False)
+                                                 use_dictionary=few or False)
             self._parquet.write_table(table)
         elif self.kind == "CSV":
-            frame.write_csv(self._fh, include_header=self.rows == 0)
+            frame.write_csv(self._fh, include_header=before == 0)
         elif self.kind == "JSON Lines":
             frame.write_ndjson(self._fh)
         elif frame.height:  # JSON: the chunk's array without its brackets, comma-joined
             body = frame.write_json().encode()[1:-1]
-            self._fh.write((b"," if self.rows else b"") + body)
-        self.rows += frame.height
+            self._fh.write((b"," if before else b"") + body)
 
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
                  trace: TracebackType | None) -> None:
+        if self._fh is None:
+            return
+        try:
+            self._wait()
+        except BaseException as exc:
+            error = error or exc
+            if kind is None:
+                self._close(error)
+                raise
+        finally:
+            if self._pool is not None:
+                self._pool.shutdown()
+        self._close(error)
+
+    def _close(self, error: BaseException | None) -> None:
         fh, self._fh = self._fh, None
         if fh is None:
             return

@@ -216,7 +216,7 @@ def test_anomalies_by_time_range_with_cursor_pagination(client: TestClient,
 
 def test_model_health_readiness_metrics(client: TestClient, model_dir: Path):
     info = client.get("/v1/model").json()
-    assert info["featureSet"] == "standard" and len(info["featureNames"]) == 23
+    assert info["featureSet"] == "standard" and len(info["featureNames"]) == 24
     assert info["modelVersion"].startswith("standard-")
     assert client.get("/healthz").json() == {"status": "ok"}
     assert client.get("/readyz").json() == {"status": "ready"}

@@ -128,11 +128,16 @@ class KeyLog:
             cos_sum[i] += h_cos
 
 
+#: (sine, cosine) of 2 pi hour / 24 per hour, as Python floats: the values of the table both
+#: engines read (:data:`txanomaly.features.formulas.CYCLIC`), without a NumPy scalar per call.
+_HOUR_VECTORS = tuple(zip(fx.CYCLIC["hour_sin"].tolist(), fx.CYCLIC["hour_cos"].tolist(),
+                          strict=True))
+
+
 def hour_vector(ts: int) -> tuple[float, float]:
     """The sine and cosine of 2 pi hour / 24 of a timestamp (ms), from the table both engines
     read (:data:`txanomaly.features.formulas.CYCLIC`)."""
-    hour = fx.hour_of_day(ts)
-    return float(fx.CYCLIC["hour_sin"][hour]), float(fx.CYCLIC["hour_cos"][hour])
+    return _HOUR_VECTORS[fx.hour_of_day(ts)]
 
 
 class OnlineFeatures:

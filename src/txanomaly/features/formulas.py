@@ -10,6 +10,7 @@ last bit when they are given the same running sums.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -73,8 +74,10 @@ def hour_deviation(hour_sin: Num, hour_cos: Num, sin_sum: Num, cos_sum: Num, n_p
     >>> float(hour_deviation(0.0, -1.0, 0.0, 5.0, 5))  # ... now at noon: 2 * 5 / 10
     1.0
     """
-    # max: |V| - V . u is >= 0, but rounding can leave it a hair below.
-    return max(np.sqrt(sin_sum * sin_sum + cos_sum * cos_sum)
+    # max: |V| - V . u is >= 0, but rounding can leave it a hair below. math.sqrt: the same
+    # correctly rounded square root as np.sqrt (Numba compiles both to it), without a NumPy
+    # scalar per call in the online engine.
+    return max(math.sqrt(sin_sum * sin_sum + cos_sum * cos_sum)
                - (cos_sum * hour_cos + sin_sum * hour_sin), 0.0) / (n_prev + HOUR_PRIOR_WEIGHT)
 
 

@@ -71,3 +71,60 @@ def test_an_unknown_engine_is_a_usage_error_and_csv_input_is_refused(spark, tmp_
     result = runner.invoke(app, ["features", str(table), "-o", str(tmp_path / "f.parquet"),
                                  *SPARK])
     assert result.exit_code == 1 and "convert CSV to Parquet" in result.output
+
+
+def test_file_urls_work_end_to_end_and_rejects_go_next_to_the_local_file(spark, tmp_path):
+    frame = generate(200, users=15, days=3, seed=4).transactions
+    data = write_table(frame, tmp_path / "tx.jsonl")
+    data.write_text(data.read_text() + '{"transactionId": "y", "timestamp": "later"}\n')
+    url = data.as_uri()  # file:///...: a Path would fold it to file:/...
+
+    def run(*args: str) -> dict:
+        result = runner.invoke(app, [*args, "--json", "-q"])
+        assert result.exit_code == 0, result.output
+        return json.loads(result.stdout)
+
+    features = tmp_path / "features.parquet"
+    summary = run("features", url, "-o", features.as_uri(), *SPARK)
+    assert (summary["input"], summary["rows"], summary["rejected"]) == (url, 200, 1)
+    assert (tmp_path / "features.rejects.jsonl").exists()  # next to the file the URL names
+    run("features", str(data), "-o", str(tmp_path / "local.parquet"))
+    assert parts(features).equals(pl.read_parquet(tmp_path / "local.parquet"))
+
+    model_dir = tmp_path / "model"
+    assert run("train", url, "-o", str(model_dir), "--map", "2x2", "--epochs", "1",
+               *SPARK)["rows"] == 200
+    scores = tmp_path / "scores.parquet"
+    run("score", url, "--model", str(model_dir), "-o", scores.as_uri(), *SPARK)
+    run("score", str(data), "--model", str(model_dir), "-o", str(tmp_path / "local-s.parquet"))
+    assert parts(scores).equals(pl.read_parquet(tmp_path / "local-s.parquet"))
+
+
+def test_an_s3_url_reaches_spark_with_both_slashes(spark, tmp_path, monkeypatch):
+    # No S3 connector here: the s3 scheme is served by Hadoop's local file system, which
+    # names any other file system's path in its error; a Path would have sent "s3:/lake/...".
+    monkeypatch.chdir(tmp_path)
+    hadoop = spark.sparkContext._jsc.hadoopConfiguration()
+    hadoop.set("fs.s3.impl", "org.apache.hadoop.fs.RawLocalFileSystem")
+    hadoop.set("fs.s3.impl.disable.cache", "true")
+    try:
+        for command in (["features", "s3://lake/tx/2026.jsonl", "-o", "s3://lake/f.parquet"],
+                        ["train", "s3://lake/tx/2026.jsonl", "-o", "model"]):
+            result = runner.invoke(app, [*command, *SPARK])
+            assert result.exit_code == 1, result.output
+            assert "Wrong FS: s3://lake/tx/2026.jsonl" in " ".join(result.output.split())
+    finally:
+        hadoop.unset("fs.s3.impl")
+        hadoop.unset("fs.s3.impl.disable.cache")
+
+
+def test_a_missing_local_input_is_one_line_and_a_url_needs_the_spark_engine(spark, tmp_path):
+    missing = tmp_path / "nope.jsonl"
+    for args in (["features", str(missing), "-o", str(tmp_path / "f.parquet")],
+                 ["train", missing.as_uri(), "-o", str(tmp_path / "m")],
+                 ["score", str(missing), "--model", str(tmp_path), "-o",
+                  str(tmp_path / "s.parquet")]):
+        result = runner.invoke(app, [*args, *SPARK])
+        assert result.exit_code == 1 and "no such file" in result.output, result.output
+    result = runner.invoke(app, ["features", "s3://lake/tx.jsonl", "-o", "f.parquet"])
+    assert result.exit_code == 1 and "--engine spark" in result.output, result.output

@@ -79,9 +79,14 @@ ChunkRowsOpt = Annotated[int, typer.Option(
 
 @handle_errors
 def features(
-    input: Annotated[Path, typer.Argument(help=f"Transactions: {', '.join(SUFFIXES)}.")],
-    output: Annotated[Path, typer.Option(
-        "--output", "-o", help=f"Features table: {', '.join(SUFFIXES)} (by extension).")],
+    # Strings, not Paths: with --engine spark they may be URLs, whose "//" a Path would fold.
+    location: Annotated[str, typer.Argument(
+        metavar="INPUT", help=f"Transactions: {', '.join(SUFFIXES)} (--engine spark: a file, "
+                              "directory or glob of .jsonl, .json or .parquet, or a URL Spark "
+                              "reads: s3://, hdfs://, file://).")],
+    output_location: Annotated[str, typer.Option(
+        "--output", "-o", help=f"Features table: {', '.join(SUFFIXES)} (by extension; "
+                               "--engine spark: a directory of part files, a path or a URL).")],
     feature_set: FeatureSetOpt = "standard",
     rejects: RejectsOpt = None,
     quiet: Quiet = False,
@@ -98,10 +103,13 @@ def features(
     Example: [bold]txanomaly features tx.json -o features.parquet --feature-set seed[/]
     """
     out = Output(quiet, json_out)
+    output = Path(output_location)
     check_output(output)
+    spark = spark_engine.use_spark(engine)
+    input = spark_engine.input_path(location, spark)
     fs = resolve_feature_set(feature_set)
-    if spark_engine.use_spark(engine):
-        spark_engine.features(input, output, fs, rejects, master, out)
+    if spark:
+        spark_engine.features(location, output_location, fs, rejects, master, out)
         return
     from txanomaly.features.chunked import feature_chunks  # Numba: loaded when used
 

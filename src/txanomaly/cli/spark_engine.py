@@ -38,8 +38,56 @@ def use_spark(engine: str) -> bool:
     return engine == "spark"
 
 
-def _rejects(output: Path, rejects: Path | None) -> tuple[Path, bool]:
-    return rejects or default_rejects_path(Path(str(output).rstrip("/"))), rejects is not None
+def is_url(location: str) -> bool:
+    """Whether ``location`` is a URL (``s3://``, ``hdfs://``, ``file://``...), not a path.
+
+    >>> is_url("s3://lake/tx.jsonl"), is_url("lake/tx.jsonl"), is_url("C:/tx.jsonl")
+    (True, False, False)
+    """
+    scheme, sep, _ = location.partition("://")
+    return bool(sep) and len(scheme) > 1 and scheme.replace("+", "").replace(
+        "-", "").replace(".", "").isalnum()
+
+
+def local_path(location: str) -> Path | None:
+    """The file ``location`` names on this machine: a plain path or a ``file://`` URL; None
+    for any other URL and for a glob (Spark resolves those, wherever they are)."""
+    if location.startswith("file://"):
+        from urllib.parse import unquote, urlsplit
+
+        location = unquote(urlsplit(location).path)
+    elif is_url(location):
+        return None
+    return None if any(c in location for c in "*?[{") else Path(location)
+
+
+def input_path(location: str, spark: bool) -> Path:
+    """INPUT as this machine's commands take it, checked before any slow import.
+
+    With ``--engine spark`` INPUT stays the string given (a :class:`Path` would fold a URL's
+    ``//``: ``s3://b/k`` -> ``s3:/b/k``) and only a local file or directory is checked (the
+    same ``no such file`` as without Spark). Without Spark a URL is refused: this machine's
+    readers read local files.
+    """
+    if spark:
+        local = local_path(location)
+        if local is not None:
+            check_exists(local)
+    elif is_url(location):
+        raise TxAnomalyError(f"{location}: a URL is read with --engine spark only (this "
+                             "machine's engine reads local files)")
+    return Path(location)
+
+
+def _rejects(output: str | Path, rejects: Path | None) -> tuple[Path, bool]:
+    """The rejects file: ``--rejects``, else next to a local OUTPUT (``out.rejects.jsonl``),
+    else (a URL) that name in the current directory: the driver writes it."""
+    if rejects is not None:
+        return rejects, True
+    output = str(output).rstrip("/")
+    local = local_path(output)
+    return default_rejects_path(local if local is not None else Path(
+        output.rsplit("/", 1)[-1])), False
 
 
 def _read_line(input: str | Path, summary: dict, out: Output) -> None:
@@ -50,7 +98,7 @@ def _read_line(input: str | Path, summary: dict, out: Output) -> None:
               f"{summary['rejected']:,} rejected{where}{note}")
 
 
-def check_output(output: Path) -> None:
+def check_output(output: str | Path) -> None:
     """Refuse (a usage error) an output Spark does not write."""
     from txanomaly.spark.jobs import check_output as check
 
@@ -60,7 +108,7 @@ def check_output(output: Path) -> None:
         raise typer.BadParameter(str(exc), param_hint="--output") from None
 
 
-def features(input: Path, output: Path, fs: FeatureSet, rejects: Path | None,
+def features(input: str, output: str, fs: FeatureSet, rejects: Path | None,
              master: str | None, out: Output) -> None:
     """``txanomaly features --engine spark``."""
     from txanomaly.spark.jobs import features_job
@@ -74,7 +122,7 @@ def features(input: Path, output: Path, fs: FeatureSet, rejects: Path | None,
     out.summary({**summary, "engine": "spark"})
 
 
-def train(input: Path, output: Path, fs: FeatureSet, counterparty: str,
+def train(input: str, output: Path, fs: FeatureSet, counterparty: str,
           detector: AnomalyDetector, rejects: Path | None, master: str | None,
           key: bytes | str | None, out: Output) -> None:
     """``txanomaly train --engine spark``."""
@@ -96,7 +144,7 @@ def train(input: Path, output: Path, fs: FeatureSet, counterparty: str,
     out.summary(summary)
 
 
-def score(input: Path, model_dir: Path, output: Path, rejects: Path | None,
+def score(input: str, model_dir: Path, output: str, rejects: Path | None,
           master: str | None, out: Output) -> None:
     """``txanomaly score --engine spark``."""
     from txanomaly.spark.jobs import score_job
@@ -120,11 +168,11 @@ def history(input: str, model_dir: Path, db: str, db_schema: str | None,
 
     # INPUT stays a string for Spark (Path would fold a URL's "//"); the rejects go next to
     # a local file or directory, else into this directory.
-    local = "://" not in input and not any(c in input for c in "*?[{")
-    if local:
-        check_exists(Path(input))
-    path = rejects or (default_rejects_path(Path(input.rstrip("/"))) if local
-                       else Path("history.rejects.jsonl"))
+    local = local_path(input.rstrip("/"))
+    if local is not None:
+        check_exists(local)
+    path = rejects or default_rejects_path(local if local is not None
+                                           else Path("history.jsonl"))
     keep = rejects is not None
     with out.progress() as bar:
         tasks: dict[str, Any] = {}

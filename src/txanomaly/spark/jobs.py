@@ -48,7 +48,11 @@ def read_input(input: str | Path, rejects: str | Path, master: str | None,
                keep_empty: bool = False) -> tuple[SparkRead, dict[str, Any]]:
     """Read INPUT on Spark, write its rejects (when there are any, or ``keep_empty``: the
     path was asked for) and count what was read."""
-    read = read_transactions(session(master), str(input))
+    spark = session(master)
+    try:
+        read = read_transactions(spark, str(input))
+    except Exception as exc:
+        raise _unreadable(input, exc) from exc
     rejected = read.write_rejects(str(rejects))
     if not rejected and not keep_empty:
         Path(rejects).unlink()
@@ -56,6 +60,19 @@ def read_input(input: str | Path, rejects: str | Path, master: str | None,
     return read, {"records": valid + rejected + read.exact_duplicates, "valid": valid,
                   "rejected": rejected, "exact_duplicates": read.exact_duplicates,
                   "rejects": str(rejects) if rejected or keep_empty else None}
+
+
+def _unreadable(input: str | Path, exc: Exception) -> Exception:
+    """Spark's error for an input it cannot open (no such path, no file system for the URL's
+    scheme, no credentials) as one line naming INPUT; any other error as it is."""
+    from py4j.protocol import Py4JJavaError
+    from pyspark.errors import PySparkException
+
+    if not isinstance(exc, PySparkException | Py4JJavaError):
+        return exc
+    text = str(exc.java_exception) if isinstance(exc, Py4JJavaError) else str(exc)
+    line = next((s.strip() for s in text.splitlines() if s.strip()), type(exc).__name__)
+    return InputFormatError(f"{input}: Spark cannot read it: {line}")
 
 
 def features_job(input: str | Path, output: str | Path, feature_set: FeatureSet,

@@ -56,3 +56,18 @@ def test_parquet_text_columns_with_few_values_are_dictionary_encoded(tmp_path):
     assert any("DICT" in e for e in encodings["reason_1"])
     assert not any("DICT" in e for e in encodings["transaction_id"])
     assert pl.read_parquet(tmp_path / "out.parquet").equals(frame)
+
+
+@pytest.mark.parametrize("suffix", list(READ))
+def test_the_caller_may_read_its_frame_while_it_is_written(tmp_path, suffix):
+    # A writer that held the caller's own DataFrame object deadlocked a caller reading it
+    # (frame.height) while a JSON chunk was being written.
+    frame = pl.DataFrame({"transaction_id": [f"t{i}" for i in range(200_000)],
+                          "score": [0.25] * 200_000})
+    path = tmp_path / f"out{suffix}"
+    with ResultSink(path) as sink:
+        for _ in range(3):
+            sink.write(frame)
+            assert frame.height == 200_000 and frame["score"].sum() == 50_000.0
+    assert sink.rows == 600_000
+    assert READ[suffix](path).height == 600_000

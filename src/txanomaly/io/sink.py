@@ -68,12 +68,15 @@ class ResultSink:
             self._columns = frame.columns
         elif frame.columns != self._columns:
             raise ValueError(f"columns {frame.columns} differ from the first chunk's")
+        rows = frame.height
         if self._pool is None:
             self._write(frame, self.rows)
         else:
             self._wait()
-            self._pending = self._pool.submit(self._write, frame, self.rows)
-        self.rows += frame.height
+            # The writer gets its own DataFrame object (a shallow copy): some Polars writers
+            # hold the frame while they run, and the caller may still read its own.
+            self._pending = self._pool.submit(self._write, frame.clone(), self.rows)
+        self.rows += rows
 
     def _wait(self) -> None:
         pending, self._pending = self._pending, None

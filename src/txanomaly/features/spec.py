@@ -114,10 +114,13 @@ SCALINGS = ("standard", "robust", "none")
 #: the most direct "unusual for this user" signal, count more.
 FLAG_WEIGHT = 0.5
 ZSCORE_WEIGHT = 1.5
-#: The weight of the payer's hour deviation in ``standard``: the largest measured that costs
-#: no benchmark log more than 0.01 PR-AUC (0.5 gained most elsewhere but cost the
-#: card-terminal log 0.02-0.025, whose fraud has no hour pattern; docs/detection.md).
-HOUR_DEVIATION_WEIGHT = 0.25
+#: The weights of the payer's hour deviation and of the global hour of day (sine, cosine) in
+#: ``standard`` (step 7, docs/detection.md): with the global hour at full weight, the
+#: deviation could not rise above 0.25 without costing the card-terminal log (whose fraud has
+#: no hour pattern) more than 0.01 PR-AUC, as the global hour led its false alarms; at half
+#: weight each, every benchmark log gains.
+HOUR_DEVIATION_WEIGHT = 0.5
+GLOBAL_HOUR_WEIGHT = 0.5
 
 
 @dataclass(frozen=True)
@@ -454,6 +457,8 @@ def _seed_with_transforms() -> tuple[Feature, ...]:
         elif f.op == "mean_diff":
             f = Feature(f.name, f.op, f.key, f.window_ms, transform="scaled_signed_log1p",
                         direction="up")
+        elif f.op in ("hour_sin", "hour_cos"):
+            f = Feature(f.name, f.op, weight=GLOBAL_HOUR_WEIGHT)
         out.append(f)
     return tuple(out)
 

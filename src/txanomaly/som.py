@@ -49,6 +49,10 @@ SEED_LEARNING_RATE = 0.1
 _CHUNK_BYTES = 1_600_000
 #: On a GPU the chunk is as large as this (bench_device.py): launches, not cache, limit there.
 _GPU_CHUNK_BYTES = 256 * 2**20
+#: Rows from which the compiled kernels (:mod:`txanomaly.som_kernels`: the same winners,
+#: sums and scores) take over from PyTorch/NumPy on the CPU; fewer (a scoring request, a
+#: small fit) do not load them (Numba, ~0.5 s).
+COMPILED_MIN_ROWS = 1024
 #: Rows used to estimate the principal components for PCA initialisation.
 _PCA_MAX_ROWS = 100_000
 
@@ -300,9 +304,19 @@ class SelfOrganizingMap(torch.nn.Module):
         (unit indices, ascending): the BMU is the nearest of these; ``bmu`` still numbers
         units on the whole map.
         """
+        return self._nearest(X, chunk_size, units, True)
+
+    @torch.no_grad()
+    def best_units(self, X: torch.Tensor, chunk_size: int | None = None,
+                   units: torch.Tensor | None = None) -> torch.Tensor:
+        """The ``bmu`` of :meth:`bmu_distances` (the same units), without the distances."""
+        return self._nearest(X, chunk_size, units, False)[1]
+
+    def _nearest(self, X: torch.Tensor, chunk_size: int | None, units: torch.Tensor | None,
+                 distances: bool) -> tuple[torch.Tensor, torch.Tensor]:
         w = self.weights
         X = self._check(X, w.device)
-        dist = torch.empty(len(X), dtype=torch.float32, device=w.device)
+        dist = torch.empty(len(X) if distances else 0, dtype=torch.float32, device=w.device)
         bmu = torch.empty(len(X), dtype=torch.int64, device=w.device)
         w_sq = self._unit_norms(w)
         search, search_sq = (w, w_sq) if units is None else self._subset(w, w_sq, units)
@@ -310,11 +324,12 @@ class SelfOrganizingMap(torch.nn.Module):
         for start in range(0, len(X), step):
             x = X[start:start + step]
             sq = torch.addmm(search_sq, x, search.T, alpha=-2.0).add_((x * x).sum(1, keepdim=True))
-            b = argmin_rows(sq)
+            b = _winners(sq)
             if units is not None:
                 b = units.index_select(0, b)
-            dist[start:start + len(x)] = torch.linalg.vector_norm(x - w.index_select(0, b),
-                                                                   dim=1)
+            if distances:
+                dist[start:start + len(x)] = torch.linalg.vector_norm(
+                    x - w.index_select(0, b), dim=1)
             bmu[start:start + len(x)] = b
         return dist, bmu
 
@@ -337,7 +352,7 @@ class SelfOrganizingMap(torch.nn.Module):
             if self.n_units < 2:
                 b = argmin_rows(sq)
             else:
-                b, second = two_smallest_rows(sq)
+                b, second = _two_winners(sq)
                 far += int(((self.coords[b] - self.coords[second]).abs().amax(1) > 1).sum())
             dist[start:start + len(x)] = torch.linalg.vector_norm(x - w.index_select(0, b),
                                                                    dim=1)
@@ -435,7 +450,9 @@ def accumulate_bmu_sums(data: torch.Tensor, weights: torch.Tensor, chunk_size: i
     """``(d + 2, units)`` per-BMU sums of the columns of ``data`` (see :func:`augment_rows`).
 
     The fused kernel: squared distances by one ``mm`` per chunk into a reused buffer, the
-    winners by :func:`argmin_rows`, the sums by one ``index_add_``. ``out``: sums to add to
+    winners by :func:`argmin_rows`, the sums by one ``index_add_`` (on the CPU both in one
+    compiled pass, :func:`txanomaly.som_kernels.add_to_winners`, with the same winners and
+    the same float32 additions in the same order). ``out``: sums to add to
     (the blocks of a table read from disk: :meth:`AnomalyDetector.fit_stored`);
     blocks whose lengths are multiples of ``chunk_size`` add in the same order as one call.
     """
@@ -445,11 +462,41 @@ def accumulate_bmu_sums(data: torch.Tensor, weights: torch.Tensor, chunk_size: i
     sums = out if out is not None else torch.zeros(data.shape[0], n_units,
                                                    dtype=torch.float32, device=weights.device)
     buf = torch.empty(chunk_size, n_units, dtype=torch.float32, device=weights.device)
+    if _compiled_ok(data, sums):
+        # The winners and the sums in one compiled pass over the block (som_kernels):
+        # the same unit wins and the same float32 additions happen in the same order.
+        from txanomaly.som_kernels import add_to_winners
+
+        keys, won = buf.view(torch.int32).numpy(), np.empty(chunk_size, dtype=np.int64)
+        low = _index_mask(n_units)
+        values, totals = data.numpy(), sums.numpy()
+        for start in range(0, data.shape[1], chunk_size):
+            cols = data[:, start:start + chunk_size]
+            rows = cols.shape[1]
+            torch.mm(cols.T, aug, out=buf[:rows])
+            add_to_winners(keys[:rows], low, values, start, totals, won[:rows])
+        return sums
     for start in range(0, data.shape[1], chunk_size):
         cols = data[:, start:start + chunk_size]
         sq = torch.mm(cols.T, aug, out=buf[:cols.shape[1]])
         sums.index_add_(1, argmin_rows(sq), cols)
     return sums
+
+
+def _compiled_ok(data: torch.Tensor, sums: torch.Tensor) -> bool:
+    """Whether :func:`accumulate_bmu_sums` can hand its blocks to the compiled CPU kernel
+    (float32 CPU tensors it can view as NumPy arrays, enough rows to be worth loading them;
+    on a GPU the PyTorch path runs: the same sums)."""
+    return (data.shape[1] >= COMPILED_MIN_ROWS
+            and data.device.type == "cpu" and sums.device.type == "cpu"
+            and data.dtype == torch.float32 and sums.dtype == torch.float32
+            and data.is_contiguous() and sums.is_contiguous()
+            and not (data.requires_grad or sums.requires_grad))
+
+
+def _index_mask(n_units: int) -> int:
+    """The low bits :func:`argmin_rows` writes a unit's index into."""
+    return (1 << max(1, (n_units - 1).bit_length())) - 1
 
 
 def argmin_rows(sq: torch.Tensor) -> torch.Tensor:
@@ -465,10 +512,33 @@ def argmin_rows(sq: torch.Tensor) -> torch.Tensor:
     [1, 2]
     """
     n_units = sq.shape[1]
-    low = (1 << max(1, (n_units - 1).bit_length())) - 1
+    low = _index_mask(n_units)
     index = torch.arange(n_units, dtype=torch.int32, device=sq.device)
     keys = sq.view(torch.int32).bitwise_and_(~low).bitwise_or_(index)
     return keys.amin(1).bitwise_and_(low).long()
+
+
+def _winners(sq: torch.Tensor) -> torch.Tensor:
+    """:func:`argmin_rows` of ``sq`` (which it may overwrite), compiled on large CPU blocks."""
+    if sq.device.type != "cpu" or len(sq) < COMPILED_MIN_ROWS or not sq.is_contiguous():
+        return argmin_rows(sq)
+    from txanomaly.som_kernels import winners
+
+    out = np.empty(len(sq), dtype=np.int64)
+    winners(sq.view(torch.int32).numpy(), _index_mask(sq.shape[1]), out)
+    return torch.from_numpy(out)
+
+
+def _two_winners(sq: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`two_smallest_rows` of ``sq`` (which it may overwrite), compiled on large CPU
+    blocks."""
+    if sq.device.type != "cpu" or len(sq) < COMPILED_MIN_ROWS or not sq.is_contiguous():
+        return two_smallest_rows(sq)
+    from txanomaly.som_kernels import two_winners
+
+    first, second = np.empty(len(sq), dtype=np.int64), np.empty(len(sq), dtype=np.int64)
+    two_winners(sq.view(torch.int32).numpy(), _index_mask(sq.shape[1]), first, second)
+    return torch.from_numpy(first), torch.from_numpy(second)
 
 
 def two_smallest_rows(sq: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -482,7 +552,7 @@ def two_smallest_rows(sq: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     first = argmin_rows(sq)
     keys = sq.view(torch.int32)  # argmin_rows left the keys in place
     keys[torch.arange(len(keys), device=keys.device), first] = torch.iinfo(torch.int32).max
-    low = (1 << max(1, (sq.shape[1] - 1).bit_length())) - 1
+    low = _index_mask(sq.shape[1])
     return first, keys.amin(1).bitwise_and_(low).long()
 
 

@@ -41,6 +41,7 @@ from txanomaly.rowstore import BLOCK_ROWS, BlockStore, RowStore
 from txanomaly.scaling import SCALERS, fit_scaler, fit_scaler_blocks
 from txanomaly.som import (
     ALGORITHMS,
+    COMPILED_MIN_ROWS,
     INITIALIZATIONS,
     SelfOrganizingMap,
     accumulate_bmu_sums,
@@ -123,6 +124,28 @@ class Explanation:
                 for score, flag, level, bmu, reasons in zip(
                     self.anomaly_score.tolist(), flags, levels, self.bmu.tolist(),
                     self.reasons(), strict=True)]
+
+
+@dataclass(frozen=True)
+class TopReasons:
+    """:class:`Explanation`'s scores, BMUs and top features alone
+    (:meth:`AnomalyDetector.explain_top`).
+
+    Attributes
+    ----------
+    anomaly_score : (n,) array.
+    bmu : (n,) int array.
+    features : (n, top) int array, feature indices by decreasing share (ties: lower index),
+        as :meth:`Explanation.top_features`.
+    share : (n, top) array, their shares.
+    threshold : float.
+    """
+
+    anomaly_score: np.ndarray
+    bmu: np.ndarray
+    features: np.ndarray
+    share: np.ndarray
+    threshold: float
 
 
 # --------------------------------------------------------------------------- the detector
@@ -553,12 +576,25 @@ class AnomalyDetector(Estimator):
     def _scores(self, Xs: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
         """(anomaly scores, BMU indices) of scaled rows: the distance to the BMU, or the
         length of its risk-directed part (:meth:`_directed`)."""
-        dist, bmu = self.som_.bmu_distances(Xs, units=self._units)
         if self.directions_ is None:
+            dist, bmu = self.som_.bmu_distances(Xs, units=self._units)
             return dist.double().cpu().numpy(), bmu.cpu().numpy()
+        bmu = self.som_.best_units(Xs, units=self._units)
+        if len(Xs) >= COMPILED_MIN_ROWS:
+            # Compiled, the same values: no rows x features float64 temporaries.
+            from txanomaly.som_kernels import directed_scores
+
+            scores = np.empty(len(Xs))
+            directed_scores(np.ascontiguousarray(Xs.cpu().numpy()), self._weights_np(),
+                            np.ascontiguousarray(bmu.cpu().numpy()), self.directions_, scores)
+            return scores, bmu.cpu().numpy()
         deviation = self._directed(Xs.double().cpu().numpy()
                                    - self.som_.weights[bmu].double().cpu().numpy())
         return np.sqrt((deviation * deviation).sum(1)), bmu.cpu().numpy()
+
+    def _weights_np(self) -> np.ndarray:
+        """The prototypes as a contiguous float32 NumPy array (on the CPU)."""
+        return np.ascontiguousarray(self.som_.weights.detach().cpu().numpy())
 
     def _directed(self, diff: np.ndarray) -> np.ndarray:
         """A scaled row minus its BMU prototype, keeping per feature only the side that
@@ -629,6 +665,44 @@ class AnomalyDetector(Estimator):
             value=np.asarray(X, dtype=np.float64),
             prototype=proto_scaled * self.scale_ + self.center_, threshold=self.threshold_,
             top=min(top, len(names)))
+
+    def explain_top(self, X: np.ndarray, top: int = 3) -> TopReasons:
+        """:meth:`explain`'s scores, BMUs and top features with their shares (the same
+        values, bit for bit), without its ``rows x features`` arrays: what a large file's
+        scoring needs (:meth:`TransactionModel.score_rows`). ``X``: a finite float64
+        ``(n, n_features_in_)`` array (unchecked, as ``explain(check_input=False)``)."""
+        _check_int("top", top, 1)
+        _check_fitted(self)
+        X = np.asarray(X)
+        if len(X) < COMPILED_MIN_ROWS:
+            found = self.explain(X, top=top, check_input=False)
+            idx = found.top_features()
+            return TopReasons(found.anomaly_score, found.bmu, idx,
+                              np.take_along_axis(found.share, idx, axis=1), found.threshold)
+        from txanomaly.som_kernels import explain_rows
+
+        scaled = self._scaled(X)
+        Xs = torch.from_numpy(scaled).to(self.device)
+        if self.directions_ is None:
+            dist, bmu_t = self.som_.bmu_distances(Xs, units=self._units)
+        else:
+            bmu_t = self.som_.best_units(Xs, units=self._units)
+        bmu = np.ascontiguousarray(bmu_t.cpu().numpy())
+        k = min(top, self.n_features_in_)
+        score = np.empty(len(X))
+        idx, share = np.empty((len(X), k), dtype=np.int64), np.empty((len(X), k))
+        directions = (self.directions_ if self.directions_ is not None
+                      else np.zeros(self.n_features_in_))
+        explain_rows(scaled, self._weights_np(), bmu, directions, score, idx, share)
+        if self.directions_ is None:
+            score = dist.double().cpu().numpy()
+        return TopReasons(score, bmu, idx, share, self.threshold_)
+
+    def prototypes(self) -> np.ndarray:
+        """``(units, d)`` the prototypes in the detector's input (unscaled) units, float64:
+        the values :meth:`explain` reports as ``prototype`` for a row of each unit."""
+        _check_fitted(self)
+        return self.som_.weights.double().cpu().numpy() * self.scale_ + self.center_
 
     def _feature_names(self) -> list[str]:
         """Input feature names (``x0``, ``x1``... when fitted on a plain array)."""
@@ -855,5 +929,5 @@ def _check_device(device: Any) -> None:
         raise TxAnomalyError(f"device={device!r} was asked for but CUDA is not available here")
 
 
-__all__ = ["AnomalyDetector", "Explanation", "QuantileThreshold",
+__all__ = ["AnomalyDetector", "Explanation", "QuantileThreshold", "TopReasons",
            "parse_map_size"]

@@ -43,7 +43,7 @@ from txanomaly.errors import NotFittedError, TxAnomalyError
 from txanomaly.estimator import Estimator, clone
 from txanomaly.features.spec import FITTED_TRANSFORMS, FeatureSet, get_feature_set
 from txanomaly.rowstore import RowStore
-from txanomaly.threshold import RISK_LEVELS, risk_level_codes
+from txanomaly.threshold import RISK_LEVELS, exceeds, risk_level_codes
 
 #: Rows explained at a time by :meth:`TransactionModel.score_frame`.
 SCORE_CHUNK = 100_000
@@ -206,6 +206,20 @@ class TransactionModel(Estimator):
                 on_progress(chunk.height)
         return pl.concat(parts) if parts else self._score_chunk(features, top)
 
+    def score_values(self, transaction_id: pl.Series, X: np.ndarray, top: int = 3,
+                     chunk_size: int = SCORE_CHUNK) -> pl.DataFrame:
+        """:meth:`score_frame`'s table for raw feature values already in an ``(n, d)`` array
+        (in feature-set order) and their ids: the same rows, without building a DataFrame
+        of the features first (``txanomaly score``, a chunk of a file at a time)."""
+        parts = [self.score_rows(transaction_id.slice(start, chunk_size),
+                                 X[start:start + chunk_size], top)
+                 for start in range(0, len(X), chunk_size)]
+        if not parts:
+            return self._score_chunk(pl.DataFrame(
+                schema={"transaction_id": pl.String,
+                        **dict.fromkeys(self.feature_names, pl.Float64)}), top)
+        return pl.concat(parts) if len(parts) > 1 else parts[0]
+
     def _score_chunk(self, chunk: pl.DataFrame, top: int) -> pl.DataFrame:
         if chunk.height == 0:
             return pl.DataFrame(schema={"transaction_id": pl.String, "anomaly_score": pl.Float64,
@@ -217,22 +231,30 @@ class TransactionModel(Estimator):
     def score_rows(self, transaction_id: pl.Series, X: Any, top: int = 3) -> pl.DataFrame:
         """:meth:`score_frame`'s table for the rows ``X`` (raw feature values) and their ids,
         explained at once (a chunk of a file: ``txanomaly score``)."""
-        exp = self.explanation(X, top=top)
+        detector = self._fitted()
+        raw = self._raw(X)
+        fs = self.feature_set_
+        # The top reasons alone (AnomalyDetector.explain_top: explanation()'s values without
+        # its rows x features arrays); a prototype's raw values depend on its unit only, so
+        # they are mapped back once per unit and gathered.
+        found = detector.explain_top(fs.transform(raw), top=top)
+        units = fs.inverse_transform(detector.prototypes())
         # Names by position, gathered by Polars: a NumPy array of strings per column cost
         # more than the scoring itself on large files.
         levels = pl.Series(RISK_LEVELS, dtype=pl.String)
         columns: dict[str, Any] = {
             "transaction_id": transaction_id,
-            "anomaly_score": exp.anomaly_score, "is_anomaly": exp.is_anomaly,
-            "risk_level": levels.gather(risk_level_codes(exp.anomaly_score, exp.threshold)),
-            "bmu": exp.bmu.astype(np.int64)}
-        rows = np.arange(len(exp.anomaly_score))
-        names = pl.Series(exp.feature_names, dtype=pl.String)
-        for rank, idx in enumerate(exp.top_features().T, start=1):
+            "anomaly_score": found.anomaly_score,
+            "is_anomaly": exceeds(found.anomaly_score, found.threshold),
+            "risk_level": levels.gather(risk_level_codes(found.anomaly_score, found.threshold)),
+            "bmu": found.bmu.astype(np.int64)}
+        rows = np.arange(len(found.anomaly_score))
+        names = pl.Series(fs.names, dtype=pl.String)
+        for rank, idx in enumerate(found.features.T, start=1):
             columns[f"reason_{rank}"] = names.gather(idx)
-            columns[f"reason_{rank}_share"] = exp.share[rows, idx]
-            columns[f"reason_{rank}_value"] = exp.value[rows, idx]
-            columns[f"reason_{rank}_prototype"] = exp.prototype[rows, idx]
+            columns[f"reason_{rank}_share"] = found.share[:, rank - 1]
+            columns[f"reason_{rank}_value"] = raw[rows, idx]
+            columns[f"reason_{rank}_prototype"] = units[found.bmu, idx]
         return pl.DataFrame(columns)
 
     # ------------------------------------------------------------------ persistence

@@ -275,7 +275,8 @@ def score(
         target = Path(folder, "by_time.parquet") if restore else output
         with ResultSink(target) as sink:
             for chunk in itertools.chain([first] if first else [], chunks):
-                table = model.score_frame(_features(model, chunk), top=_TOP_REASONS)
+                table = model.score_values(chunk.records.get_column("transaction_id"),
+                                           chunk.values, top=_TOP_REASONS)
                 flagged += int(table["is_anomaly"].sum())
                 sink.write(table.with_columns(_index=chunk.index) if restore else table)
             if sink.rows == 0:
@@ -290,12 +291,6 @@ def score(
     out.summary({"input": str(input), "output": str(output), "model": str(model_dir),
                  "rows": rows, "anomalies": flagged, "threshold": model.threshold,
                  "rejected": reader.counts.rejected, "seconds": round(seconds, 3)})
-
-
-def _features(model: TransactionModel, chunk: FeatureChunk) -> pl.DataFrame:
-    """A chunk as :meth:`TransactionModel.score_frame` takes it: ids and feature columns."""
-    columns = [pl.Series(name, chunk.values[:, j]) for j, name in enumerate(model.feature_names)]
-    return pl.DataFrame([chunk.records.get_column("transaction_id"), *columns])
 
 
 def _no_features(model: TransactionModel) -> pl.DataFrame:

@@ -53,6 +53,22 @@ def test_epoch_sums_equal_the_pytorch_kernel_bit_for_bit(units, chunk):
                        reference_sums(data, w, chunk, out=start.clone()))
 
 
+@pytest.mark.parametrize(("threads", "chunk"), [(1, 64), (2, 64), (2, 4096), (3, 100)])
+def test_epoch_sums_on_threads_equal_the_pytorch_kernel_bit_for_bit(threads, chunk):
+    """Several spans of chunks (64 chunks each), chunks split over the threads, the sums
+    over the features; then the threads PyTorch had are restored."""
+    X, w = near_ties(9_000, 6, 30, seed=threads)
+    data = augment_rows(X)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        got = accumulate_bmu_sums(data, w, chunk)
+        assert torch.get_num_threads() == threads
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(got, reference_sums(data, w, chunk))
+
+
 def test_epoch_sums_of_a_strided_block_take_the_pytorch_path():
     X, w = near_ties(1_000, 4, 10, seed=3)
     data = augment_rows(X)

@@ -32,7 +32,9 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
@@ -463,6 +465,10 @@ def accumulate_bmu_sums(data: torch.Tensor, weights: torch.Tensor, chunk_size: i
                                                    dtype=torch.float32, device=weights.device)
     buf = torch.empty(chunk_size, n_units, dtype=torch.float32, device=weights.device)
     if _compiled_ok(data, sums):
+        threads = torch.get_num_threads()
+        if threads > 1 and data.shape[1] > chunk_size:
+            _threaded_sums(data, aug, chunk_size, sums, threads)
+            return sums
         # The winners and the sums in one compiled pass over the block (som_kernels):
         # the same unit wins and the same float32 additions happen in the same order.
         from txanomaly.som_kernels import add_to_winners
@@ -481,6 +487,63 @@ def accumulate_bmu_sums(data: torch.Tensor, weights: torch.Tensor, chunk_size: i
         sq = torch.mm(cols.T, aug, out=buf[:cols.shape[1]])
         sums.index_add_(1, argmin_rows(sq), cols)
     return sums
+
+
+#: Chunks of rows whose winners the threads of :func:`_threaded_sums` find before the sums
+#: are added (a span of 64 chunks of 4,096 rows: 2 MB of winners).
+_SPAN_CHUNKS = 64
+_POOL: list[ThreadPoolExecutor] = []
+
+
+def _threaded_sums(data: torch.Tensor, aug: torch.Tensor, chunk_size: int,
+                   sums: torch.Tensor, threads: int) -> None:
+    """:func:`accumulate_bmu_sums` on ``threads`` CPU threads, the same sums bit for bit.
+
+    A span of chunks at a time, each thread takes every ``threads``-th chunk: its distance
+    product (PyTorch on one thread: the same values, the product's sums run over the same
+    features in the same order) and its winners (:func:`txanomaly.som_kernels.winners`);
+    then each thread adds the span's rows, in row order, into the sums of its share of the
+    features (:func:`txanomaly.som_kernels.add_rows`). Every sum sees the same float32
+    additions in the same order as one thread would make. PyTorch's own threads are set to
+    one meanwhile: the chunks are small, and its team of threads waiting for each other on
+    every product costs more than the product on a shared machine."""
+    from txanomaly.som_kernels import add_rows, winners
+
+    if not _POOL:
+        _POOL.append(ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2),
+                                        thread_name_prefix="txanomaly-som"))
+    pool = _POOL[0]
+    n, n_units = data.shape[1], aug.shape[1]
+    low = _index_mask(n_units)
+    values, totals = data.numpy(), sums.numpy()
+    span = chunk_size * _SPAN_CHUNKS
+    won = np.empty(min(span, n), dtype=np.int64)
+    bufs = [torch.empty(chunk_size, n_units, dtype=torch.float32) for _ in range(threads)]
+    cuts = np.linspace(0, values.shape[0], threads + 1).astype(int).tolist()
+
+    def find(part: int, first: int, stop: int) -> None:
+        buf = bufs[part]
+        keys = buf.view(torch.int32).numpy()
+        for start in range(first + part * chunk_size, stop, threads * chunk_size):
+            rows = min(chunk_size, stop - start)
+            torch.mm(data[:, start:start + rows].T, aug, out=buf[:rows])
+            winners(keys[:rows], low, won[start - first:start - first + rows])
+
+    def add(part: int, first: int, stop: int) -> None:
+        add_rows(won[:stop - first], values[:, first:stop], totals, cuts[part], cuts[part + 1])
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for first in range(0, n, span):
+            stop = min(first + span, n)
+            for step in (find, add):
+                done = [pool.submit(step, part, first, stop) for part in range(1, threads)]
+                step(0, first, stop)
+                for future in done:
+                    future.result()
+    finally:
+        torch.set_num_threads(previous)
 
 
 def _compiled_ok(data: torch.Tensor, sums: torch.Tensor) -> bool:

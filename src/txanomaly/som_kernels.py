@@ -76,6 +76,20 @@ def add_to_winners(keys: np.ndarray, low: int, data: np.ndarray, start: int,
             total[won[i]] += column[start + i]
 
 
+@numba.njit(nogil=True, cache=True)
+def add_rows(won: np.ndarray, data: np.ndarray, sums: np.ndarray, first: int, stop: int
+             ) -> None:  # pragma: no cover - compiled
+    """``sums[f, won[i]] += data[f, i]`` for the features ``first <= f < stop`` and every row
+    ``i`` in order, in float32: :func:`add_to_winners`'s sums once the winners of a span of
+    rows are known (each feature's sums on their own, so two threads may share the
+    features)."""
+    for f in range(first, stop):
+        column = data[f]
+        total = sums[f]
+        for i in range(won.shape[0]):
+            total[won[i]] += column[i]
+
+
 @numba.njit(nogil=True, cache=True, inline="always")
 def _pairwise_sum(values: np.ndarray, n: int) -> float:  # pragma: no cover - compiled
     """NumPy's sum of ``values[:n]`` (float64, contiguous) in its order: sequential below 8
@@ -165,4 +179,5 @@ def explain_rows(x: np.ndarray, weights: np.ndarray, bmu: np.ndarray, directions
             share[i, rank] = shares[best]
 
 
-__all__ = ["add_to_winners", "directed_scores", "explain_rows", "two_winners", "winners"]
+__all__ = ["add_rows", "add_to_winners", "directed_scores", "explain_rows", "two_winners",
+           "winners"]

@@ -12,17 +12,20 @@ Issue 13's fixed-cost targets, each measured as processes started from the shell
   against the reference notebook's pandas method run as a process the same way (read the
   Parquet, ``bench_features.pandas_seed``, write Parquet). Target: >= 5x.
 
-Medians over ``--repeats`` runs; the load average is printed before and after (a shared
-machine's figures are not idle ones).
+Medians over ``--repeats`` runs of the wall time (the targets) and of the CPU time (user +
+system, steadier on a shared machine); the load average is printed before and after (a shared
+machine's figures are not idle ones). ``--only features`` or ``--only train`` runs one.
 
     .venv/bin/python benchmarks/bench_fixed_costs.py
     .venv/bin/python benchmarks/bench_fixed_costs.py --train-rows 1000000 --feature-rows 500000
+    .venv/bin/python benchmarks/bench_fixed_costs.py --only features --repeats 5
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -44,15 +47,24 @@ df.to_parquet(sys.argv[2])
 """
 
 
-def wall(cmd: list[str]) -> float:
-    """Seconds a process takes, start to exit."""
+def timed(cmd: list[str]) -> tuple[float, float]:
+    """Seconds a process takes, start to exit, and the CPU seconds (user + system) it used."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
-    return time.perf_counter() - started
+    seconds = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return seconds, (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
 
 
 def median_wall(cmd: list[str], repeats: int) -> float:
-    return statistics.median(wall(cmd) for _ in range(repeats))
+    return median_timed(cmd, repeats)[0]
+
+
+def median_timed(cmd: list[str], repeats: int) -> tuple[float, float]:
+    """Median wall and median CPU seconds over ``repeats`` runs."""
+    runs = [timed(cmd) for _ in range(repeats)]
+    return (statistics.median(r[0] for r in runs), statistics.median(r[1] for r in runs))
 
 
 def synth(path: Path, rows: int) -> None:
@@ -81,36 +93,51 @@ def main() -> None:
     parser.add_argument("--feature-rows", type=int, default=2_000_000)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--cap", type=int, default=200_000, help="MiniSom's sample updates")
+    parser.add_argument("--only", choices=("features", "train"),
+                        help="run one of the two comparisons")
     args = parser.parse_args()
-    from txanomaly.features import get_feature_set
-
     print(f"{os.cpu_count()} CPUs; load before: {os.getloadavg()[0]:.2f}")
     with tempfile.TemporaryDirectory(prefix="bench-fixed-") as folder:
         work = Path(folder)
-        data = work / "features.parquet"
-        synth(data, args.feature_rows)
-        ours = median_wall([*CLI, "features", str(data), "-o", str(work / "ours.parquet"),
-                            "--feature-set", "seed", "-q"], args.repeats)
-        theirs = median_wall([sys.executable, "-c", PANDAS_PROCESS, str(data),
-                              str(work / "pandas.parquet")], args.repeats)
-        print(f"features --feature-set seed, {args.feature_rows:,} rows, whole processes: "
-              f"ours {ours:.2f} s, pandas {theirs:.2f} s: {theirs / ours:.1f}x (target >= 5x)")
-
-        data = work / "train.parquet"
-        synth(data, args.train_rows)
-        epochs = 20
-        seconds = median_wall([*CLI, "train", str(data), "-o", str(work / "model"), "--map",
-                               "10x10", "--epochs", str(epochs), "-q"], args.repeats)
-        rate = args.train_rows * epochs / seconds
-        width = len(get_feature_set("standard").features)
-        peer = minisom_rate(width, args.cap)
-        line = (f"train 10x10, {epochs} epochs, {args.train_rows:,} rows, whole process: "
-                f"{seconds:.1f} s = {rate / 1e6:.2f} M sample updates/s")
-        if peer is not None:
-            line += (f"; MiniSom train_batch ({width} columns): {peer / 1e3:.1f} k/s: "
-                     f"{rate / peer:.0f}x (target >= 100x)")
-        print(line)
+        if args.only != "train":
+            features(work, args.feature_rows, args.repeats)
+        if args.only != "features":
+            train(work, args.train_rows, args.repeats, args.cap)
     print(f"load after: {os.getloadavg()[0]:.2f}")
+
+
+def features(work: Path, rows: int, repeats: int) -> None:
+    """``txanomaly features --feature-set seed`` against the pandas method, as processes."""
+    data = work / "features.parquet"
+    synth(data, rows)
+    ours, our_cpu = median_timed([*CLI, "features", str(data), "-o", str(work / "ours.parquet"),
+                                  "--feature-set", "seed", "-q"], repeats)
+    theirs, their_cpu = median_timed([sys.executable, "-c", PANDAS_PROCESS, str(data),
+                                      str(work / "pandas.parquet")], repeats)
+    print(f"features --feature-set seed, {rows:,} rows, whole processes: "
+          f"ours {ours:.2f} s, pandas {theirs:.2f} s: {theirs / ours:.1f}x (target >= 5x); "
+          f"CPU (user + system) ours {our_cpu:.2f} s, pandas {their_cpu:.2f} s: "
+          f"{their_cpu / our_cpu:.1f}x")
+
+
+def train(work: Path, rows: int, repeats: int, cap: int) -> None:
+    """``txanomaly train`` against MiniSom's ``train_batch`` rate."""
+    from txanomaly.features import get_feature_set
+
+    data = work / "train.parquet"
+    synth(data, rows)
+    epochs = 20
+    seconds = median_wall([*CLI, "train", str(data), "-o", str(work / "model"), "--map",
+                           "10x10", "--epochs", str(epochs), "-q"], repeats)
+    rate = rows * epochs / seconds
+    width = len(get_feature_set("standard").features)
+    peer = minisom_rate(width, cap)
+    line = (f"train 10x10, {epochs} epochs, {rows:,} rows, whole process: "
+            f"{seconds:.1f} s = {rate / 1e6:.2f} M sample updates/s")
+    if peer is not None:
+        line += (f"; MiniSom train_batch ({width} columns): {peer / 1e3:.1f} k/s: "
+                 f"{rate / peer:.0f}x (target >= 100x)")
+    print(line)
 
 
 if __name__ == "__main__":

@@ -120,7 +120,7 @@ def features(
     with out.progress() as bar, tempfile.TemporaryDirectory(prefix="txanomaly-") as folder:
         task = bar.add_task("features", total=total)
         chunks = feature_chunks(input, fs, chunk_rows=chunk_rows, rejects=rejected,
-                                counts=counts)
+                                counts=counts, read_ahead=True)
         first = next(chunks, None)
         # Chunks come in time order: the input's order unless it had to be sorted; then the
         # rows go through a temporary file and are sorted back by input position, on disk.

@@ -57,10 +57,13 @@ from txanomaly.features.batch import (
     _id_columns,
     _Table,
     finish_key_features,
+    key_amounts,
 )
 from txanomaly.features.spec import FeatureSet, get_feature_set
 from txanomaly.io.chunks import DEFAULT_CHUNK_ROWS, ReadCounts, count_rows, time_ordered_chunks
+from txanomaly.io.prefetch import prefetch
 from txanomaly.io.result import Rejected
+from txanomaly.jit import prepare
 
 #: The code of a missing id (``kernel.MISSING``; kept here so that importing this module does
 #: not load Numba: the CLI imports it at start-up).
@@ -84,20 +87,37 @@ class FeatureChunk:
 
 def feature_chunks(path: str | Path, feature_set: str | FeatureSet, *,
                    chunk_rows: int = DEFAULT_CHUNK_ROWS, rejects: list[Rejected] | None = None,
-                   columns: list[str] | None = None, counts: ReadCounts | None = None
-                   ) -> Iterator[FeatureChunk]:
+                   columns: list[str] | None = None, counts: ReadCounts | None = None,
+                   read_ahead: bool = False) -> Iterator[FeatureChunk]:
     """The features of every valid record of ``path``, a time-ordered chunk at a time (see
-    the module's docstring). ``columns``: more flat columns to keep in ``records``."""
+    the module's docstring). ``columns``: more flat columns to keep in ``records``;
+    ``read_ahead``: the next chunk is read and validated in a thread while this one's
+    features are computed (one chunk's records more in memory)."""
     fs = get_feature_set(feature_set)
     keep = list(dict.fromkeys([*fs.input_columns, *(columns or [])]))
-    engine = ChunkedFeatures(fs)
+    # Numba first (the survey loads a compiled function too, and the first load decides how
+    # Numba starts: txanomaly/jit.py); then the compiled kernels load from its cache in a
+    # thread while the file is surveyed and the first chunk read (Polars and compiled code,
+    # outside the GIL).
+    prepare()
+    loading = ThreadPoolExecutor(1, thread_name_prefix="txanomaly-kernels")
+    pending = loading.submit(ChunkedFeatures, fs)
+    loading.shutdown(wait=False)
+    chunks = time_ordered_chunks(path, chunk_rows, keep, rejects, counts)
+    if read_ahead:
+        chunks = prefetch(chunks)
     try:
-        for chunk in time_ordered_chunks(path, chunk_rows, keep, rejects, counts):
+        for chunk in chunks:
             index = chunk.get_column("_index").to_numpy()
             records = chunk.drop("_index")
-            yield FeatureChunk(records, engine.matrix(records), index)
+            yield FeatureChunk(records, pending.result().matrix(records), index)
+        pending.result()  # a failed load is an error even when no record was valid
     finally:
-        engine.close()
+        close = getattr(chunks, "close", None)
+        if close is not None:
+            close()  # stops the read-ahead thread first
+        if pending.exception() is None:  # waits for the load; its error, if any, came above
+            pending.result().close()
 
 
 class ChunkedFeatures:
@@ -152,17 +172,16 @@ class ChunkedFeatures:
         ids = self._id_codes(frame)
         codes = {key: ids[cols[0]] if len(cols) == 1 else self._pairs(*(ids[c] for c in cols))
                  for key in self.by_key for cols in [_id_columns(key)]}
-        ctx.log_amount  # noqa: B018  computed once, before the threads share it
-        if any(fs.amount_source(key) == "origin" for key in self.by_key):
-            ctx.payer_log_amount  # noqa: B018
+        if "log_amount" in own:  # computed straight into its column
+            ctx.log_amount  # noqa: B018
+        feats = {key: [fs.features[j] for j in columns] for key, columns in self.by_key.items()}
+        amounts = {key: key_amounts(ctx, feats[key], fs.amount_source(key) == "origin")
+                   for key in self.by_key}  # computed once, before the threads share them
 
         def run(key: str) -> None:
-            payer = fs.amount_source(key) == "origin"
-            amount, log_amount = ((ctx.payer_amount, ctx.payer_log_amount) if payer
-                                  else (ctx.amount, ctx.log_amount))
+            amount, log_amount = amounts[key]
             self.passes[key].run(codes[key], ctx.ts, amount, log_amount, out)
-            finish_key_features([fs.features[j] for j in self.by_key[key]], self.by_key[key],
-                                out, codes[key], log_amount)
+            finish_key_features(feats[key], self.by_key[key], out, codes[key], log_amount)
 
         if self._pool is None or frame.height <= 50_000:
             for key in self.by_key:

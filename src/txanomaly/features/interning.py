@@ -23,6 +23,10 @@ import numba
 import numpy as np
 import polars as pl
 
+from txanomaly.jit import prepare
+
+prepare()  # before the first compiled function is loaded (txanomaly/jit.py)
+
 #: The code of a missing id (:data:`txanomaly.features.kernel.MISSING`).
 MISSING = 0xFFFFFFFF
 _FIBONACCI = np.uint64(11400714819323198485)  # 2**64 / golden ratio: Knuth's multiplicative hash

@@ -23,6 +23,9 @@ from numba import types
 
 from txanomaly.features import formulas as fx
 from txanomaly.features.spec import GAP_CAP_SECONDS, HOUR_MS
+from txanomaly.jit import prepare
+
+prepare()  # before the first compiled function is loaded (txanomaly/jit.py)
 
 # What the pass writes for each op (the batch engine maps spec ops to these).
 MEAN_DIFF = 0   # amount - window mean
@@ -89,10 +92,9 @@ def pair_codes(first: np.ndarray, second: np.ndarray) -> np.ndarray:
 
 #: Radix digit width of the sort: at most 2**11 buckets keep the scatter in cache.
 _RADIX_BITS = 11
-_U64 = types.Array(types.uint64, 1, "C")
 
 
-@numba.njit(_U64(_U64, types.int64, types.int64), nogil=True, cache=True)
+@numba.njit(nogil=True, cache=True)  # called from compiled code only: typed by its callers
 def _radix_sort(values: np.ndarray, low: int, bits: int) -> np.ndarray:  # pragma: no cover
     """``values`` stably sorted by their bits [low, low + bits): an LSD radix sort in as few
     passes of at most 2**11 buckets as ``bits`` needs (one read counts every pass's digits)."""

@@ -120,6 +120,19 @@ def _pairwise_sum(values: np.ndarray, n: int) -> float:  # pragma: no cover - co
     return res
 
 
+@numba.njit(nogil=True, cache=True, inline="always")
+def _directed_squares(x: np.ndarray, w: np.ndarray, directions: np.ndarray,
+                      squares: np.ndarray) -> None:  # pragma: no cover - compiled
+    """``squares[j]`` = the square of ``x[j] - w[j]`` (float32 values, float64 arithmetic),
+    or of ``max(directions[j] * (x[j] - w[j]), 0)`` where the direction is not 0
+    (:meth:`AnomalyDetector._directed`)."""
+    for j in range(x.shape[0]):
+        diff = np.float64(x[j]) - np.float64(w[j])
+        if directions[j] != 0.0:
+            diff = max(diff * directions[j], 0.0)
+        squares[j] = diff * diff
+
+
 @numba.njit(nogil=True, cache=True)
 def directed_scores(x: np.ndarray, weights: np.ndarray, bmu: np.ndarray,
                     directions: np.ndarray, out: np.ndarray) -> None:  # pragma: no cover
@@ -130,12 +143,7 @@ def directed_scores(x: np.ndarray, weights: np.ndarray, bmu: np.ndarray,
     d = x.shape[1]
     squares = np.empty(d)
     for i in range(x.shape[0]):
-        w = weights[bmu[i]]
-        for j in range(d):
-            diff = np.float64(x[i, j]) - np.float64(w[j])
-            if directions[j] != 0.0:
-                diff = max(diff * directions[j], 0.0)
-            squares[j] = diff * diff
+        _directed_squares(x[i], weights[bmu[i]], directions, squares)
         out[i] = np.sqrt(_pairwise_sum(squares, d))
 
 
@@ -155,12 +163,7 @@ def explain_rows(x: np.ndarray, weights: np.ndarray, bmu: np.ndarray, directions
     shares = np.empty(d)
     taken = np.zeros(d, dtype=np.bool_)
     for i in range(x.shape[0]):
-        w = weights[bmu[i]]
-        for j in range(d):
-            diff = np.float64(x[i, j]) - np.float64(w[j])
-            if directions[j] != 0.0:
-                diff = max(diff * directions[j], 0.0)
-            squares[j] = diff * diff
+        _directed_squares(x[i], weights[bmu[i]], directions, squares)
         total = _pairwise_sum(squares, d)
         score[i] = np.sqrt(total)
         for j in range(d):

@@ -17,6 +17,9 @@ writes their argument.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import cache
+
 import numba
 import numpy as np
 from numba import types
@@ -86,8 +89,8 @@ def pair_codes(first: np.ndarray, second: np.ndarray) -> np.ndarray:
         raise ValueError("both code columns need one entry per table row")
     if first.size > MISSING:
         raise ValueError("more than 2**32 - 1 rows: beyond the uint32 row index")
-    return _pair_codes(np.ascontiguousarray(first, dtype=np.uint32),
-                       np.ascontiguousarray(second, dtype=np.uint32))
+    return _compiled_pair_codes()(np.ascontiguousarray(first, dtype=np.uint32),
+                                  np.ascontiguousarray(second, dtype=np.uint32))
 
 
 #: Radix digit width of the sort: at most 2**11 buckets keep the scatter in cache.
@@ -153,9 +156,16 @@ def _stable_by(rows: np.ndarray, codes: np.ndarray) -> np.ndarray:  # pragma: no
     return out
 
 
-@numba.njit(types.Array(types.uint32, 1, "C")(_CODES, _CODES), nogil=True, cache=True)
+@cache
+def _compiled_pair_codes() -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+    """:func:`_pair_codes` compiled, loaded when first used: the chunked engine never needs
+    it, and each compiled function loaded from the cache costs a process 5-15 ms."""
+    signature = types.Array(types.uint32, 1, "C")(_CODES, _CODES)
+    return numba.njit(signature, nogil=True, cache=True)(_pair_codes)
+
+
 def _pair_codes(first: np.ndarray, second: np.ndarray) -> np.ndarray:  # pragma: no cover
-    """:func:`pair_codes`, compiled."""
+    """:func:`pair_codes` (compiled by :func:`_compiled_pair_codes`)."""
     size = first.size
     n = 0
     top_first = 0

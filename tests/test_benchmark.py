@@ -103,7 +103,7 @@ def test_bench_detection_quick_runs_p2p_and_a_gzipped_log(
 
     assert _script(monkeypatch).main([
         "--quick", "--only", "p2p,extra,sparkov", "--skip-adbench",
-        "--rows", "6000", "--users", "120",
+        "--rows", "6000", "--users", "120", "--map-seeds", "2",
         "--sparkov", str(tmp_path / "no-sparkov"),
         "--log", f"{tmp_path / 'extra.json.gz'}:{labels}",
         "--json", str(out_json), "--markdown", str(out_md)]) == 0
@@ -126,8 +126,13 @@ def test_bench_detection_quick_runs_p2p_and_a_gzipped_log(
             ours["precision_at_1pct"])
         assert 0.5 < ours["roc_auc"] <= 1.0
         assert set(ours["by_kind"]) <= set(data.anomaly_counts())
+        spread = res["map_seeds"]  # the default seed first: the product's own figures
+        assert spread["seeds"] == [0, 1] and len(spread["pr_auc"]) == 2
+        assert spread["pr_auc"][0] == pytest.approx(ours["pr_auc"])
+        assert spread["precision_at_1pct"][0] == pytest.approx(ours["precision_at_1pct"])
     markdown = out_md.read_text()
     for heading in ("## Summary", "### p2p", "### extra", "Recall per anomaly kind",
-                    "leading feature"):
+                    "leading feature", "txanomaly over map seeds 0-1: PR-AUC",
+                    "over map seeds: mean [min-max]"):
         assert heading in markdown
     assert "sparkov: skipped" in printed and "| extra |" in printed

@@ -7,7 +7,7 @@ import polars as pl
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from txanomaly.features.interning import MISSING, IdCodes
+from txanomaly.features.interning import MISSING, IdCodes, PairSlots
 
 
 def reference(chunks: list[list[str | None]]) -> list[list[int]]:
@@ -45,3 +45,31 @@ def test_sliced_numeric_unicode_and_empty_ids() -> None:
     assert codes(pl.Series(["7"])).tolist() == [4]  # the id's text decides, not its type
     assert codes(pl.Series([], dtype=pl.String)).tolist() == []
     assert codes(pl.Series([None, None], dtype=pl.String)).tolist() == [MISSING, MISSING]
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.lists(st.tuples(st.one_of(st.just(MISSING), st.integers(0, 5)),
+                                   st.one_of(st.just(MISSING), st.integers(0, 2**32 - 2))),
+                         max_size=40), max_size=6))
+def test_pair_codes_equal_a_dictionarys_across_chunks(chunks: list[list[tuple[int, int]]]
+                                                      ) -> None:
+    pairs = PairSlots()
+    seen: dict[tuple[int, int], int] = {}
+    for chunk in chunks:
+        first = np.array([p[0] for p in chunk], np.uint32)
+        second = np.array([p[1] for p in chunk], np.uint32)
+        want = [MISSING if MISSING in p else seen.setdefault(p, len(seen)) for p in chunk]
+        assert pairs(first, second).tolist() == want
+    assert pairs.count == len(seen)
+
+
+def test_many_pairs_grow_the_table_and_keep_their_codes() -> None:
+    rng = np.random.default_rng(1)
+    pairs = PairSlots()
+    seen: dict[tuple[int, int], int] = {}
+    for _ in range(5):
+        first, second = rng.integers(0, 3_000, (2, 20_000)).astype(np.uint32)
+        want = [seen.setdefault(p, len(seen)) for p in zip(first.tolist(), second.tolist(),
+                                                             strict=True)]
+        assert pairs(first, second).tolist() == want
+    assert len(pairs) == len(seen) > 1024

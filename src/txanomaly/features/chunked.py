@@ -20,10 +20,10 @@ How: each key (origin, destination, pair) keeps a
 pass keeps (counts, running sums, last timestamp, log-amount moments; one row per value),
 plus the rows a finite window still trails. User ids
 get stable codes from one growing table keyed by two 64-bit hashes of the id
-(:class:`~txanomaly.features.interning.IdCodes`); pairs from a growing hash table
-(:class:`~txanomaly.features.kernel.PairSlots`). So memory grows with the distinct ids and
-pairs and with the rows inside the longest window, and the arithmetic is the whole-table
-pass's, in the same order.
+(:class:`~txanomaly.features.interning.IdCodes`); pairs from the same kind of table keyed by
+their two codes (:class:`~txanomaly.features.interning.PairSlots`). So memory grows with the
+distinct ids and pairs and with the rows inside the longest window, and the arithmetic is the
+whole-table pass's, in the same order.
 
 >>> import polars as pl, tempfile
 >>> from txanomaly.features.batch import feature_matrix
@@ -133,7 +133,7 @@ class ChunkedFeatures:
             if feat.key is not None:
                 self.by_key[feat.key].append(j)
         from txanomaly.features import kernel  # Numba: loaded when an engine is made
-        from txanomaly.features.interning import IdCodes
+        from txanomaly.features.interning import IdCodes, PairSlots
 
         self.passes: dict[str, kernel.ChunkedKeyPass] = {}
         for key, columns in self.by_key.items():
@@ -144,7 +144,7 @@ class ChunkedFeatures:
                 [windows.index(-1 if f.window_ms is None else f.window_ms) for f in feats])
         self.id_columns = list(dict.fromkeys(c for key in self.by_key for c in _id_columns(key)))
         self._ids = IdCodes()  # id -> code, shared by both id columns
-        self._pairs = kernel.PairSlots()
+        self._pairs = PairSlots()
         self._last = np.iinfo(np.int64).min
         workers = min(len(self.by_key), os.cpu_count() or 1)
         self._pool = ThreadPoolExecutor(workers) if workers > 1 else None

@@ -25,6 +25,7 @@ import numpy as np
 from numba import types
 
 from txanomaly.features import formulas as fx
+from txanomaly.features.interning import PairSlots  # noqa: F401  (the pairs' codes, chunked)
 from txanomaly.features.spec import GAP_CAP_SECONDS, HOUR_MS
 from txanomaly.jit import prepare
 
@@ -499,69 +500,3 @@ def _pass(codes: np.ndarray, order: np.ndarray, ordered: bool, ts: np.ndarray,
             state[c, last] = t
         if summed:
             sums[c, sum_at] = cum
-
-
-class PairSlots:
-    """A stable code for each (first, second) pair of codes, across chunks: an open-addressing
-    hash table from the pair (one 64-bit word) to its code, 0, 1, ... in order of first
-    appearance; it grows with the distinct pairs (16 bytes per slot, at most half full)."""
-
-    def __init__(self) -> None:
-        self.keys = np.full(1024, _EMPTY, np.uint64)
-        self.codes = np.zeros(1024, np.uint32)
-        self.count = 0
-
-    def __call__(self, first: np.ndarray, second: np.ndarray) -> np.ndarray:
-        """The pair's code per row (:data:`MISSING` where either code is missing)."""
-        first = np.ascontiguousarray(first, np.uint32)
-        second = np.ascontiguousarray(second, np.uint32)
-        if first.size != second.size:
-            raise ValueError("both code columns need one entry per chunk row")
-        while 2 * (self.count + first.size) > self.keys.size:
-            self.keys, self.codes = _rehash(self.keys, self.codes, 2 * self.keys.size)
-        out, self.count = _pair_slots(first, second, self.keys, self.codes, self.count)
-        return out
-
-
-_EMPTY = np.uint64(0xFFFFFFFFFFFFFFFF)  # no pair: both codes are below MISSING
-_FIBONACCI = np.uint64(11400714819323198485)  # 2**64 / golden ratio: Knuth's multiplicative hash
-
-
-@numba.njit(nogil=True, cache=True)
-def _slot(key: np.uint64, keys: np.ndarray) -> np.int64:  # pragma: no cover
-    """Where ``key`` is in ``keys`` (a power-of-two table), or the empty slot it goes in."""
-    mask = keys.size - 1
-    at = np.int64((key * _FIBONACCI) >> np.uint64(32)) & mask
-    while keys[at] != key and keys[at] != _EMPTY:
-        at = (at + 1) & mask
-    return at
-
-
-@numba.njit(nogil=True, cache=True)
-def _rehash(keys: np.ndarray, codes: np.ndarray, size: int
-            ) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover
-    new_keys = np.full(size, _EMPTY, np.uint64)
-    new_codes = np.zeros(size, np.uint32)
-    for i in range(keys.size):
-        if keys[i] != _EMPTY:
-            at = _slot(keys[i], new_keys)
-            new_keys[at] = keys[i]
-            new_codes[at] = codes[i]
-    return new_keys, new_codes
-
-
-@numba.njit(nogil=True, cache=True)
-def _pair_slots(first: np.ndarray, second: np.ndarray, keys: np.ndarray, codes: np.ndarray,
-                count: int) -> tuple[np.ndarray, int]:  # pragma: no cover
-    out = np.full(first.size, MISSING, np.uint32)
-    for i in range(first.size):
-        if first[i] == MISSING or second[i] == MISSING:
-            continue
-        key = (np.uint64(first[i]) << np.uint64(32)) | np.uint64(second[i])
-        at = _slot(key, keys)
-        if keys[at] == _EMPTY:
-            keys[at] = key
-            codes[at] = count
-            count += 1
-        out[i] = codes[at]
-    return out, count

@@ -11,6 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from test_features_batch import MIXED, row_strategy, table, tx
+from txanomaly.errors import InputFormatError
 from txanomaly.features import FEATURE_SETS, SEED, STANDARD
 from txanomaly.features.batch import feature_matrix
 from txanomaly.features.chunked import (
@@ -82,10 +83,11 @@ def test_a_chunk_before_the_last_ones_time_is_refused():
     engine.close()
 
 
-def whole_and_chunks(path: Path, fs, size: int):
+def whole_and_chunks(path: Path, fs, size: int, read_ahead: bool = False):
     rejects: list = []
     counts = ReadCounts()
-    chunks = list(feature_chunks(path, fs, chunk_rows=size, rejects=rejects, counts=counts))
+    chunks = list(feature_chunks(path, fs, chunk_rows=size, rejects=rejects, counts=counts,
+                                 read_ahead=read_ahead))
     index = np.concatenate([np.empty(0, np.int64), *(c.index for c in chunks)])
     values = np.vstack([np.empty((0, len(fs.names))), *(c.values for c in chunks)])
     in_input_order = np.empty_like(values)
@@ -93,13 +95,14 @@ def whole_and_chunks(path: Path, fs, size: int):
     return chunks, in_input_order, rejects, counts
 
 
+@pytest.mark.parametrize("read_ahead", [False, True])
 @pytest.mark.parametrize("suffix", [".parquet", ".csv", ".jsonl"])
-def test_files_in_time_order_stream_in_input_order(tmp_path, suffix):
+def test_files_in_time_order_stream_in_input_order(tmp_path, suffix, read_ahead):
     from txanomaly.synth import generate
 
     frame = generate(2000, users=30, days=3, anomaly_rate=0.02, seed=3).transactions
     path = write_table(frame, tmp_path / f"tx{suffix}")
-    chunks, values, _, counts = whole_and_chunks(path, STANDARD, 300)
+    chunks, values, _, counts = whole_and_chunks(path, STANDARD, 300, read_ahead)
     assert [c.records.height for c in chunks][:6] == [300] * 6
     assert np.array_equal(np.concatenate([c.index for c in chunks]), np.arange(2000))
     assert np.array_equal(values, feature_matrix(load_transactions(path).frame, STANDARD))
@@ -121,7 +124,8 @@ def test_a_file_not_in_time_order_is_sorted_out_of_core(tmp_path, suffix):
     assert np.array_equal(values, feature_matrix(load_transactions(path).frame, STANDARD))
 
 
-def test_rejects_and_repeats_across_chunks_match_load_transactions(tmp_path):
+@pytest.mark.parametrize("read_ahead", [False, True])
+def test_rejects_and_repeats_across_chunks_match_load_transactions(tmp_path, read_ahead):
     rows = [{"transaction_id": f"t{i}", "timestamp": T0 + i * 1000, "origin_user_id": "u",
              "destination_amount": 10.0 + i} for i in range(12)]
     rows[3]["destination_amount"] = -1.0  # invalid
@@ -131,7 +135,7 @@ def test_rejects_and_repeats_across_chunks_match_load_transactions(tmp_path):
     path = tmp_path / "tx.csv"
     pl.DataFrame(rows).write_csv(path)
     want = load_transactions(path)
-    chunks, _, rejects, counts = whole_and_chunks(path, SEED, 4)
+    chunks, _, rejects, counts = whole_and_chunks(path, SEED, 4, read_ahead)
     assert [(r.index, r.transaction_id, r.errors) for r in rejects] == [
         (r.index, r.transaction_id, r.errors) for r in want.rejects]
     assert "record 2 was kept" in rejects[-1].errors[0].message
@@ -207,3 +211,10 @@ def test_importing_the_chunked_engine_loads_no_numba():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           check=True)
     assert done.stdout.strip() == "False"
+
+
+def test_an_error_while_reading_ahead_is_raised_and_the_threads_stop(tmp_path):
+    path = tmp_path / "tx.csv"
+    path.write_text("transaction_id,timestamp\nt1,1\n")  # no amount column
+    with pytest.raises(InputFormatError, match="missing required column"):
+        list(feature_chunks(path, SEED, read_ahead=True))

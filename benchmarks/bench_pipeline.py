@@ -16,6 +16,11 @@ refuses to start a size whose files would not fit on the disk of ``--workdir``.
     .venv/bin/python benchmarks/bench_pipeline.py                   # 1M and 10M
     .venv/bin/python benchmarks/bench_pipeline.py --sizes 1000000    # one size
     .venv/bin/python benchmarks/bench_pipeline.py --huge             # 1M, 10M and 100M
+
+``--data FILE`` reuses a Parquet file ``synth`` wrote (its rows are the size; no synth
+stage); ``--repeats N`` runs each stage N times and prints each run and the median (the
+medians go into the summary). Comparing two versions of the code: run this script twice on
+the same file, one with ``PYTHONPATH=<other checkout>/src`` (the command imports from there).
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import itertools
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -51,11 +57,14 @@ def run(stage: str, args: list[str], log: Path) -> dict[str, Any]:
         sys.exit(f"{stage} failed ({done.returncode}):\n{text[-3000:]}")
     wall = re.search(r"Elapsed \(wall clock\) time \(h:mm:ss or m:ss\): (\S+)", text)
     rss = re.search(r"Maximum resident set size \(kbytes\): (\d+)", text)
-    assert wall and rss, text[-2000:]
+    user = re.search(r"User time \(seconds\): (\S+)", text)
+    system = re.search(r"System time \(seconds\): (\S+)", text)
+    assert wall and rss and user and system, text[-2000:]
     seconds = 0.0
     for part in wall.group(1).split(":"):
         seconds = seconds * 60 + float(part)
-    return {"stage": stage, "wall": seconds, "rss_gb": int(rss.group(1)) / 2**20}
+    return {"stage": stage, "wall": seconds, "rss_gb": int(rss.group(1)) / 2**20,
+            "cpu": float(user.group(1)) + float(system.group(1))}
 
 
 def one_size(rows: int, folder: Path, args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -63,10 +72,11 @@ def one_size(rows: int, folder: Path, args: argparse.Namespace) -> list[dict[str
     if free < rows * DISK_PER_ROW:
         sys.exit(f"{folder}: {free / 1e9:.1f} GB free, {rows:,} rows need about "
                  f"{rows * DISK_PER_ROW / 1e9:.1f} GB")
-    data, model = folder / "tx.parquet", folder / "model"
-    stages = [
+    data, model = args.data or folder / "tx.parquet", folder / "model"
+    stages = [] if args.data else [
         ("synth", ["synth", "-o", str(data), "-n", str(rows), "--users",
-                   str(max(1000, rows // 50)), "--days", "30", "--seed", "1", "-q"]),
+                   str(max(1000, rows // 50)), "--days", "30", "--seed", "1", "-q"])]
+    stages += [
         ("features", ["features", str(data), "-o", str(folder / "features.parquet"), "-q"]),
         ("train", ["train", str(data), "-o", str(model), "--map", args.map, "--epochs",
                    str(args.epochs), "-q"]),
@@ -77,11 +87,19 @@ def one_size(rows: int, folder: Path, args: argparse.Namespace) -> list[dict[str
     for stage, cli_args in stages:
         if stage in args.skip:
             continue
-        result = run(stage, cli_args, folder / f"{stage}.log")
-        result["rows"] = rows
+        runs = []
+        for _ in range(1 if stage == "synth" else args.repeats):
+            result = run(stage, cli_args, folder / f"{stage}.log")
+            runs.append(result)
+            print(f"  {rows:>12,}  {stage:<9} {result['wall']:8.1f} s  {result['rss_gb']:6.2f} GB"
+                  f"  {result['cpu']:8.1f} s CPU  (load {os.getloadavg()[0]:.1f})", flush=True)
+        result = {"stage": stage, "rows": rows,
+                  **{key: statistics.median(r[key] for r in runs)
+                     for key in ("wall", "rss_gb", "cpu")}}
+        if len(runs) > 1:
+            print(f"  {rows:>12,}  {stage:<9} {result['wall']:8.1f} s  {result['rss_gb']:6.2f} GB"
+                  f"  {result['cpu']:8.1f} s CPU  median of {len(runs)}", flush=True)
         results.append(result)
-        print(f"  {rows:>12,}  {stage:<9} {result['wall']:8.1f} s  {result['rss_gb']:6.2f} GB",
-              flush=True)
         if stage == "features" and not args.keep:
             (folder / "features.parquet").unlink()
     return results
@@ -100,10 +118,17 @@ def main() -> None:
     parser.add_argument("--skip", nargs="*", default=[], help="stages not to run (not synth)")
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()))
     parser.add_argument("--keep", action="store_true", help="keep each size's files")
+    parser.add_argument("--data", type=Path, help="a Parquet file of transactions to use "
+                        "instead of synth (one size: its rows)")
+    parser.add_argument("--repeats", type=int, default=1, help="runs of each stage (median)")
     args = parser.parse_args()
     sizes = sorted(set(args.sizes + ([100_000_000] if args.huge else [])))
+    if args.data is not None:
+        import polars as pl
+
+        sizes = [pl.scan_parquet(args.data).select(pl.len()).collect().item()]
     print(f"{os.cpu_count()} CPUs; before: {load()}")
-    print(f"  {'rows':>12}  {'stage':<9} {'wall':>10}  {'peak RSS':>9}")
+    print(f"  {'rows':>12}  {'stage':<9} {'wall':>10}  {'peak RSS':>9}  {'user+sys':>10}")
     results = []
     for rows in sizes:
         folder = Path(tempfile.mkdtemp(prefix="bench-pipeline-", dir=args.workdir))
@@ -136,6 +161,7 @@ def report(results: list[dict[str, Any]], sizes: list[int]) -> None:
         total = train["wall"] + score["wall"]
         print(f"\n{rows:,} rows: train + score {total:.1f} s"
               + (f" (target <= {wall:.0f} s idle)" if wall else "")
+              + f", {train['cpu'] + score['cpu']:.1f} s CPU (user + system)"
               + f"; peak RSS train {train['rss_gb']:.2f} GB, score {score['rss_gb']:.2f} GB "
               f"(target < {rss} GB each)")
 

@@ -12,8 +12,8 @@ from txanomaly import som_kernels
 from txanomaly.detector import AnomalyDetector
 from txanomaly.features.spec import get_feature_set
 from txanomaly.pipeline import TransactionModel
-from txanomaly.threshold import RISK_LEVELS, risk_level_codes
 from txanomaly.som import accumulate_bmu_sums, argmin_rows, augment_rows, two_smallest_rows
+from txanomaly.threshold import RISK_LEVELS, risk_level_codes
 
 
 def near_ties(n: int, d: int, units: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -69,6 +69,23 @@ def test_epoch_sums_on_threads_equal_the_pytorch_kernel_bit_for_bit(threads, chu
     assert torch.equal(got, reference_sums(data, w, chunk))
 
 
+def test_concurrent_epoch_sums_are_right_and_leave_pytorch_s_threads_as_they_were():
+    from concurrent.futures import ThreadPoolExecutor
+
+    X, w = near_ties(6_000, 5, 20, seed=7)
+    data = augment_rows(X)
+    expected = reference_sums(data, w, 64)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with ThreadPoolExecutor(4) as pool:
+            results = list(pool.map(lambda _: accumulate_bmu_sums(data, w, 64), range(8)))
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+    assert all(torch.equal(r, expected) for r in results)
+
+
 def test_epoch_sums_of_a_strided_block_take_the_pytorch_path():
     X, w = near_ties(1_000, 4, 10, seed=3)
     data = augment_rows(X)

@@ -33,8 +33,10 @@ from __future__ import annotations
 import logging
 import math
 import os
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -492,7 +494,7 @@ def accumulate_bmu_sums(data: torch.Tensor, weights: torch.Tensor, chunk_size: i
 #: Chunks of rows whose winners the threads of :func:`_threaded_sums` find before the sums
 #: are added (a span of 64 chunks of 4,096 rows: 2 MB of winners).
 _SPAN_CHUNKS = 64
-_POOL: list[ThreadPoolExecutor] = []
+_POOL: list[tuple[int, ThreadPoolExecutor]] = []
 
 
 def _threaded_sums(data: torch.Tensor, aug: torch.Tensor, chunk_size: int,
@@ -509,10 +511,7 @@ def _threaded_sums(data: torch.Tensor, aug: torch.Tensor, chunk_size: int,
     every product costs more than the product on a shared machine."""
     from txanomaly.som_kernels import add_rows, winners
 
-    if not _POOL:
-        _POOL.append(ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2),
-                                        thread_name_prefix="txanomaly-som"))
-    pool = _POOL[0]
+    pool = _pool()
     n, n_units = data.shape[1], aug.shape[1]
     low = _index_mask(n_units)
     values, totals = data.numpy(), sums.numpy()
@@ -532,9 +531,7 @@ def _threaded_sums(data: torch.Tensor, aug: torch.Tensor, chunk_size: int,
     def add(part: int, first: int, stop: int) -> None:
         add_rows(won[:stop - first], values[:, first:stop], totals, cuts[part], cuts[part + 1])
 
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with _one_torch_thread():
         for first in range(0, n, span):
             stop = min(first + span, n)
             for step in (find, add):
@@ -542,8 +539,37 @@ def _threaded_sums(data: torch.Tensor, aug: torch.Tensor, chunk_size: int,
                 step(0, first, stop)
                 for future in done:
                     future.result()
+
+
+def _pool() -> ThreadPoolExecutor:
+    """The kernel's worker threads, made on first use (again in a forked child, which has
+    none of its parent's threads)."""
+    if not _POOL or _POOL[0][0] != os.getpid():
+        _POOL[:] = [(os.getpid(), ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2),
+                                                     thread_name_prefix="txanomaly-som"))]
+    return _POOL[0][1]
+
+
+_TORCH_THREADS = threading.Lock()
+_HELD: list[int] = [0, 1]  # how many callers hold one thread; the count to restore
+
+
+@contextmanager
+def _one_torch_thread() -> Iterator[None]:
+    """PyTorch on one thread meanwhile, its thread count restored after the last of several
+    concurrent callers is done."""
+    with _TORCH_THREADS:
+        if _HELD[0] == 0:
+            _HELD[1] = torch.get_num_threads()
+            torch.set_num_threads(1)
+        _HELD[0] += 1
+    try:
+        yield
     finally:
-        torch.set_num_threads(previous)
+        with _TORCH_THREADS:
+            _HELD[0] -= 1
+            if _HELD[0] == 0:
+                torch.set_num_threads(_HELD[1])
 
 
 def _compiled_ok(data: torch.Tensor, sums: torch.Tensor) -> bool:

@@ -60,11 +60,45 @@ def test_fit_returns_self_and_sets_pyod_attributes():
     summary = det.training_summary_
     assert summary["rows"] == len(X) and summary["algorithm"] == "batch"
     assert summary["scoring_units"] == det.active_units_.sum() <= 25
-    # The map's quantization error is over every unit; scores only over the scoring units.
-    every = AnomalyDetector(map_size="5x5", epochs=5, min_unit_share=0.0).fit(X)
+    # The map's quantization error is over every unit; scores only over the scoring units
+    # (and against each BMU's smoothed reference unless reference_width=0).
+    every = AnomalyDetector(map_size="5x5", epochs=5, min_unit_share=0.0, reference_width=0).fit(X)
     assert every.active_units_.all()
     assert summary["quantization_error"] == pytest.approx(every.decision_scores_.mean())
-    assert np.all(det.decision_scores_ >= every.decision_scores_ - 1e-6)
+    plain = AnomalyDetector(map_size="5x5", epochs=5, reference_width=0).fit(X)
+    assert np.all(plain.decision_scores_ >= every.decision_scores_ - 1e-6)
+    np.testing.assert_array_equal(plain.som_.weights.numpy(), det.som_.weights.numpy())
+
+
+@pytest.mark.parametrize("directions", [None, [1, -1, 0, 1]])
+def test_scores_measure_the_distance_to_the_bmus_smoothed_reference(directions):
+    X, _ = blobs()
+    X = np.vstack([X, [[0.0, 0.0, 25.0, 0.0], [9.0, -9.0, 0.0, 3.0]]])
+    det = AnomalyDetector(map_size="5x5", epochs=5, feature_directions=directions).fit(X)
+    assert det.reference_width == 0.085  # 0.425 grid steps on a 5x5 map
+    som, units = det.som_, np.flatnonzero(det.active_units_)
+    # The reference: the scoring units' prototypes weighted by a Gaussian of grid distance.
+    rows, cols = divmod(np.arange(25), 5)
+    grid_sq = (rows[:, None] - rows[None, :]) ** 2 + (cols[:, None] - cols[None, :]) ** 2
+    h = np.exp(-grid_sq / (2 * 0.425**2)) * det.active_units_[None, :]
+    expected = (h @ som.weights.double().numpy()) / h.sum(1, keepdims=True)
+    np.testing.assert_allclose(det.reference_, expected, rtol=1e-6, atol=1e-6)
+    scaled = (X - det.center_) / det.scale_
+    bmu = units[np.argmin(((scaled[:, None, :] - som.weights.numpy()[None, units]) ** 2)
+                          .sum(-1), axis=1)]
+    np.testing.assert_array_equal(det.bmu(X), bmu)
+    diff = scaled - det.reference_[bmu]
+    if directions is not None:
+        d = np.asarray(directions, dtype=float)
+        diff = np.where(d == 0, diff, np.maximum(diff * d, 0.0))
+    np.testing.assert_allclose(det.anomaly_score(X), np.sqrt((diff**2).sum(1)), rtol=1e-5,
+                               atol=1e-6)
+    # reference_width=0: the BMU's own prototype, the plain (directed) distance.
+    own = AnomalyDetector(map_size="5x5", epochs=5, feature_directions=directions,
+                          reference_width=0).fit(X)
+    np.testing.assert_array_equal(own.reference_, own.som_.weights.numpy())
+    with pytest.raises(ValueError, match="reference_width"):
+        AnomalyDetector(reference_width=-1).fit(X)
 
 
 @pytest.mark.parametrize("scaling", ["standard", "robust", "none"])
@@ -174,7 +208,7 @@ def test_explain_shares_and_units():
     assert exp.share.sum() == pytest.approx(1.0)
     assert exp.top_features()[0, 0] == 2
     np.testing.assert_allclose(exp.value, row)
-    proto = det.som_.weights[exp.bmu].double().numpy() * det.scale_ + det.center_
+    proto = det.reference_[exp.bmu].astype(np.float64) * det.scale_ + det.center_
     np.testing.assert_allclose(exp.prototype, proto, rtol=1e-6)
     assert exp.anomaly_score[0] == pytest.approx(det.anomaly_score(row)[0])
     record = exp.records()[0]

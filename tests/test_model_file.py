@@ -249,3 +249,23 @@ def test_empty_key_is_refused(saved, tmp_path):
     (tmp_path / "k").write_text("\n")
     with pytest.raises(Exception, match="the key file is empty"):
         artifact.read_key(tmp_path / "k")
+
+
+def test_models_saved_before_reference_width_score_against_the_bmus_own_prototype(saved, model):
+    """Step 8 (docs/detection.md): a model file without params.reference_width was trained
+    and thresholded on distances to the BMU's own prototype; it loads with width 0 and scores
+    as it did, while a model saved now keeps its width and its scores."""
+    X = model.feature_set_.transform(raw_seed_features(seed=4))
+    now = artifact.load(saved).detector
+    assert now.reference_width == model.detector_.reference_width > 0
+    np.testing.assert_array_equal(now.anomaly_score(X), model.detector_.anomaly_score(X))
+    edit(saved, lambda m: m["params"].pop("reference_width"), record_version=True)
+    before = artifact.load(saved).detector
+    assert before.reference_width == 0.0
+    np.testing.assert_array_equal(before.reference_, before.som_.weights.numpy())
+    det = model.detector_
+    own = AnomalyDetector(**{**det.get_params(), "reference_width": 0.0}).restore(
+        det.som_.weights.numpy(), det.center_, det.scale_, det.threshold_,
+        active_units=det.active_units_)
+    np.testing.assert_array_equal(before.anomaly_score(X), own.anomaly_score(X))
+    assert not np.array_equal(before.anomaly_score(X), now.anomaly_score(X))

@@ -168,6 +168,8 @@ def _check_params(value: Any, shape: tuple[int, int], where: str) -> dict[str, A
     _require(not unknown, where, "params", unknown, "unknown detector parameter(s)")
     if isinstance(params.get("map_size"), list):
         params["map_size"] = tuple(params["map_size"])
+    # Models saved before reference_width scored rows against their BMU's own prototype.
+    params.setdefault("reference_width", 0.0)
     # A RandomState instance is saved as its repr: recorded, not restorable, and the seed no
     # longer matters once the prototypes are loaded.
     if not isinstance(params.get("random_state"), int | None):

@@ -58,6 +58,10 @@ SCALINGS = ("auto", *SCALERS)
 SILHOUETTE_SAMPLE = 5_000
 #: ``partial_fit`` decays the radius and learning rate per sample with this time constant.
 STREAM_DECAY_SAMPLES = 10_000
+#: ``reference_width``'s default (docs/detection.md, step 8): 0.85 grid steps on the default
+#: 10x10 map, the widest measured that cost no benchmark log more than 0.01 PR-AUC (mean over
+#: three map seeds) while gaining card_terminal most.
+REFERENCE_WIDTH = 0.085
 
 
 class DetectorNotFittedError(NotFittedError, AttributeError):
@@ -202,6 +206,17 @@ class AnomalyDetector(Estimator):
         prototype of its own), so measuring against it would call them ordinary. ``0``:
         every unit scores (the plain quantization error). The map itself is trained as
         always; ``active_units_`` says which units score (docs/detection.md).
+    reference_width : float >= 0, default 0.085
+        Rows are scored (and explained) against their BMU's *reference*: the mean of the
+        scoring units' prototypes weighted by a Gaussian of their grid distance from the BMU
+        (:meth:`SelfOrganizingMap.smoothed_prototypes`), whose width is this share of the
+        map's longer side: 0.85 grid steps on a 10x10 map (the BMU's own prototype weighs 1,
+        its four neighbours 0.50 each), 0.17 on a 2x2 map (no smoothing to speak of: there a
+        neighbour is another kind of row), 1.7 on a 20x20 map. A prototype fitted closely to
+        a few outlying rows (large amounts, say) then counts a little less than its
+        neighbourhood (docs/detection.md, step 8). ``0``: the BMU's own prototype (models
+        saved before this parameter load with 0). The BMU is the nearest scoring unit, as
+        always.
 
     Attributes
     ----------
@@ -209,6 +224,7 @@ class AnomalyDetector(Estimator):
     center_, scale_ : (d,) arrays of the scaler.
     threshold_, offset_ : float; ``offset_ = -threshold_``.
     active_units_ : (units,) bool array; the units rows are scored against (``min_unit_share``).
+    reference_ : (units, d) float32 array; each unit's reference (``reference_width``), scaled.
     decision_scores_ : (n,) training anomaly scores; ``labels_``: 1 = anomaly.
     training_summary_ : dict with rows, quantization_error, topographic_error, seconds...
     """
@@ -221,7 +237,7 @@ class AnomalyDetector(Estimator):
                  sigma: float | None = None, sigma_end: float = 1.0, learning_rate: float = 0.5,
                  random_state: Any = 0, device: str = "cpu", batch_size: int | None = None,
                  feature_weights: Any = None, feature_directions: Any = None,
-                 min_unit_share: float = 1.0):
+                 min_unit_share: float = 1.0, reference_width: float = REFERENCE_WIDTH):
         self.map_size = map_size
         self.epochs = epochs
         self.algorithm = algorithm
@@ -238,6 +254,7 @@ class AnomalyDetector(Estimator):
         self.feature_weights = feature_weights
         self.feature_directions = feature_directions
         self.min_unit_share = min_unit_share
+        self.reference_width = reference_width
 
     # ------------------------------------------------------------------ fitting
     def fit(self, X: Any, y: Any = None, callback: Any = None) -> AnomalyDetector:
@@ -458,6 +475,10 @@ class AnomalyDetector(Estimator):
         if not (isinstance(share, float | int) and not isinstance(share, bool)
                 and 0 <= share <= 1):
             raise ValueError(f"min_unit_share must be a number in [0, 1], got {share!r}")
+        sigma = self.reference_width
+        if not (isinstance(sigma, float | int) and not isinstance(sigma, bool)
+                and 0 <= sigma < float("inf")):
+            raise ValueError(f"reference_width must be a finite number >= 0, got {sigma!r}")
         if self.feature_weights is not None:
             weights = np.asarray(self.feature_weights, dtype=np.float64)
             if weights.ndim != 1 or not (np.all(np.isfinite(weights)) and np.all(weights > 0)):
@@ -523,6 +544,20 @@ class AnomalyDetector(Estimator):
         # None: every unit scores (the fast path, no selection).
         self._units = None if self.active_units_.all() else torch.from_numpy(
             np.flatnonzero(self.active_units_)).to(self.som_.device)
+        sigma = float(self.reference_width) * max(self.som_.rows, self.som_.cols)
+        self._reference = self.som_.smoothed_prototypes(sigma, self._units)
+        self.reference_ = np.ascontiguousarray(self._reference.cpu().numpy())
+
+    @property
+    def _plain_distance(self) -> bool:
+        """Whether the score is the plain distance to the BMU's own prototype (no directions,
+        no smoothing): then the BMU search's distances are the scores."""
+        return self.directions_ is None and not self.reference_width > 0
+
+    def _signs(self) -> np.ndarray:
+        """``directions_``, or all 0 (both sides count) when there are none."""
+        return (self.directions_ if self.directions_ is not None
+                else np.zeros(self.n_features_in_))
 
     def _set_threshold(self, scores: np.ndarray) -> None:
         self.decision_scores_ = scores
@@ -576,7 +611,7 @@ class AnomalyDetector(Estimator):
     def _scores(self, Xs: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
         """(anomaly scores, BMU indices) of scaled rows: the distance to the BMU, or the
         length of its risk-directed part (:meth:`_directed`)."""
-        if self.directions_ is None:
+        if self._plain_distance:
             dist, bmu = self.som_.bmu_distances(Xs, units=self._units)
             return dist.double().cpu().numpy(), bmu.cpu().numpy()
         bmu = self.som_.best_units(Xs, units=self._units)
@@ -585,16 +620,12 @@ class AnomalyDetector(Estimator):
             from txanomaly.som_kernels import directed_scores
 
             scores = np.empty(len(Xs))
-            directed_scores(np.ascontiguousarray(Xs.cpu().numpy()), self._weights_np(),
-                            np.ascontiguousarray(bmu.cpu().numpy()), self.directions_, scores)
+            directed_scores(np.ascontiguousarray(Xs.cpu().numpy()), self.reference_,
+                            np.ascontiguousarray(bmu.cpu().numpy()), self._signs(), scores)
             return scores, bmu.cpu().numpy()
         deviation = self._directed(Xs.double().cpu().numpy()
-                                   - self.som_.weights[bmu].double().cpu().numpy())
+                                   - self._reference[bmu].double().cpu().numpy())
         return np.sqrt((deviation * deviation).sum(1)), bmu.cpu().numpy()
-
-    def _weights_np(self) -> np.ndarray:
-        """The prototypes as a contiguous float32 NumPy array (on the CPU)."""
-        return np.ascontiguousarray(self.som_.weights.detach().cpu().numpy())
 
     def _directed(self, diff: np.ndarray) -> np.ndarray:
         """A scaled row minus its BMU prototype, keeping per feature only the side that
@@ -651,11 +682,11 @@ class AnomalyDetector(Estimator):
         scaled = self._scaled(X)
         dist, bmu = self.som_.bmu_distances(torch.from_numpy(scaled).to(self.device),
                                             units=self._units)
-        proto_scaled = self.som_.weights[bmu].double().cpu().numpy()
+        proto_scaled = self._reference[bmu].double().cpu().numpy()
         diff = self._directed(scaled.astype(np.float64) - proto_scaled)
         diff_sq = diff * diff
         total = diff_sq.sum(1, keepdims=True)
-        score = (dist.double().cpu().numpy() if self.directions_ is None
+        score = (dist.double().cpu().numpy() if self._plain_distance
                  else np.sqrt(total[:, 0]))
         share = np.divide(diff_sq, total, out=np.zeros_like(diff_sq), where=total > 0)
         names = self._feature_names()
@@ -683,7 +714,7 @@ class AnomalyDetector(Estimator):
 
         scaled = self._scaled(X)
         Xs = torch.from_numpy(scaled).to(self.device)
-        if self.directions_ is None:
+        if self._plain_distance:
             dist, bmu_t = self.som_.bmu_distances(Xs, units=self._units)
         else:
             bmu_t = self.som_.best_units(Xs, units=self._units)
@@ -691,18 +722,17 @@ class AnomalyDetector(Estimator):
         k = min(top, self.n_features_in_)
         score = np.empty(len(X))
         idx, share = np.empty((len(X), k), dtype=np.int64), np.empty((len(X), k))
-        directions = (self.directions_ if self.directions_ is not None
-                      else np.zeros(self.n_features_in_))
-        explain_rows(scaled, self._weights_np(), bmu, directions, score, idx, share)
-        if self.directions_ is None:
+        explain_rows(scaled, self.reference_, bmu, self._signs(), score, idx, share)
+        if self._plain_distance:
             score = dist.double().cpu().numpy()
         return TopReasons(score, bmu, idx, share, self.threshold_)
 
     def prototypes(self) -> np.ndarray:
-        """``(units, d)`` the prototypes in the detector's input (unscaled) units, float64:
-        the values :meth:`explain` reports as ``prototype`` for a row of each unit."""
+        """``(units, d)`` each unit's reference (its prototype smoothed over its neighbours,
+        ``reference_width``) in the detector's input (unscaled) units, float64: the values
+        :meth:`explain` reports as ``prototype`` for a row of each unit."""
         _check_fitted(self)
-        return self.som_.weights.double().cpu().numpy() * self.scale_ + self.center_
+        return self._reference.double().cpu().numpy() * self.scale_ + self.center_
 
     def _feature_names(self) -> list[str]:
         """Input feature names (``x0``, ``x1``... when fitted on a plain array)."""

@@ -267,6 +267,31 @@ class SelfOrganizingMap(torch.nn.Module):
         ok = denom > 0
         self.weights[ok] = (numer[ok] / denom[ok, None]).to(torch.float32)
 
+    def smoothed_prototypes(self, sigma: float, units: torch.Tensor | None = None
+                            ) -> torch.Tensor:
+        """``(units, d)`` float32: each unit's mean of the prototypes of ``units`` (every unit
+        when None), weighted by the Gaussian neighbourhood ``exp(-d^2 / (2 sigma^2))`` of
+        their grid distance ``d`` from it (computed in float64); ``sigma <= 0``: the
+        prototypes themselves. A unit's own prototype weighs 1 when it is among ``units``.
+
+        >>> som = SelfOrganizingMap(1, 3, 1)
+        >>> _ = som.weights.copy_(torch.tensor([[0.0], [3.0], [6.0]]))
+        >>> [round(v, 3) for v in som.smoothed_prototypes(1.0).flatten().tolist()]
+        [1.511, 3.0, 4.489]
+        >>> two = som.smoothed_prototypes(1.0, torch.tensor([0, 2]))
+        >>> [round(v, 3) for v in two.flatten().tolist()]
+        [0.715, 3.0, 5.285]
+        """
+        if sigma <= 0:
+            return self.weights.detach().clone()
+        h = gaussian_neighbourhood(self.grid_sq.double(), sigma)
+        if units is not None:
+            mask = torch.zeros(self.n_units, dtype=torch.float64, device=h.device)
+            mask[units] = 1.0
+            h = h * mask[None, :]
+        w = self.weights.detach().double()
+        return ((h @ w) / h.sum(1, keepdim=True)).to(torch.float32)
+
     def online_pass(self, X: torch.Tensor, sigmas: np.ndarray, rates: np.ndarray) -> None:
         """Per-sample Kohonen updates over the rows of ``X`` in order.
 

@@ -680,8 +680,11 @@ class AnomalyDetector(Estimator):
         else:
             _check_fitted(self)
         scaled = self._scaled(X)
-        dist, bmu = self.som_.bmu_distances(torch.from_numpy(scaled).to(self.device),
-                                            units=self._units)
+        Xs = torch.from_numpy(scaled).to(self.device)
+        if self._plain_distance:
+            dist, bmu = self.som_.bmu_distances(Xs, units=self._units)
+        else:  # the score is the deviation from the reference: no distances needed
+            bmu = self.som_.best_units(Xs, units=self._units)
         proto_scaled = self._reference[bmu].double().cpu().numpy()
         diff = self._directed(scaled.astype(np.float64) - proto_scaled)
         diff_sq = diff * diff

@@ -2,7 +2,8 @@
 
 For each size (default 1M and 10M transactions; 100M with ``--huge``) the script writes
 synthetic transactions as Parquet (``txanomaly synth``, users = rows / 50, 30 days), then
-runs ``txanomaly features``, ``txanomaly train`` (``--map 10x10 --epochs 20``) and
+runs ``txanomaly features``, ``txanomaly train`` (``--map 10x10 --epochs 20``; ``--sample``
+as given, by default the product's ``auto``: the map on a 1M-row sample above 1M rows) and
 ``txanomaly score`` under ``/usr/bin/time -v`` and prints per stage the wall time, the peak
 resident memory, and, from one size to the next, how the wall time grew against the rows
 (1.0 = linear). The issue's targets (10M rows: train + score <= 45 s on an idle 2-core
@@ -79,7 +80,7 @@ def one_size(rows: int, folder: Path, args: argparse.Namespace) -> list[dict[str
     stages += [
         ("features", ["features", str(data), "-o", str(folder / "features.parquet"), "-q"]),
         ("train", ["train", str(data), "-o", str(model), "--map", args.map, "--epochs",
-                   str(args.epochs), "-q"]),
+                   str(args.epochs), "--sample", args.sample, "-q"]),
         ("score", ["score", str(data), "--model", str(model), "-o",
                    str(folder / "scores.parquet"), "-q"]),
     ]
@@ -120,6 +121,8 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep each size's files")
     parser.add_argument("--data", type=Path, help="a Parquet file of transactions to use "
                         "instead of synth (one size: its rows)")
+    parser.add_argument("--sample", default="auto",
+                        help="train's --sample: auto (the default), all, or a number of rows")
     parser.add_argument("--repeats", type=int, default=1, help="runs of each stage (median)")
     args = parser.parse_args()
     sizes = sorted(set(args.sizes + ([100_000_000] if args.huge else [])))

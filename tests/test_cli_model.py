@@ -188,7 +188,47 @@ def test_train_on_a_sample(transactions, tmp_path):
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
     assert summary["sample"] == 1000 and summary["rows"] == 3000
-    assert load(tmp_path / "m").metadata["training_summary"]["rows"] == 3000
+    assert summary["map_rows"] == 1000
+    meta = load(tmp_path / "m").metadata["training_summary"]
+    assert meta["rows"] == 3000 and meta["map_rows"] == 1000
+
+
+def test_sample_auto_trains_on_every_row_below_the_cap_and_a_sample_above(
+        transactions, tmp_path, monkeypatch):
+    from txanomaly import detector
+
+    assert detector.auto_sample(1_000_000, 100) is None
+    assert detector.auto_sample(1_000_001, 100) == 1_000_000
+    assert detector.auto_sample(5_000_000, 30 * 30) is None  # 10,000 a unit: 9M
+    assert detector.auto_sample(10_000_000, 30 * 30) == 9_000_000
+    assert detector.auto_sample(50_000_000, 40 * 40) == 16_000_000
+
+    def train(name: str, *options: str) -> tuple[dict, str]:
+        result = runner.invoke(app, ["train", str(transactions), "-o", str(tmp_path / name),
+                                     "--map", "4x4", "--epochs", "3", *options])
+        assert result.exit_code == 0, result.output
+        return load(tmp_path / name).metadata["training_summary"], result.output
+
+    # 3,000 rows, below the cap: "auto" (the default) is every row, the same model as "all".
+    auto, printed = train("auto")
+    every, _ = train("all", "--sample", "all")
+    assert auto["map_rows"] == every["map_rows"] == 3000 and "uniform sample" not in printed
+    assert (tmp_path / "auto" / "model.safetensors").read_bytes() == (
+        tmp_path / "all" / "model.safetensors").read_bytes()
+    # Above the cap (lowered for the test), the map trains on a sample of the cap's rows
+    # and says so; the threshold still comes from every row.
+    monkeypatch.setattr(detector, "AUTO_SAMPLE_ROWS", 1200)
+    monkeypatch.setattr(detector, "AUTO_SAMPLE_PER_UNIT", 10)
+    capped, printed = train("capped")
+    assert capped["rows"] == 3000 and capped["map_rows"] == 1200
+    assert "on a uniform sample of 1,200" in " ".join(printed.split())
+    assert train("asked", "--sample", "1200")[0]["map_rows"] == 1200
+    assert (tmp_path / "capped" / "model.safetensors").read_bytes() == (
+        tmp_path / "asked" / "model.safetensors").read_bytes()
+    for bad in ("1", "some", "-5"):
+        result = runner.invoke(app, ["train", str(transactions), "-o", str(tmp_path / "x"),
+                                     "--sample", bad])
+        assert result.exit_code != 0 and "--sample" in result.output
 
 
 def test_score_keeps_the_input_order_of_a_file_not_in_time_order(transactions, model_dir,

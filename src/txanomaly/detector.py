@@ -63,6 +63,20 @@ STREAM_DECAY_SAMPLES = 10_000
 #: three map seeds) while gaining card_terminal most.
 REFERENCE_WIDTH = 0.085
 
+#: ``fit_stored(sample="auto")``, the default of ``txanomaly train``: the batch map trains on
+#: every row up to ``max(AUTO_SAMPLE_ROWS, AUTO_SAMPLE_PER_UNIT x units)`` rows, and on a
+#: uniform sample of that many above it (docs/model.md: the map's prototypes are means over
+#: thousands of rows each; on 10M labelled rows a 1M sample ranked as well as every row).
+AUTO_SAMPLE_ROWS = 1_000_000
+AUTO_SAMPLE_PER_UNIT = 10_000
+
+
+def auto_sample(n_rows: int, n_units: int) -> int | None:
+    """The rows ``sample="auto"`` trains the map on: ``None`` (every row) up to the cap,
+    the cap above it."""
+    cap = max(AUTO_SAMPLE_ROWS, AUTO_SAMPLE_PER_UNIT * int(n_units))
+    return cap if n_rows > cap else None
+
 
 class DetectorNotFittedError(NotFittedError, AttributeError):
     """Raised by a scoring method before ``fit``: txanomaly's kind, and a ValueError and an
@@ -281,11 +295,12 @@ class AnomalyDetector(Estimator):
         self.training_summary_ = self._summary(
             len(Xs), float(map_distances.double().mean()), far / len(Xs),
             time.perf_counter() - started)
+        self.training_summary_["map_rows"] = len(Xs)
         logger.info("trained %s", self.training_summary_)
         return self
 
     def fit_stored(self, store: RowStore, transform: Callable[[np.ndarray], np.ndarray]
-                   | None = None, callback: Any = None, sample: int | None = None
+                   | None = None, callback: Any = None, sample: int | str | None = None
                    ) -> AnomalyDetector:
         """:meth:`fit` on rows that need not fit in memory: those of ``store``, made the
         detector's inputs block by block by ``transform`` (default: as they are).
@@ -299,12 +314,20 @@ class AnomalyDetector(Estimator):
         ``online`` and ``seed`` load the scaled rows (4 bytes a value). ``sample``:
         train the map on a uniform random sample of that many rows (without replacement,
         drawn from the map's seed, kept in input order) held in memory instead of on every
-        row. The inputs must be float64 (the transform's output is converted).
+        row. ``sample="auto"``: every row up to :func:`auto_sample`'s cap (1,000,000 rows,
+        or 10,000 per unit if more), a sample of that many above it; the training summary's
+        ``map_rows`` says how many the map trained on. The inputs must be float64 (the
+        transform's output is converted).
         """
         rows, cols = self.check_params()
+        n, d = store.n_rows, store.n_columns
+        if isinstance(sample, str):
+            if sample != "auto":
+                raise ValueError(f"sample must be 'auto', None or an integer >= 2, got "
+                                 f"{sample!r}")
+            sample = auto_sample(n, rows * cols)
         if sample is not None:
             _check_int("sample", sample, 2)
-        n, d = store.n_rows, store.n_columns
         if n < 2:
             raise ValueError(f"Found array with {n} sample(s) while a minimum of 2 is "
                              "required.")
@@ -338,6 +361,7 @@ class AnomalyDetector(Estimator):
         finally:
             scaled.path.unlink(missing_ok=True)
         self.samples_seen_ = seen * self.epochs
+        self.training_summary_["map_rows"] = seen
         logger.info("trained %s", self.training_summary_)
         return self
 

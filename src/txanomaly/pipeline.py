@@ -133,7 +133,7 @@ class TransactionModel(Estimator):
         self.detector_ = detector
         return self
 
-    def fit_stored(self, store: RowStore, callback: Any = None, sample: int | None = None
+    def fit_stored(self, store: RowStore, callback: Any = None, sample: int | str | None = None
                    ) -> TransactionModel:
         """:meth:`fit` on raw feature values that need not fit in memory: the float64 rows
         of ``store``, in feature-set order (``txanomaly train`` writes them there as it
@@ -141,8 +141,9 @@ class TransactionModel(Estimator):
         store made with ``keep_columns=columns_to_fit(feature_set)`` reads them from their
         own files); the rows are then transformed in place (``store`` now holds the
         transformed values) and :meth:`AnomalyDetector.fit_stored` does the rest (``sample``:
-        the map trains on a uniform sample of that many rows). On the same rows, the model
-        equals :meth:`fit`'s (``batch``: bit for bit)."""
+        the map trains on a uniform sample of that many rows; ``"auto"``: on every row up
+        to 1,000,000, on a sample of that many above, :func:`.detector.auto_sample`). On
+        the same rows, the model equals :meth:`fit`'s (``batch``: bit for bit)."""
         fs = get_feature_set(self.feature_set)
         if store.n_columns != len(fs.features):
             raise TxAnomalyError(f"expected rows of {len(fs.features)} features ({fs.name!r}), "

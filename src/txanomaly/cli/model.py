@@ -85,11 +85,12 @@ def train(
         help="Share of training rows above the threshold.")] = 0.05,
     seed: Annotated[int, typer.Option(help="Random seed (initialisation, shuffling).")] = 0,
     device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
-    sample: Annotated[int | None, typer.Option(
-        help="Train the map on a uniform random sample of this many rows (drawn with "
-             "--seed) instead of every row; the scaler and the threshold still come from "
-             "every row. Default: every row, read from a temporary file each epoch.",
-        min=2)] = None,
+    sample: Annotated[str, typer.Option(
+        help="Rows the map trains on: auto (every row up to 1,000,000, or 10,000 per map "
+             "unit if more; above that a uniform random sample of that many, drawn with "
+             "--seed), all (every row, read from a temporary file each epoch) or a number "
+             "(a uniform sample of that many). The scaler and the threshold always come "
+             "from every row.")] = "auto",
     signing_key_file: Annotated[Path | None, typer.Option(
         help="Sign the model with the key in this file (HMAC-SHA256), as `txanomaly model "
              "sign` does; a server given the key refuses any other model.")] = None,
@@ -123,6 +124,7 @@ def train(
     detector = AnomalyDetector(map_size=map_size, epochs=epochs, algorithm=algorithm,
                                contamination=contamination, random_state=seed, device=device)
     _check_options(detector)
+    sample_rows = _sample_option(sample)
     if spark:
         spark_engine.train(location, output, fs, counterparty, detector, rejects, master, key,
                            out)
@@ -152,14 +154,16 @@ def train(
             fs, evidence = resolve_counterparty(fs, None, counterparty)
         if evidence is not None:
             out.print(escape(evidence.describe()))
-        model = _fit(detector, fs, store, sample, out)
+        model = _fit(detector, fs, store, sample_rows, out)
     model.save(output, key=key)
     train = model.detector_.training_summary_
     summary = {**train, "train_seconds": train["seconds"],
                "seconds": round(time.perf_counter() - started, 3), "model": str(output),
                "feature_set": fs.name, "counterparty": fs.counterparty, "map": map_size,
-               "sample": sample, "rejected": reader.counts.rejected}
-    out.print(f"trained on {summary['rows']:,} rows: QE {summary['quantization_error']:.4f}, "
+               "sample": sample_rows, "rejected": reader.counts.rejected}
+    on = (f"{summary['rows']:,} rows" if train["map_rows"] == train["rows"] else
+          f"{summary['rows']:,} rows (the map on a uniform sample of {train['map_rows']:,})")
+    out.print(f"trained on {on}: QE {summary['quantization_error']:.4f}, "
               f"TE {summary['topographic_error']:.4f}, threshold {summary['threshold']:.4f}, "
               f"{summary['seconds']:.2f} s -> {escape(str(output))}")
     out.summary(summary)
@@ -203,8 +207,22 @@ class ChunkReader:
                               f"{where}{note}"))
 
 
-def _fit(detector: AnomalyDetector, fs: FeatureSet, store: RowStore, sample: int | None,
-         out: Output) -> TransactionModel:
+def _sample_option(value: str) -> int | str | None:
+    """``--sample``: ``auto``, ``all`` (``None``: every row) or a number of rows >= 2."""
+    if value in ("auto", "all"):
+        return None if value == "all" else value
+    try:
+        rows = int(value.replace("_", "").replace(",", ""))
+    except ValueError:
+        rows = 0
+    if rows < 2:
+        raise typer.BadParameter(f"expected auto, all or a number of rows >= 2, got {value!r}",
+                                 param_hint="--sample")
+    return rows
+
+
+def _fit(detector: AnomalyDetector, fs: FeatureSet, store: RowStore,
+         sample: int | str | None, out: Output) -> TransactionModel:
     """Fit a :class:`TransactionModel` on the stored features, with a bar over the epochs."""
     from txanomaly.pipeline import TransactionModel
 

@@ -7,7 +7,9 @@ arrays indexed by the ids' codes (:class:`~txanomaly.features.interning.IdCodes`
 space for both columns) and a hash table of the pairs of codes
 (:class:`~txanomaly.features.kernel.PairSlots`), so a chunk costs time in its own rows only,
 and gives the role :func:`detect_counterparty` gives on the whole frame (a test checks it).
-Re-deduplicating the pairs seen so far at every chunk took 14 s CPU of a 10M-row ``train``.
+Re-deduplicating the pairs seen so far at every chunk took 14 s CPU of a 10M-row ``train``;
+finding each new pair's first row by a sort (``np.unique``) cost more than interning the ids:
+the pairs' codes are now scattered by pair code (2M rows: 0.83 s -> 0.29 s).
 
 >>> import polars as pl
 >>> tally = CounterpartyTally()
@@ -39,8 +41,9 @@ class CounterpartyTally:
         self._pairs = PairSlots()
         self._pays = np.zeros(0, bool)  # by id code: the id is an origin somewhere
         self._named = np.zeros(0, np.int64)  # by id code: rows naming it as the destination
-        self._pair_o: list[np.ndarray] = []  # the distinct pairs' codes, by first appearance
-        self._pair_d: list[np.ndarray] = []
+        # By pair code (first appearance): the pair's origin and destination codes.
+        self._pair_o = np.zeros(0, np.uint32)
+        self._pair_d = np.zeros(0, np.uint32)
 
     def add(self, records: pl.DataFrame) -> None:
         """Count one chunk of flat records."""
@@ -58,12 +61,19 @@ class CounterpartyTally:
         both = (o != MISSING) & (d != MISSING)
         o, d = o[both], d[both]
         before = self._pairs.count
-        codes = self._pairs(o, d).astype(np.int64)
-        new, first = np.unique(codes[codes >= before], return_index=True)
-        if len(new):
-            rows = np.flatnonzero(codes >= before)[first]
-            self._pair_o.append(o[rows])
-            self._pair_d.append(d[rows])
+        codes = self._pairs(o, d)
+        if self._pairs.count > before:
+            # A pair's codes are written where its code says (every row of a pair writes the
+            # same two): a scatter, where finding each new pair's first row needed a sort.
+            if self._pairs.count > len(self._pair_o):
+                size = max(self._pairs.count, 2 * len(self._pair_o))
+                self._pair_o = np.concatenate([self._pair_o, np.zeros(size - len(self._pair_o),
+                                                                     np.uint32)])
+                self._pair_d = np.concatenate([self._pair_d, np.zeros(size - len(self._pair_d),
+                                                                     np.uint32)])
+            new = codes >= before
+            self._pair_o[codes[new]] = o[new]
+            self._pair_d[codes[new]] = d[new]
 
     def result(self) -> Counterparty:
         """The role, by :mod:`txanomaly.features.roles`' rule."""
@@ -71,8 +81,8 @@ class CounterpartyTally:
         if not self.seen_ids or rows == 0:
             return Counterparty("person", float("nan"), 0)
         paying = int(self._named[self._pays].sum())
-        pairs = pl.DataFrame({"o": np.concatenate([np.empty(0, np.uint32), *self._pair_o]),
-                              "d": np.concatenate([np.empty(0, np.uint32), *self._pair_d])})
+        count = self._pairs.count
+        pairs = pl.DataFrame({"o": self._pair_o[:count], "d": self._pair_d[:count]})
         return decide(paying / rows, rows, pairs)
 
 

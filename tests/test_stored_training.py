@@ -1,5 +1,5 @@
-"""Training from rows on disk (RowStore -> fit_stored) equals training in memory; the chunked
-counterparty tally equals the whole-frame rule."""
+"""Training from rows on disk (RowStore or TrainingRows -> fit_stored) equals training in
+memory; the chunked counterparty tally equals the whole-frame rule."""
 
 from __future__ import annotations
 
@@ -10,11 +10,12 @@ import torch
 
 from txanomaly.counterparty_tally import CounterpartyTally
 from txanomaly.detector import AnomalyDetector
+from txanomaly.errors import TxAnomalyError
 from txanomaly.features.roles import detect_counterparty
 from txanomaly.features.spec import Feature, FeatureSet
-from txanomaly.pipeline import TransactionModel, columns_to_fit
+from txanomaly.pipeline import TrainingRows, TransactionModel, columns_to_fit
 from txanomaly.rowstore import BLOCK_ROWS, RowStore
-from txanomaly.scaling import fit_scaler, fit_scaler_blocks
+from txanomaly.scaling import BlockSums, fit_scaler, fit_scaler_blocks, mean_std_blocks
 
 # More rows than one block, so that every pass crosses a block border.
 ROWS = BLOCK_ROWS + 37_851
@@ -190,3 +191,60 @@ def test_counterparty_tally_equals_the_whole_frame_rule():
     empty = CounterpartyTally().result()
     assert (empty.role, empty.rows) == ("person", 0) == (
         detect_counterparty(pl.DataFrame()).role, detect_counterparty(pl.DataFrame()).rows)
+
+
+def test_row_store_reads_a_replaced_column_from_its_file(tmp_path):
+    X = np.arange(30.0).reshape(10, 3)
+    store = RowStore(tmp_path / "rows.f64", 3, keep_columns=[1])
+    store.append(X[:4])
+    store.append(X[4:])
+    store.set_column(1, -X[:, 1])
+    expected = X.copy()
+    expected[:, 1] *= -1
+    assert np.array_equal(np.concatenate(list(store.blocks(3, start=2))), expected[2:])
+    assert np.array_equal(store.load(), expected)
+    assert np.array_equal(store.column(1), expected[:, 1])
+    assert np.array_equal(store.take(np.array([9, 0]), rows=4), expected[[9, 0]])
+    store.rewrite(lambda block: block + 1, rows=4)
+    assert np.array_equal(store.load(), expected + 1)
+    with pytest.raises(ValueError, match="not one of the kept columns"):
+        store.set_column(0, X[:, 0])
+
+
+def test_block_sums_equal_the_scaler_first_pass(rows):
+    sums = BlockSums(4)
+    for start, stop in ((0, 1), (1, 200_000), (200_000, ROWS)):
+        sums.add(rows[start:stop])
+    sums.set_column(3, rows[:, 3] * 2)
+    expected = rows.copy()
+    expected[:, 3] *= 2
+    blocks = [np.asfortranarray(expected[s:s + BLOCK_ROWS]) for s in range(0, ROWS, BLOCK_ROWS)]
+    assert all(np.array_equal(a, b) for a, b in zip(
+        mean_std_blocks(lambda: iter(blocks), 4),
+        mean_std_blocks(lambda: iter(blocks), 4, sums.result()), strict=True))
+
+
+@pytest.mark.parametrize("scaling", ["standard", "robust"])
+def test_training_rows_transformed_as_they_come_train_the_same_model(tmp_path, rows, scaling):
+    fs = FeatureSet("demo", (Feature("a", "amount"), Feature("b", "amount", transform="log1p"),
+                             Feature("c", "amount", clip=(-2.0, 0.5)),
+                             Feature("d", "amount", transform="scaled_signed_log1p"),
+                             Feature("e", "amount", transform="scaled_signed_log1p",
+                                     clip=(0.0, 1.5))), scaling=scaling)
+    X = np.column_stack([rows, rows[:, 3] * -0.5])
+    detector = AnomalyDetector(map_size="3x3", epochs=2)
+    store = RowStore(tmp_path / "kept.f64", 5, keep_columns=columns_to_fit(fs))
+    incoming = TrainingRows(tmp_path / "incoming.f64", fs)
+    for start in range(0, ROWS, 123_457):
+        store.append(X[start:start + 123_457])
+        incoming.append(X[start:start + 123_457])
+    stored = TransactionModel(fs, detector).fit_stored(store)
+    streamed = TransactionModel(fs, detector).fit_stored(incoming)
+    assert streamed.feature_set_ == stored.feature_set_
+    for name in ("center_", "scale_", "decision_scores_"):
+        assert np.array_equal(getattr(stored.detector_, name), getattr(streamed.detector_, name))
+    assert torch.equal(stored.detector_.som_.weights, streamed.detector_.som_.weights)
+    assert stored.threshold == streamed.threshold
+    with pytest.raises(TxAnomalyError, match="transforms differ"):
+        TransactionModel(FeatureSet("other", (*fs.features[:4], Feature("e", "amount"))),
+                         detector).fit_stored(incoming)

@@ -300,8 +300,8 @@ class AnomalyDetector(Estimator):
         return self
 
     def fit_stored(self, store: RowStore, transform: Callable[[np.ndarray], np.ndarray]
-                   | None = None, callback: Any = None, sample: int | str | None = None
-                   ) -> AnomalyDetector:
+                   | None = None, callback: Any = None, sample: int | str | None = None,
+                   sums: tuple[np.ndarray, int] | None = None) -> AnomalyDetector:
         """:meth:`fit` on rows that need not fit in memory: those of ``store``, made the
         detector's inputs block by block by ``transform`` (default: as they are).
 
@@ -317,7 +317,9 @@ class AnomalyDetector(Estimator):
         row. ``sample="auto"``: every row up to :func:`auto_sample`'s cap (1,000,000 rows,
         or 10,000 per unit if more), a sample of that many above it; the training summary's
         ``map_rows`` says how many the map trained on. The inputs must be float64 (the
-        transform's output is converted).
+        transform's output is converted). ``sums``: the ``standard`` scaler's first pass
+        over the inputs, made as they were written (:class:`~txanomaly.scaling.BlockSums`;
+        the other scalings ignore it).
         """
         rows, cols = self.check_params()
         n, d = store.n_rows, store.n_columns
@@ -345,7 +347,7 @@ class AnomalyDetector(Estimator):
                 yield x
 
         self.center_, self.scale_ = self._weighted(*fit_scaler_blocks(
-            inputs, d, self._scaler_kind()))
+            inputs, d, self._scaler_kind(), sums=sums))
         self.som_ = self._new_som(rows, cols, d)
         step = self.batch_size or chunk_rows(self.som_.n_units, self.device)
         block = step * max(1, BLOCK_ROWS // step)  # a multiple of the kernel's chunk

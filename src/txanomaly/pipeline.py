@@ -43,6 +43,7 @@ from txanomaly.errors import NotFittedError, TxAnomalyError
 from txanomaly.estimator import Estimator, clone
 from txanomaly.features.spec import FITTED_TRANSFORMS, FeatureSet, get_feature_set
 from txanomaly.rowstore import RowStore
+from txanomaly.scaling import BlockSums
 from txanomaly.threshold import RISK_LEVELS, exceeds, risk_level_codes
 
 #: Rows explained at a time by :meth:`TransactionModel.score_frame`.
@@ -55,6 +56,56 @@ def columns_to_fit(feature_set: FeatureSet | str) -> list[int]:
     fs = get_feature_set(feature_set)
     return [j for j, f in enumerate(fs.features)
             if f.transform in FITTED_TRANSFORMS and f.transform_scale is None]
+
+
+class TrainingRows:
+    """Raw feature rows written to disk as they come (``txanomaly train``, a chunk of a file
+    at a time) for :meth:`TransactionModel.fit_stored`, made model inputs on the way in.
+
+    Each chunk is transformed as it is appended (:meth:`FeatureSet.transform`, elementwise)
+    except the columns whose transform has a scale still to fit (:func:`columns_to_fit`):
+    those stay raw, each also in a file of its own, until ``fit_stored`` has fitted the
+    scale on the whole column and rewritten that file. The standard scaler's first pass (its
+    column sums, :class:`~txanomaly.scaling.BlockSums`) is counted on the way too. So
+    training reads the table twice before the map's passes (the scaler's second pass and
+    the scaled copy), where transforming it in place and the scaler's two passes read it
+    four times and wrote it once more; the model is the same bit for bit.
+
+    >>> import tempfile
+    >>> from txanomaly.features.spec import Feature, FeatureSet
+    >>> fs = FeatureSet("demo", (Feature("a", "amount", transform="log1p"),
+    ...                          Feature("d", "amount", transform="scaled_signed_log1p")))
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     rows = TrainingRows(f"{folder}/x.f64", fs)
+    ...     rows.append(np.array([[np.e - 1, -4.0], [0.0, 2.0]]))
+    ...     rows.store.load().tolist()
+    [[1.0, -4.0], [0.0, 2.0]]
+    """
+
+    def __init__(self, path: str | Path, feature_set: FeatureSet | str):
+        fs = get_feature_set(feature_set)
+        self.feature_set = fs
+        self.fit_columns = columns_to_fit(fs)
+        # The set as it transforms before its scales are fitted: those columns as they are.
+        self._early = replace(fs, features=tuple(
+            replace(f, transform="none", clip=None) if j in self.fit_columns else f
+            for j, f in enumerate(fs.features)))
+        self.store = RowStore(path, len(fs.features), keep_columns=self.fit_columns)
+        self.sums = BlockSums(len(fs.features))
+
+    @property
+    def n_rows(self) -> int:
+        return self.store.n_rows
+
+    def append(self, raw: np.ndarray) -> None:
+        """Add rows of raw feature values (float64, in feature-set order)."""
+        values = self._early.transform(raw)
+        self.store.append(values)
+        self.sums.add(values)
+
+
+def _transforms(fs: FeatureSet) -> list[tuple[Any, ...]]:
+    return [(f.transform, f.clip, f.transform_scale) for f in fs.features]
 
 
 def resolve_detector(fs: FeatureSet, detector: AnomalyDetector | None) -> AnomalyDetector:
@@ -133,8 +184,8 @@ class TransactionModel(Estimator):
         self.detector_ = detector
         return self
 
-    def fit_stored(self, store: RowStore, callback: Any = None, sample: int | str | None = None
-                   ) -> TransactionModel:
+    def fit_stored(self, store: RowStore | TrainingRows, callback: Any = None,
+                   sample: int | str | None = None) -> TransactionModel:
         """:meth:`fit` on raw feature values that need not fit in memory: the float64 rows
         of ``store``, in feature-set order (``txanomaly train`` writes them there as it
         reads). The fitted transforms' scales come from whole columns (one at a time; a
@@ -143,8 +194,13 @@ class TransactionModel(Estimator):
         transformed values) and :meth:`AnomalyDetector.fit_stored` does the rest (``sample``:
         the map trains on a uniform sample of that many rows; ``"auto"``: on every row up
         to 1,000,000, on a sample of that many above, :func:`.detector.auto_sample`). On
-        the same rows, the model equals :meth:`fit`'s (``batch``: bit for bit)."""
+        the same rows, the model equals :meth:`fit`'s (``batch``: bit for bit). ``store``
+        may also be :class:`TrainingRows` (its rows already transformed but for the columns to fit:
+        those are transformed in their own files, and the scaler's first pass was made as
+        the rows were written), for the same model."""
         fs = get_feature_set(self.feature_set)
+        if isinstance(store, TrainingRows):
+            return self._fit_rows(store, fs, callback, sample)
         if store.n_columns != len(fs.features):
             raise TxAnomalyError(f"expected rows of {len(fs.features)} features ({fs.name!r}), "
                                  f"got {store.n_columns}")
@@ -159,6 +215,31 @@ class TransactionModel(Estimator):
         # Transformed once, in place: the scaler's two passes and the scaled copy read them.
         store.rewrite(fs.transform)
         detector.fit_stored(store, callback=callback, sample=sample)
+        self.detector_ = detector
+        return self
+
+    def _fit_rows(self, rows: TrainingRows, fs: FeatureSet, callback: Any,
+                  sample: int | str | None) -> TransactionModel:
+        """:meth:`fit_stored` on :class:`TrainingRows`."""
+        if _transforms(fs) != _transforms(rows.feature_set):
+            raise TxAnomalyError(f"the rows were transformed for feature set "
+                                 f"{rows.feature_set.name!r}, whose transforms differ from "
+                                 f"{fs.name!r}'s")
+        detector = resolve_detector(fs, self.detector)
+        store, fitted = rows.store, list(fs.features)
+        for j in rows.fit_columns:
+            raw = store.column(j)[:, None]
+            one = FeatureSet(fs.name, (fitted[j],)).fit_transforms(raw)
+            fitted[j] = one.features[0]
+            # The same elementwise arithmetic as the whole set's transform of a block.
+            values = one.transform(raw)[:, 0]
+            del raw
+            store.set_column(j, values)
+            rows.sums.set_column(j, values)
+            del values
+        fs = replace(fs, features=tuple(fitted))
+        self.feature_set_ = fs
+        detector.fit_stored(store, callback=callback, sample=sample, sums=rows.sums.result())
         self.detector_ = detector
         return self
 

@@ -51,6 +51,8 @@ class RowStore:
                               for j in keep_columns}
         for file in self._column_files.values():
             file.write_bytes(b"")
+        # Kept columns given new values (set_column): read from their files, not the table.
+        self._replaced: set[int] = set()
 
     @property
     def row_bytes(self) -> int:
@@ -71,20 +73,48 @@ class RowStore:
     def rewrite(self, function: Any, rows: int = BLOCK_ROWS) -> None:
         """Replace every block of rows by ``function(block)`` (same shape), in place, in one
         pass. The per-column files of ``keep_columns`` no longer match and are removed."""
-        for file in self._column_files.values():
-            file.unlink(missing_ok=True)
-        self._column_files = {}
         with self.path.open("r+b", buffering=0) as fh:
             for first in range(0, self.n_rows, rows):
                 block = np.empty((min(rows, self.n_rows - first), self.n_columns), self.dtype)
                 fh.seek(first * self.row_bytes)
                 _read_into(fh, block.data.cast("B"), self.path)
+                self._overlay(block, first)
                 new = np.ascontiguousarray(function(block), dtype=self.dtype)
                 if new.shape != block.shape:
                     raise ValueError(f"rewrite changed a block's shape {block.shape} to "
                                      f"{new.shape}")
                 fh.seek(first * self.row_bytes)
                 fh.write(new.data.cast("B"))
+        for file in self._column_files.values():
+            file.unlink(missing_ok=True)
+        self._column_files = {}
+        self._replaced = set()
+
+    def set_column(self, j: int, values: np.ndarray) -> None:
+        """Give column ``j`` (one of ``keep_columns``) new values, written to its own file
+        only: from then on :meth:`blocks`, :meth:`take`, :meth:`load` and :meth:`column`
+        read it from there, and the table's copy is never read again. A column transformed
+        on its own (its transform's scale fitted on the whole column) so costs a write of
+        that column, not a pass over the table."""
+        if j not in self._column_files:
+            raise ValueError(f"column {j} is not one of the kept columns "
+                             f"{sorted(self._column_files)}")
+        values = np.ascontiguousarray(values, dtype=self.dtype)
+        if values.shape != (self.n_rows,):
+            raise ValueError(f"expected {self.n_rows} values for column {j}, got shape "
+                             f"{values.shape}")
+        self._column_files[j].write_bytes(values.data.cast("B"))
+        self._replaced.add(j)
+
+    def _overlay(self, block: np.ndarray, first: int) -> None:
+        """Put the replaced columns' values (:meth:`set_column`) for rows ``first:first +
+        len(block)`` into ``block``."""
+        for j in sorted(self._replaced):
+            values = np.empty(len(block), dtype=self.dtype)
+            with self._column_files[j].open("rb", buffering=0) as fh:
+                fh.seek(first * self.dtype.itemsize)
+                _read_into(fh, values.data.cast("B"), self._column_files[j])
+            block[:, j] = values
 
     def blocks(self, rows: int = BLOCK_ROWS, start: int = 0, stop: int | None = None
                ) -> Iterator[np.ndarray]:
@@ -96,6 +126,7 @@ class RowStore:
             for first in range(start, stop, rows):
                 block = np.empty((min(rows, stop - first), self.n_columns), dtype=self.dtype)
                 _read_into(fh, block.data.cast("B"), self.path)
+                self._overlay(block, first)
                 yield block
 
     def take(self, indices: np.ndarray, rows: int = BLOCK_ROWS) -> np.ndarray:
@@ -119,7 +150,9 @@ class RowStore:
     def load(self) -> np.ndarray:
         """Every row, in memory."""
         values = np.fromfile(self.path, dtype=self.dtype, count=self.n_rows * self.n_columns)
-        return values.reshape(self.n_rows, self.n_columns)
+        values = values.reshape(self.n_rows, self.n_columns)
+        self._overlay(values, 0)
+        return values
 
     def column(self, j: int) -> np.ndarray:
         """Column ``j`` (from its own file when it is one of ``keep_columns``, else one pass

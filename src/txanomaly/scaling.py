@@ -33,7 +33,8 @@ def fit_scaler(X: np.ndarray, scaling: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def fit_scaler_blocks(blocks: Callable[[], Iterable[np.ndarray]], n_columns: int,
-                      scaling: str, columns: Callable[[], Iterable[np.ndarray]] | None = None
+                      scaling: str, columns: Callable[[], Iterable[np.ndarray]] | None = None,
+                      sums: tuple[np.ndarray, int] | None = None
                       ) -> tuple[np.ndarray, np.ndarray]:
     """:func:`fit_scaler` of a table that may not fit in memory.
 
@@ -42,7 +43,9 @@ def fit_scaler_blocks(blocks: Callable[[], Iterable[np.ndarray]], n_columns: int
     :func:`fit_scaler`'s bit for bit. ``robust`` needs each whole column at once (its
     quantiles are exact): ``columns()`` yields them, or by default they are gathered from
     the blocks, one column (8 bytes a row) at a time; they equal :func:`fit_scaler`'s up to
-    rounding of the standard deviation that replaces a zero IQR.
+    rounding of the standard deviation that replaces a zero IQR. ``sums``: ``standard``'s
+    first pass when it was made as the rows were written (:class:`BlockSums`); the other
+    scalings ignore it.
     """
     if scaling not in SCALERS:
         raise ValueError(f"scaling must be one of {SCALERS}, got {scaling!r}")
@@ -53,7 +56,7 @@ def fit_scaler_blocks(blocks: Callable[[], Iterable[np.ndarray]], n_columns: int
         stats = np.array([_robust_column(np.asarray(col)) for col in found])
         center, scale = stats[:, 0], stats[:, 1]
     else:
-        center, scale = mean_std_blocks(blocks, n_columns)
+        center, scale = mean_std_blocks(blocks, n_columns, sums)
     return np.asarray(center, dtype=np.float64), np.where(scale > 0, scale, 1.0)
 
 
@@ -85,14 +88,19 @@ def mean_std(X: np.ndarray, chunk: int = MOMENT_BLOCK) -> tuple[np.ndarray, np.n
     return mean_std_blocks(lambda: _blocks(X, chunk), X.shape[1])
 
 
-def mean_std_blocks(blocks: Callable[[], Iterable[np.ndarray]], n_columns: int
+def mean_std_blocks(blocks: Callable[[], Iterable[np.ndarray]], n_columns: int,
+                    sums: tuple[np.ndarray, int] | None = None
                     ) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`mean_std` over the blocks of rows ``blocks()`` yields (two passes)."""
-    total = np.zeros(n_columns)
-    rows = 0
-    for block in blocks():
-        total += block.sum(axis=0, dtype=np.float64)
-        rows += len(block)
+    """:func:`mean_std` over the blocks of rows ``blocks()`` yields (two passes; one when
+    ``sums``, the column sums and the rows of the first, are given: :class:`BlockSums`)."""
+    if sums is None:
+        total = np.zeros(n_columns)
+        rows = 0
+        for block in blocks():
+            total += block.sum(axis=0, dtype=np.float64)
+            rows += len(block)
+    else:
+        total, rows = sums
     mean = total / rows
     squares = np.zeros(n_columns)
     for block in blocks():
@@ -100,10 +108,70 @@ def mean_std_blocks(blocks: Callable[[], Iterable[np.ndarray]], n_columns: int
     return mean, np.sqrt(squares / rows)
 
 
+class BlockSums:
+    """:func:`mean_std_blocks`' first pass made as rows arrive in pieces of any size: the
+    column sums of each :data:`MOMENT_BLOCK` rows (column-major, as the detector reads its
+    blocks), added in order, so the totals equal that pass's over the same rows bit for bit.
+    A column may be given its values afterwards (:meth:`set_column`: a column transformed
+    once the whole of it is known). Holds one block (``MOMENT_BLOCK x n_columns`` float64).
+
+    >>> X = np.arange(12.0).reshape(6, 2)
+    >>> sums = BlockSums(2, block_rows=4)
+    >>> sums.add(X[:1]); sums.add(X[1:])
+    >>> sums.set_column(1, X[:, 1] * 10)
+    >>> total, rows = sums.result()
+    >>> total.tolist(), rows
+    ([30.0, 360.0], 6)
+    """
+
+    def __init__(self, n_columns: int, block_rows: int = MOMENT_BLOCK):
+        self.block_rows = block_rows
+        self._total = np.zeros(n_columns)
+        self._pending = np.empty((block_rows, n_columns), order="F")
+        self._filled = 0
+        self._columns: dict[int, float] = {}
+        self.rows = 0
+
+    def add(self, X: np.ndarray) -> None:
+        """Count the rows ``X`` (``n x n_columns``), after those already counted."""
+        done = 0
+        while done < len(X):
+            take = min(len(X) - done, self.block_rows - self._filled)
+            self._pending[self._filled:self._filled + take] = X[done:done + take]
+            self._filled += take
+            done += take
+            if self._filled == self.block_rows:
+                self._total += self._pending.sum(axis=0, dtype=np.float64)
+                self._filled = 0
+        self.rows += len(X)
+
+    def set_column(self, j: int, values: np.ndarray) -> None:
+        """Column ``j``'s sums from ``values`` (all the rows' values of that column, in
+        order) instead of from the rows added."""
+        values = np.asarray(values, dtype=np.float64)
+        if values.shape != (self.rows,):
+            raise ValueError(f"expected {self.rows} values, got shape {values.shape}")
+        total = np.zeros(1)
+        for start in range(0, self.rows, self.block_rows):
+            part = np.asfortranarray(values[start:start + self.block_rows, None])
+            total += part.sum(axis=0, dtype=np.float64)
+        self._columns[j] = float(total[0])
+
+    def result(self) -> tuple[np.ndarray, int]:
+        """``(column sums, rows)``: the ``sums`` of :func:`mean_std_blocks`."""
+        total = self._total.copy()
+        if self._filled:
+            last = np.asfortranarray(self._pending[:self._filled])
+            total += last.sum(axis=0, dtype=np.float64)
+        for j, value in self._columns.items():
+            total[j] = value
+        return total, self.rows
+
+
 def _blocks(X: np.ndarray, rows: int) -> Iterator[np.ndarray]:
     for start in range(0, len(X), rows):
         yield X[start:start + rows]
 
 
-__all__ = ["MOMENT_BLOCK", "SCALERS", "apply_scaler", "fit_scaler", "fit_scaler_blocks",
-           "mean_std", "mean_std_blocks"]
+__all__ = ["MOMENT_BLOCK", "SCALERS", "BlockSums", "apply_scaler", "fit_scaler",
+           "fit_scaler_blocks", "mean_std", "mean_std_blocks"]

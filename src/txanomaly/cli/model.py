@@ -55,11 +55,10 @@ from txanomaly.features.roles import Counterparty, resolve_counterparty
 from txanomaly.io import SUFFIXES, Rejected, write_rejects
 from txanomaly.io.prefetch import prefetch
 from txanomaly.io.sink import ResultSink
-from txanomaly.rowstore import RowStore
 
 if TYPE_CHECKING:
     from txanomaly.detector import AnomalyDetector
-    from txanomaly.pipeline import TransactionModel
+    from txanomaly.pipeline import TrainingRows, TransactionModel
 
 _TOP_REASONS = 3
 
@@ -117,7 +116,7 @@ def train(
                              f"got {counterparty!r}")
     from txanomaly.artifact import read_key  # PyTorch: see the module's docstring
     from txanomaly.detector import AnomalyDetector
-    from txanomaly.pipeline import columns_to_fit
+    from txanomaly.pipeline import TrainingRows
 
     key = read_key(signing_key_file) if signing_key_file is not None else None
 
@@ -131,8 +130,7 @@ def train(
         return
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="txanomaly-train-") as folder:
-        store = RowStore(Path(folder) / "features.f64", len(fs.features),
-                         keep_columns=columns_to_fit(fs))
+        store = TrainingRows(Path(folder) / "features.f64", fs)
         detect = (counterparty == "auto" and fs.counterparty is None
                   and any(f.merchant_direction is not None for f in fs.features))
         tally = CounterpartyTally() if detect else None
@@ -221,7 +219,7 @@ def _sample_option(value: str) -> int | str | None:
     return rows
 
 
-def _fit(detector: AnomalyDetector, fs: FeatureSet, store: RowStore,
+def _fit(detector: AnomalyDetector, fs: FeatureSet, store: TrainingRows,
          sample: int | str | None, out: Output) -> TransactionModel:
     """Fit a :class:`TransactionModel` on the stored features, with a bar over the epochs."""
     from txanomaly.pipeline import TransactionModel

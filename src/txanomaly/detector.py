@@ -48,6 +48,7 @@ from txanomaly.som import (
     augment_rows,
     chunk_rows,
     exponential_decay,
+    map_in_threads,
 )
 from txanomaly.threshold import QuantileThreshold, exceeds, risk_levels
 
@@ -354,10 +355,16 @@ class AnomalyDetector(Estimator):
         # The scaled rows as the batch kernel reads them, [x.T; |x|^2; 1] (augment_rows),
         # built once: rebuilding them every epoch cost a fifth of the training time.
         scaled = BlockStore(store.path.with_name(store.path.name + ".scaled"), np.float32)
+
+        def augmented(raw: np.ndarray) -> np.ndarray:
+            x = np.asarray(raw if transform is None else transform(raw), dtype=np.float64)
+            return augment_rows(torch.from_numpy(self._scaled(x))).numpy()
+
         try:
-            for raw in store.blocks(block):  # finite: the scaler's pass checked them
-                x = np.asarray(raw if transform is None else transform(raw), dtype=np.float64)
-                scaled.append(augment_rows(torch.from_numpy(self._scaled(x))).numpy())
+            # Finite: the scaler's pass checked them. Two blocks at a time (NumPy and
+            # PyTorch let go of the GIL), appended in order.
+            for aug in map_in_threads(augmented, store.blocks(block)):
+                scaled.append(aug)
             seen = self._train_stored(scaled, n, step, sample, callback)
             self._finish_stored(scaled, n, started)
         finally:

@@ -34,8 +34,9 @@ import logging
 import math
 import os
 import threading
-from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import TypeVar
 
@@ -63,6 +64,7 @@ _PCA_MAX_ROWS = 100_000
 
 Callback = Callable[[int, int], None]
 T = TypeVar("T")
+A = TypeVar("A")
 
 
 # --------------------------------------------------------------------------- pure maths
@@ -589,6 +591,22 @@ def _each_chunk(n: int, step: int, device: torch.device, work: Callable[[int], T
         return [work(start) for start in starts]
     with _one_torch_thread():
         return list(_pool().map(work, starts))
+
+
+def map_in_threads(function: Callable[[A], T], items: Iterable[A], ahead: int = 2
+                   ) -> Iterator[T]:
+    """``function(item)`` for each of ``items``, computed by the kernel's threads with at
+    most ``ahead`` items in flight beyond the one whose result is awaited, yielded in order;
+    PyTorch on one thread meanwhile (see :func:`_each_chunk`). ``items`` is consumed from
+    this thread."""
+    pending: deque[Future[T]] = deque()
+    with _one_torch_thread():
+        for item in items:
+            pending.append(_pool().submit(function, item))
+            if len(pending) > ahead:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
 
 
 def _pool() -> ThreadPoolExecutor:

@@ -338,17 +338,21 @@ class AnomalyDetector(Estimator):
         self.n_features_in_ = d
         self.__dict__.pop("feature_names_in_", None)
 
+        def prepared(numbered: tuple[int, np.ndarray]) -> np.ndarray:
+            number, block = numbered
+            # Column-major, as a DataFrame's values come to fit: the column sums then add in
+            # the same order (NumPy sums a contiguous column pairwise).
+            x = np.asfortranarray(block if transform is None else transform(block),
+                                  dtype=np.float64)
+            _check_finite_rows(x, number * BLOCK_ROWS)
+            return x
+
         def inputs() -> Iterator[np.ndarray]:
-            for number, block in enumerate(store.blocks(BLOCK_ROWS)):
-                # Column-major, as a DataFrame's values come to fit: the column sums then
-                # add in the same order (NumPy sums a contiguous column pairwise).
-                x = np.asfortranarray(block if transform is None else transform(block),
-                                      dtype=np.float64)
-                _check_finite_rows(x, number * BLOCK_ROWS)
-                yield x
+            # Prepared (and the scaler's sums made) two blocks at a time, used in order.
+            return map_in_threads(prepared, enumerate(store.blocks(BLOCK_ROWS)))
 
         self.center_, self.scale_ = self._weighted(*fit_scaler_blocks(
-            inputs, d, self._scaler_kind(), sums=sums))
+            inputs, d, self._scaler_kind(), sums=sums, map_blocks=map_in_threads))
         self.som_ = self._new_som(rows, cols, d)
         step = self.batch_size or chunk_rows(self.som_.n_units, self.device)
         block = step * max(1, BLOCK_ROWS // step)  # a multiple of the kernel's chunk

@@ -17,6 +17,10 @@ from collections.abc import Callable, Iterable, Iterator
 
 import numpy as np
 
+#: ``map``'s signature, for a function of a block and the blocks.
+MapBlocks = Callable[[Callable[[np.ndarray], np.ndarray], Iterable[np.ndarray]],
+                     Iterable[np.ndarray]]
+
 #: ``standard``: mean and (population) standard deviation; ``robust``: median and
 #: interquartile range (the standard deviation where the IQR is 0); ``none``: identity.
 SCALERS = ("standard", "robust", "none")
@@ -34,8 +38,8 @@ def fit_scaler(X: np.ndarray, scaling: str) -> tuple[np.ndarray, np.ndarray]:
 
 def fit_scaler_blocks(blocks: Callable[[], Iterable[np.ndarray]], n_columns: int,
                       scaling: str, columns: Callable[[], Iterable[np.ndarray]] | None = None,
-                      sums: tuple[np.ndarray, int] | None = None
-                      ) -> tuple[np.ndarray, np.ndarray]:
+                      sums: tuple[np.ndarray, int] | None = None,
+                      map_blocks: MapBlocks = map) -> tuple[np.ndarray, np.ndarray]:
     """:func:`fit_scaler` of a table that may not fit in memory.
 
     ``blocks()`` yields the rows in order, in blocks (each call starts again from the first
@@ -45,7 +49,7 @@ def fit_scaler_blocks(blocks: Callable[[], Iterable[np.ndarray]], n_columns: int
     the blocks, one column (8 bytes a row) at a time; they equal :func:`fit_scaler`'s up to
     rounding of the standard deviation that replaces a zero IQR. ``sums``: ``standard``'s
     first pass when it was made as the rows were written (:class:`BlockSums`); the other
-    scalings ignore it.
+    scalings ignore it. ``map_blocks``: see :func:`mean_std_blocks`.
     """
     if scaling not in SCALERS:
         raise ValueError(f"scaling must be one of {SCALERS}, got {scaling!r}")
@@ -56,7 +60,7 @@ def fit_scaler_blocks(blocks: Callable[[], Iterable[np.ndarray]], n_columns: int
         stats = np.array([_robust_column(np.asarray(col)) for col in found])
         center, scale = stats[:, 0], stats[:, 1]
     else:
-        center, scale = mean_std_blocks(blocks, n_columns, sums)
+        center, scale = mean_std_blocks(blocks, n_columns, sums, map_blocks)
     return np.asarray(center, dtype=np.float64), np.where(scale > 0, scale, 1.0)
 
 
@@ -89,10 +93,12 @@ def mean_std(X: np.ndarray, chunk: int = MOMENT_BLOCK) -> tuple[np.ndarray, np.n
 
 
 def mean_std_blocks(blocks: Callable[[], Iterable[np.ndarray]], n_columns: int,
-                    sums: tuple[np.ndarray, int] | None = None
-                    ) -> tuple[np.ndarray, np.ndarray]:
+                    sums: tuple[np.ndarray, int] | None = None,
+                    map_blocks: MapBlocks = map) -> tuple[np.ndarray, np.ndarray]:
     """:func:`mean_std` over the blocks of rows ``blocks()`` yields (two passes; one when
-    ``sums``, the column sums and the rows of the first, are given: :class:`BlockSums`)."""
+    ``sums``, the column sums and the rows of the first, are given: :class:`BlockSums`).
+    ``map_blocks(function, blocks)``: the second pass's per-block sums, in block order (the
+    builtin ``map``, or one that computes them in threads); they are added in that order."""
     if sums is None:
         total = np.zeros(n_columns)
         rows = 0
@@ -103,8 +109,8 @@ def mean_std_blocks(blocks: Callable[[], Iterable[np.ndarray]], n_columns: int,
         total, rows = sums
     mean = total / rows
     squares = np.zeros(n_columns)
-    for block in blocks():
-        squares += ((block - mean) ** 2).sum(axis=0)
+    for part in map_blocks(lambda block: ((block - mean) ** 2).sum(axis=0), blocks()):
+        squares += part
     return mean, np.sqrt(squares / rows)
 
 

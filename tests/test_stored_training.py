@@ -193,22 +193,25 @@ def test_counterparty_tally_equals_the_whole_frame_rule():
         detect_counterparty(pl.DataFrame()).role, detect_counterparty(pl.DataFrame()).rows)
 
 
-def test_row_store_reads_a_replaced_column_from_its_file(tmp_path):
+def test_row_store_reads_a_transformed_column_from_its_file(tmp_path):
     X = np.arange(30.0).reshape(10, 3)
     store = RowStore(tmp_path / "rows.f64", 3, keep_columns=[1])
     store.append(X[:4])
     store.append(X[4:])
-    store.set_column(1, -X[:, 1])
+    store.transform_column(1, np.negative)
     expected = X.copy()
     expected[:, 1] *= -1
     assert np.array_equal(np.concatenate(list(store.blocks(3, start=2))), expected[2:])
+    column_major = list(store.blocks(4, order="F"))
+    assert all(block.flags.f_contiguous for block in column_major)
+    assert np.array_equal(np.concatenate(column_major), expected)
     assert np.array_equal(store.load(), expected)
     assert np.array_equal(store.column(1), expected[:, 1])
     assert np.array_equal(store.take(np.array([9, 0]), rows=4), expected[[9, 0]])
     store.rewrite(lambda block: block + 1, rows=4)
     assert np.array_equal(store.load(), expected + 1)
     with pytest.raises(ValueError, match="not one of the kept columns"):
-        store.set_column(0, X[:, 0])
+        store.transform_column(0, np.negative)
 
 
 def test_block_sums_equal_the_scaler_first_pass(rows):

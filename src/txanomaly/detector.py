@@ -349,7 +349,7 @@ class AnomalyDetector(Estimator):
 
         def inputs() -> Iterator[np.ndarray]:
             # Prepared (and the scaler's sums made) two blocks at a time, used in order.
-            return map_in_threads(prepared, enumerate(store.blocks(BLOCK_ROWS)))
+            return map_in_threads(prepared, enumerate(store.blocks(BLOCK_ROWS, order="F")))
 
         self.center_, self.scale_ = self._weighted(*fit_scaler_blocks(
             inputs, d, self._scaler_kind(), sums=sums, map_blocks=map_in_threads))

@@ -65,11 +65,12 @@ class TrainingRows:
     Each chunk is transformed as it is appended (:meth:`FeatureSet.transform`, elementwise)
     except the columns whose transform has a scale still to fit (:func:`columns_to_fit`):
     those stay raw, each also in a file of its own, until ``fit_stored`` has fitted the
-    scale on the whole column and rewritten that file. The standard scaler's first pass (its
-    column sums, :class:`~txanomaly.scaling.BlockSums`) is counted on the way too. So
-    training reads the table twice before the map's passes (the scaler's second pass and
-    the scaled copy), where transforming it in place and the scaler's two passes read it
-    four times and wrote it once more; the model is the same bit for bit.
+    scale on the whole column; from then on they are transformed as they are read
+    (:meth:`RowStore.transform_column`). The standard scaler's first pass (its column sums,
+    :class:`~txanomaly.scaling.BlockSums`) is counted on the way too. So training reads the
+    table twice before the map's passes (the scaler's second pass and the scaled copy),
+    where transforming it in place and the scaler's two passes read it four times and wrote
+    it once more; the model is the same bit for bit.
 
     >>> import tempfile
     >>> from txanomaly.features.spec import Feature, FeatureSet
@@ -102,6 +103,11 @@ class TrainingRows:
         values = self._early.transform(raw)
         self.store.append(values)
         self.sums.add(values)
+
+
+def _column_transform(one: FeatureSet) -> Callable[[np.ndarray], np.ndarray]:
+    """The transform of the one-feature set ``one`` as a function of a column's values."""
+    return lambda values: one.transform(values[:, None])[:, 0]
 
 
 def _transforms(fs: FeatureSet) -> list[tuple[Any, ...]]:
@@ -231,12 +237,11 @@ class TransactionModel(Estimator):
             raw = store.column(j)[:, None]
             one = FeatureSet(fs.name, (fitted[j],)).fit_transforms(raw)
             fitted[j] = one.features[0]
-            # The same elementwise arithmetic as the whole set's transform of a block.
-            values = one.transform(raw)[:, 0]
+            # The same elementwise arithmetic as the whole set's transform of a block, here
+            # for the scaler's sums and then on each block as the column is read.
+            rows.sums.set_column(j, one.transform(raw)[:, 0])
             del raw
-            store.set_column(j, values)
-            rows.sums.set_column(j, values)
-            del values
+            store.transform_column(j, _column_transform(one))
         fs = replace(fs, features=tuple(fitted))
         self.feature_set_ = fs
         detector.fit_stored(store, callback=callback, sample=sample, sums=rows.sums.result())

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import mmap
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -55,8 +55,9 @@ class RowStore:
                               for j in keep_columns}
         for file in self._column_files.values():
             file.write_bytes(b"")
-        # Kept columns given new values (set_column): read from their files, not the table.
-        self._replaced: set[int] = set()
+        # Kept columns given new values (transform_column): read from their files through
+        # their function, not from the table.
+        self._replaced: dict[int, Callable[[np.ndarray], np.ndarray]] = {}
 
     @property
     def row_bytes(self) -> int:
@@ -92,44 +93,48 @@ class RowStore:
         for file in self._column_files.values():
             file.unlink(missing_ok=True)
         self._column_files = {}
-        self._replaced = set()
+        self._replaced = {}
 
-    def set_column(self, j: int, values: np.ndarray) -> None:
-        """Give column ``j`` (one of ``keep_columns``) new values, written to its own file
-        only: from then on :meth:`blocks`, :meth:`take`, :meth:`load` and :meth:`column`
-        read it from there, and the table's copy is never read again. A column transformed
-        on its own (its transform's scale fitted on the whole column) so costs a write of
-        that column, not a pass over the table."""
+    def transform_column(self, j: int, function: Callable[[np.ndarray], np.ndarray]
+                         ) -> None:
+        """Column ``j`` (one of ``keep_columns``) is ``function`` of its kept values from
+        now on (elementwise: applied to each block's part of the column as it is read):
+        :meth:`blocks`, :meth:`take`, :meth:`load` and :meth:`column` read it from its own
+        file through ``function``, and the table's copy is never read again. A column whose
+        transform's scale is fitted on the whole column so costs neither a pass over the
+        table nor a write."""
         if j not in self._column_files:
             raise ValueError(f"column {j} is not one of the kept columns "
                              f"{sorted(self._column_files)}")
-        values = np.ascontiguousarray(values, dtype=self.dtype)
-        if values.shape != (self.n_rows,):
-            raise ValueError(f"expected {self.n_rows} values for column {j}, got shape "
-                             f"{values.shape}")
-        self._column_files[j].write_bytes(values.data.cast("B"))
-        self._replaced.add(j)
+        self._replaced[j] = function
+
+    def _kept(self, j: int, first: int, rows: int) -> np.ndarray:
+        """Rows ``first:first + rows`` of the replaced column ``j`` (:meth:`transform_column`)."""
+        values = np.empty(rows, dtype=self.dtype)
+        with self._column_files[j].open("rb", buffering=0) as fh:
+            fh.seek(first * self.dtype.itemsize)
+            _read_into(fh, values.data.cast("B"), self._column_files[j])
+        return np.asarray(self._replaced[j](values), dtype=self.dtype)
 
     def _overlay(self, block: np.ndarray, first: int) -> None:
-        """Put the replaced columns' values (:meth:`set_column`) for rows ``first:first +
-        len(block)`` into ``block``."""
+        """Put the replaced columns' values for rows ``first:first + len(block)`` into
+        ``block``."""
         for j in sorted(self._replaced):
-            values = np.empty(len(block), dtype=self.dtype)
-            with self._column_files[j].open("rb", buffering=0) as fh:
-                fh.seek(first * self.dtype.itemsize)
-                _read_into(fh, values.data.cast("B"), self._column_files[j])
-            block[:, j] = values
+            block[:, j] = self._kept(j, first, len(block))
 
-    def blocks(self, rows: int = BLOCK_ROWS, start: int = 0, stop: int | None = None
-               ) -> Iterator[np.ndarray]:
+    def blocks(self, rows: int = BLOCK_ROWS, start: int = 0, stop: int | None = None,
+               order: str = "C") -> Iterator[np.ndarray]:
         """Rows ``start:stop`` in order, ``rows`` at a time (the last block may be shorter);
-        each block is a new array the caller may keep."""
+        each block is a new array the caller may keep, row-major, or column-major with
+        ``order="F"`` (the replaced columns then go in whole, not one value a row)."""
         stop = self.n_rows if stop is None else min(stop, self.n_rows)
         with self.path.open("rb", buffering=0) as fh:
             fh.seek(start * self.row_bytes)
             for first in range(start, stop, rows):
                 block = np.empty((min(rows, stop - first), self.n_columns), dtype=self.dtype)
                 _read_into(fh, block.data.cast("B"), self.path)
+                if order == "F":
+                    block = np.asfortranarray(block)
                 self._overlay(block, first)
                 yield block
 
@@ -161,6 +166,8 @@ class RowStore:
     def column(self, j: int) -> np.ndarray:
         """Column ``j`` (from its own file when it is one of ``keep_columns``, else one pass
         over the table; 8 bytes a row for float64)."""
+        if j in self._replaced:
+            return self._kept(j, 0, self.n_rows)
         if j in self._column_files:
             return np.fromfile(self._column_files[j], dtype=self.dtype, count=self.n_rows)
         # Copies: a view would keep its whole block alive until the end, i.e. the table.

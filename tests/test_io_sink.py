@@ -43,7 +43,7 @@ def test_a_failed_write_is_raised_and_leaves_no_file(tmp_path, background):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_parquet_text_columns_with_few_values_are_dictionary_encoded(tmp_path):
+def test_parquet_text_columns_with_few_values_are_dictionary_encoded_and_codecs(tmp_path):
     import pyarrow.parquet as pq
 
     frame = pl.DataFrame({"transaction_id": [f"t{i}" for i in range(5000)],
@@ -56,6 +56,9 @@ def test_parquet_text_columns_with_few_values_are_dictionary_encoded(tmp_path):
     assert any("DICT" in e for e in encodings["reason_1"])
     assert not any("DICT" in e for e in encodings["transaction_id"])
     assert pl.read_parquet(tmp_path / "out.parquet").equals(frame)
+    codecs = {columns.column(j).path_in_schema: columns.column(j).compression
+              for j in range(columns.num_columns)}  # text zstd, numbers Snappy
+    assert codecs == {"transaction_id": "ZSTD", "reason_1": "ZSTD", "score": "SNAPPY"}
 
 
 @pytest.mark.parametrize("suffix", list(READ))

@@ -116,7 +116,7 @@ def test_amount_details_without_an_amount_read_like_a_row_without_that_amount():
 # --- the vectorised check against the per-row rules -------------------------------------------
 
 _TEXT = st.one_of(
-    st.none(), st.just(""), st.text(max_size=4),
+    st.none(), st.just(""), st.text(max_size=4), st.text(min_size=9, max_size=16),
     st.text(alphabet="é", min_size=MAX_STRING_LENGTH - 1, max_size=MAX_STRING_LENGTH + 1),
     st.text(alphabet="ab", min_size=MAX_STRING_LENGTH, max_size=MAX_STRING_LENGTH + 1))
 _AMOUNT = st.one_of(st.none(), st.floats(allow_nan=True),
@@ -144,15 +144,16 @@ def _row(draw: st.DrawFn) -> dict[str, Any]:
     return row
 
 
+@pytest.mark.parametrize("compiled", [False, True], ids=["Polars", "compiled NUL search"])
 @pytest.mark.parametrize("as_text", [False, True], ids=["typed", "text cells (CSV)"])
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(rows=st.lists(_row(), min_size=1, max_size=25))
-def test_the_vectorised_check_gives_the_per_row_verdicts(as_text, rows):
+def test_the_vectorised_check_gives_the_per_row_verdicts(as_text, compiled, rows):
     frame = pl.DataFrame(rows, schema={c: FLAT_SCHEMA[c] for c in FLAT_COLUMNS})
     if as_text:
         frame = frame.cast(pl.String)
         rows = frame.to_dicts()
-    valid, rejects = validate_flat(frame)
+    valid, rejects = validate_flat(frame, compiled=compiled)
     expected_ok, expected_bad = [], {}
     for index, row in enumerate(rows):
         try:

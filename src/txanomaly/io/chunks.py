@@ -366,7 +366,7 @@ def _valid_chunks(path: Path, batches: Iterator[tuple[pl.LazyFrame, int]], keep:
     for raw, height in batches:
         if parsed is None:
             try:
-                frame, bad = validate_flat(raw, str(path), keep)
+                frame, bad = validate_flat(raw, str(path), keep, compiled=True)
             except pl.exceptions.ComputeError as exc:
                 raise InputFormatError(f"{path}: cannot read: {exc}") from None
             bad = [replace(r, index=r.index + offset) for r in bad]

@@ -145,11 +145,15 @@ def _amount_from_cell(value: Any) -> float:
 
 # --- whole columns ---------------------------------------------------------------------------
 
+def _string_too_long(values: pl.Expr) -> pl.Expr:
+    # Bytes >= characters: a cheap bound, made exact by the per-row check.
+    return values.str.len_bytes() > MAX_STRING_LENGTH
+
+
 def _string_breaks(values: pl.Expr) -> pl.Expr:
-    # Bytes >= characters: a cheap bound, made exact by the per-row check. NUL is looked for
-    # in the bytes: 8 ns a value, half the time of str.contains (Polars 2.1, 1M ids).
-    too_long = values.str.len_bytes() > MAX_STRING_LENGTH
-    return too_long | values.cast(pl.Binary).bin.contains(b"\x00")
+    # NUL is looked for in the bytes: 8 ns a value, half the time of str.contains (Polars 2.1,
+    # 1M ids).
+    return _string_too_long(values) | values.cast(pl.Binary).bin.contains(b"\x00")
 
 
 def _timestamp_breaks(values: pl.Expr) -> pl.Expr:
@@ -194,15 +198,20 @@ FLAT_SCHEMA: dict[str, Any] = {**{c: RULES[c].dtype for c in FLAT_COLUMNS},
                                EXTRA_COLUMN: pl.String}
 
 
-def bulk_check(values: Mapping[str, pl.Expr]) -> pl.Expr:
+def bulk_check(values: Mapping[str, pl.Expr], nul: pl.Expr | None = None) -> pl.Expr:
     """True for the rows of a flat table that may break a rule (a superset).
 
     Only the rows it finds go through the per-row check, which decides and names the field.
 
     ``values`` holds an expression per flat column, already cast to its :data:`FLAT_SCHEMA`
-    type (null where a cell was missing or did not convert).
+    type (null where a cell was missing or did not convert). ``nul``: an expression true for
+    the rows with a NUL in any text column (at least), found by the caller at once
+    (:func:`txanomaly.io.nul_scan.nul_rows`); the text columns' own checks then leave NUL out.
     """
-    checks = [RULES[c].breaks(values[c]) for c in FLAT_COLUMNS]
+    checks = [_string_too_long(values[c]) if nul is not None and RULES[c] is TEXT
+              else RULES[c].breaks(values[c]) for c in FLAT_COLUMNS]
+    if nul is not None:
+        checks.append(nul)
     checks += [values[c].is_null() for c in REQUIRED_COLUMNS]
     checks.append(pl.all_horizontal([values[c].is_null() for c in AMOUNT_COLUMNS]))
     # A check that is null (a comparison with a missing value) is not a failure.

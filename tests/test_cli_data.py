@@ -103,6 +103,35 @@ def test_the_features_command_loads_no_model_libraries():
     assert done.stdout.strip().splitlines()[-1] == "[]"
 
 
+def test_options_are_coerced_as_typer_does_without_loading_pydantic(tmp_path):
+    """Typer coerces through Pydantic (a tenth of a second of start-up); the values it would
+    return unchanged (text, an in-range default, nothing) skip it, the others still get its
+    checks and messages."""
+    import subprocess
+    import sys
+
+    src = tmp_path / "tx.jsonl"
+    src.write_text("\n".join(json.dumps(r) for r in records()))
+    code = ("import atexit, sys\n"
+            "atexit.register(lambda: print('pydantic' in sys.modules))\n"
+            f"sys.argv = ['txanomaly', 'features', {str(src)!r}, '-o', "
+            f"{str(tmp_path / 'f.csv')!r}, '-f', 'seed', '--json']\n"
+            "from txanomaly.cli import main\n"
+            "main()\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "False"
+    assert pl.read_csv(tmp_path / "f.csv").height == 4
+    out = str(tmp_path / "g.csv")
+    refused = runner.invoke(app, ["features", str(src), "-o", out, "--chunk-rows", "0"])
+    assert refused.exit_code == 2 and "greater than or equal to 1" in refused.output
+    by_env = runner.invoke(app, ["features", str(src), "-o", out, "--json"],
+                           env={"TXANOMALY_CHUNK_ROWS": "2"})
+    assert by_env.exit_code == 0, by_env.output
+    assert json.loads(by_env.stdout)["rows"] == 4
+
+
 def test_features_in_small_chunks_keep_input_order_even_when_the_input_is_not_in_time_order(
         tmp_path):
     """An input not in time order is sorted on disk, the features computed in time-ordered

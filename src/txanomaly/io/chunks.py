@@ -330,13 +330,28 @@ def _compiled_insert() -> Callable[..., Any]:
 
 def _insert(table: np.ndarray, hashes: np.ndarray) -> tuple[np.ndarray, int]:  # pragma: no cover
     """Insert ``hashes`` into ``table`` (0 = empty; a hash of 0 is stored as 1, and the
-    caller checks both exactly); return the repeats found and how many were added."""
+    caller checks both exactly); return the repeats found (in no particular order) and how
+    many were added.
+
+    The hashes go in grouped by their top 8 bits (a counting sort): a hash's slot grows with
+    its top bits, so each group fills one 1/256 of the table, which stays in cache, instead
+    of a cache miss a hash (the survey's inserts took half the time at 2M rows)."""
+    starts = np.zeros(257, np.int64)
+    for i in range(hashes.size):
+        starts[np.int64(hashes[i] >> np.uint64(56)) + 1] += 1
+    for b in range(256):
+        starts[b + 1] += starts[b]
+    grouped = np.empty_like(hashes)
+    for i in range(hashes.size):
+        b = np.int64(hashes[i] >> np.uint64(56))
+        grouped[starts[b]] = hashes[i]
+        starts[b] += 1
     repeats = np.empty(hashes.size, np.uint64)
     found = 0
     added = 0
     size = np.uint64(table.size)
-    for i in range(hashes.size):
-        h = hashes[i] if hashes[i] != 0 else np.uint64(1)
+    for i in range(grouped.size):
+        h = grouped[i] if grouped[i] != 0 else np.uint64(1)
         at = np.int64(((h >> np.uint64(32)) * size) >> np.uint64(32))
         while table[at] != 0 and table[at] != h:
             at += 1

@@ -339,8 +339,8 @@ def _insert(table: np.ndarray, hashes: np.ndarray) -> tuple[np.ndarray, int]:  #
     starts = np.zeros(257, np.int64)
     for i in range(hashes.size):
         starts[np.int64(hashes[i] >> np.uint64(56)) + 1] += 1
-    for b in range(256):
-        starts[b + 1] += starts[b]
+    for d in range(256):
+        starts[d + 1] += starts[d]
     grouped = np.empty_like(hashes)
     for i in range(hashes.size):
         b = np.int64(hashes[i] >> np.uint64(56))

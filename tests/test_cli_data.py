@@ -167,3 +167,14 @@ def test_features_of_an_input_with_no_valid_record_is_an_empty_table(tmp_path):
     result = runner.invoke(app, ["features", str(src), "-o", str(out), "-f", "seed"])
     assert result.exit_code == 0 and "1 rejected" in result.output
     assert pl.read_parquet(out).height == 0
+
+
+def test_a_missing_or_unknown_input_is_refused_the_same_with_or_without_a_progress_bar(
+        tmp_path):
+    """The bar's total is counted only when a bar is drawn; the input is checked either way."""
+    out = str(tmp_path / "f.parquet")
+    for quiet in ([], ["--quiet"]):
+        missing = runner.invoke(app, ["features", str(tmp_path / "none.csv"), "-o", out, *quiet])
+        assert missing.exit_code == 1 and "none.csv: no such file" in missing.output
+        unknown = runner.invoke(app, ["features", str(tmp_path / "tx.xyz"), "-o", out, *quiet])
+        assert unknown.exit_code == 1 and "unknown extension '.xyz'" in unknown.output

@@ -124,6 +124,11 @@ class Output:
         if self.as_json:
             sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
 
+    @property
+    def shows_progress(self) -> bool:
+        """Whether :meth:`progress` draws a bar (not with ``--quiet``, nor off a terminal)."""
+        return not self.quiet and self.console.is_terminal
+
     def progress(self) -> Progress:
         return Progress(
             TextColumn("[progress.description]{task.description}"),
@@ -131,7 +136,7 @@ class Output:
             TextColumn("{task.completed:,.0f}/{task.total:,.0f}"),
             TimeElapsedColumn(),
             console=self.console,
-            disable=self.quiet or not self.console.is_terminal,
+            disable=not self.shows_progress,
             transient=True,
         )
 

@@ -26,7 +26,13 @@ from txanomaly.io import (
     load_transactions,
     write_rejects,
 )
-from txanomaly.io.chunks import DEFAULT_CHUNK_ROWS, ReadCounts, bucket_sort, count_rows
+from txanomaly.io.chunks import (
+    DEFAULT_CHUNK_ROWS,
+    ReadCounts,
+    bucket_sort,
+    check_input,
+    count_rows,
+)
 from txanomaly.io.sink import ResultSink
 
 if TYPE_CHECKING:
@@ -124,7 +130,13 @@ def features(
     start = time.perf_counter()
     rejected: list[Rejected] = []
     counts = ReadCounts()
-    total = count_rows(input)
+    # The bar's total costs a whole pass over a CSV or JSON Lines file: only for a bar drawn
+    # (the same errors for a missing input either way).
+    total: int | None = None
+    if out.shows_progress:
+        total = count_rows(input)
+    else:
+        check_input(input)
     with out.progress() as bar, tempfile.TemporaryDirectory(prefix="txanomaly-") as folder:
         task = bar.add_task("features", total=total)
         chunks = feature_chunks(input, fs, chunk_rows=chunk_rows, rejects=rejected,

@@ -78,14 +78,22 @@ class ReadCounts:
     sorted_out_of_core: bool = False
 
 
+def check_input(path: str | Path) -> str:
+    """Refuse an input whose extension names no format, or that does not exist (the errors
+    :func:`count_rows` raises); return its format's name."""
+    path = Path(path)
+    kind = format_for(path).name
+    if not path.exists():
+        raise InputFormatError(f"{path}: no such file")
+    return kind
+
+
 def count_rows(path: str | Path) -> int | None:
     """The number of records in ``path``, cheaply: Parquet's metadata, a CSV's rows (one
     streaming count), a JSON Lines file's non-blank lines; None for a JSON array (counting
     would mean parsing it)."""
     path = Path(path)
-    kind = format_for(path).name
-    if not path.exists():
-        raise InputFormatError(f"{path}: no such file")
+    kind = check_input(path)
     if kind == "Parquet":
         import pyarrow.parquet as pq
 

@@ -128,10 +128,15 @@ class RowStore:
         each block is a new array the caller may keep, row-major, or column-major with
         ``order="F"`` (the replaced columns then go in whole, not one value a row)."""
         stop = self.n_rows if stop is None else min(stop, self.n_rows)
+        # Column-major blocks are read into one row-major buffer and copied out of it.
+        buffer = np.empty((min(rows, stop - start) if order == "F" else 0, self.n_columns),
+                          dtype=self.dtype)
         with self.path.open("rb", buffering=0) as fh:
             fh.seek(start * self.row_bytes)
             for first in range(start, stop, rows):
-                block = np.empty((min(rows, stop - first), self.n_columns), dtype=self.dtype)
+                size = min(rows, stop - first)
+                block = buffer[:size] if order == "F" else np.empty(
+                    (size, self.n_columns), dtype=self.dtype)
                 _read_into(fh, block.data.cast("B"), self.path)
                 if order == "F":
                     block = np.asfortranarray(block)

@@ -109,9 +109,18 @@ def mean_std_blocks(blocks: Callable[[], Iterable[np.ndarray]], n_columns: int,
         total, rows = sums
     mean = total / rows
     squares = np.zeros(n_columns)
-    for part in map_blocks(lambda block: ((block - mean) ** 2).sum(axis=0), blocks()):
+    for part in map_blocks(lambda block: _square_sums(block, mean), blocks()):
         squares += part
     return mean, np.sqrt(squares / rows)
+
+
+def _square_sums(block: np.ndarray, mean: np.ndarray) -> np.ndarray:
+    """``((block - mean) ** 2).sum(axis=0)``; a column-major block a column at a time (each
+    column contiguous: NumPy's same pairwise sum of the same squares), whose temporaries are
+    a column's, not the block's."""
+    if block.ndim == 2 and block.flags.f_contiguous:
+        return np.array([((block[:, j] - mean[j]) ** 2).sum() for j in range(block.shape[1])])
+    return ((block - mean) ** 2).sum(axis=0)
 
 
 class BlockSums:

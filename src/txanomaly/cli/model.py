@@ -87,6 +87,7 @@ def train(
     seed: Annotated[int, typer.Option(help="Random seed (initialisation, shuffling).")] = 0,
     device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
     sample: Annotated[str, typer.Option(
+        metavar="auto|all|N",
         help="Rows the map trains on: auto (every row up to 1,000,000, or 10,000 per map "
              "unit if more; above that a uniform random sample of that many, drawn with "
              "--seed), all (every row, read from a temporary file each epoch) or a number "
